@@ -1,0 +1,870 @@
+"""SIP messages: parse, read, change and serialise (RFC 3261 7, 20, 25).
+
+Pure data, no I/O. The parser keeps the raw bytes of every header line and
+decodes a value only when something reads it, so a proxy that touches the
+start line, the top Via, Route, Max-Forwards and Contact never decodes the
+rest, and forwards every header it did not change byte for byte.
+
+What is checked at parse time is what a proxy must refuse before acting
+(RFC 4475 3.1.2): the start line, the headers that identify the transaction
+(Via, From, To, Call-ID, CSeq), the numeric headers and Content-Length.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator, Optional, Union
+
+from sipproxy.uri import (
+    URI,
+    NameAddr,
+    URIError,
+    format_host_port,
+    format_params,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+)
+
+__all__ = [
+    "ParseError",
+    "Via",
+    "Message",
+    "Request",
+    "Response",
+    "parse",
+    "parse_via",
+    "canonical_name",
+    "REASONS",
+    "MAGIC_COOKIE",
+]
+
+MAGIC_COOKIE = "z9hG4bK"
+
+#: Compact header forms (RFC 3261 7.3.3 and the IANA registry).
+COMPACT_FORMS = {
+    "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
+    "c": "content-type", "f": "from", "s": "subject", "k": "supported", "t": "to",
+    "v": "via", "o": "event", "u": "allow-events", "r": "refer-to", "b": "referred-by",
+    "x": "session-expires", "a": "accept-contact", "j": "reject-contact",
+    "d": "request-disposition", "y": "identity",
+}
+
+#: Headers whose value is a comma-separated list (RFC 3261 7.3.1); every
+#: other header is kept whole (From, To and the auth headers among them).
+LIST_HEADERS = frozenset(
+    """via contact record-route route path service-route allow supported
+    unsupported require proxy-require accept accept-encoding accept-language
+    content-encoding content-language alert-info call-info error-info
+    warning in-reply-to allow-events""".split()
+)
+
+#: Headers that may appear once; duplicates must carry the same value.
+SINGLETONS = ("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type")
+
+_NUMERIC_LIMITS = (
+    ("content-length", 2**31 - 1),
+    ("max-forwards", 255),
+    ("expires", 2**32 - 1),
+    ("min-expires", 2**32 - 1),
+)
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
+#: How new headers are spelled when we write them.
+_CANONICAL_LABELS = {
+    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq",
+}
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized",
+    402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
+    420: "Bad Extension", 421: "Extension Required", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
+    485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+_TOKEN_RE = re.compile(rb"[A-Za-z0-9.!%*_+`'~\-]+\Z")
+_STR_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
+_CSEQ_RE = re.compile(r"([0-9]+)[ \t\r\n]+([A-Za-z0-9.!%*_+`'~\-]+)\Z")
+_CALLID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?\Z")
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+#: The shape of a name-addr or addr-spec with params: quotes closed,
+#: at most one <URI>, nothing unbalanced (RFC 4475 3.1.2.6).
+_NAME_ADDR_SHAPE = re.compile(
+    rf'[ \t]*(?:{_QUOTED})?[^"<>]*(?:<[^<>"]*>(?:[^"<>]|{_QUOTED})*)?\Z', re.S
+)
+_FOLD_RE = re.compile(rb"[ \t]*\r?\n[ \t]+")
+_VIA_RE = re.compile(
+    r"[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)[ \t]*/[ \t]*([0-9.]+)[ \t]*/[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)"
+    r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?:[ \t]*:[ \t]*(\d{1,5}))?[ \t]*(;.*)?\Z",
+    re.S,
+)
+_ENC = "utf-8"
+_ERRORS = "surrogateescape"
+
+
+class ParseError(ValueError):
+    """A message that must be refused.
+
+    @ivar reason: human-readable cause, fit for a log line and a reason
+        phrase.
+    @ivar status: the response code a server answers with (400, or 505 for
+        an unknown SIP version).
+    @ivar message: the part that could be parsed (a L{Request} or
+        L{Response} whose headers were split), so an edge can still address
+        a 400; None when not even that was possible.
+    """
+
+    def __init__(self, reason: str, status: int = 400, message: Optional["Message"] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.message = message
+
+
+# -- header names --------------------------------------------------------
+#: Raw spelling of a header name (as it appears before the colon) to its
+#: canonical name; bounded so junk names cannot grow it without end.
+_NAME_CACHE: dict[bytes, str] = {}
+_NAME_CACHE_LIMIT = 4096
+
+
+def canonical_name(name: Union[str, bytes]) -> str:
+    """The lower-case long form of a header name (C{v} -> C{via})."""
+    if isinstance(name, bytes):
+        cached = _NAME_CACHE.get(name)
+        if cached is not None:
+            return cached
+        name = name.decode(_ENC, _ERRORS)
+    lower = name.strip().lower()
+    return COMPACT_FORMS.get(lower, lower)
+
+
+def _label(name: str) -> str:
+    """How we spell a header we add: C{Record-Route}, C{Call-ID}."""
+    return _CANONICAL_LABELS.get(name) or "-".join(p.capitalize() for p in name.split("-"))
+
+
+def _learn_name(spelled: bytes) -> str:
+    """Canonical name for the raw text before a header's colon."""
+    name = spelled.rstrip(b" \t")
+    if not name or not _TOKEN_RE.match(name):
+        raise ParseError(f"malformed header name {name[:40]!r}")
+    canonical = canonical_name(name)
+    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
+        _NAME_CACHE[spelled] = canonical
+    return canonical
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list header value on commas outside quotes and C{<>}."""
+    if '"' not in value and "<" not in value:
+        return [v.strip() for v in value.split(",")]
+    items: list[str] = []
+    start = 0
+    quoted = False
+    angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == "," and not angle:
+            items.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    items.append(value[start:].strip())
+    return items
+
+
+def _decode_line(name: str, raw: bytes) -> list[str]:
+    """The values of one raw header line: unfolded, stripped, and split
+    on commas for list headers (empty list elements dropped)."""
+    text = raw.partition(b":")[2]
+    if b"\n" in text:
+        text = _FOLD_RE.sub(b" ", text)
+    value = text.strip().decode(_ENC, _ERRORS)
+    if name in LIST_HEADERS:
+        if "," not in value:
+            return [value] if value else []
+        return [v for v in split_list(value) if v]
+    return [value]
+
+
+def _label_of(raw: bytes) -> str:
+    return raw.partition(b":")[0].strip().decode(_ENC, _ERRORS)
+
+
+# -- Via -------------------------------------------------------------------
+class Via:
+    """One Via value (RFC 3261 20.42): protocol, transport, sent-by and
+    parameters in their order."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "params", "_text")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: Optional[int] = None,
+        params: Optional[list[tuple[str, Optional[str]]]] = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport.upper()
+        self.host = host
+        self.port = port
+        self.params = params if params is not None else []
+        self._text: Optional[str] = None
+
+    def param(self, name: str) -> Optional[str]:
+        """Value of a parameter (name in lower case), C{""} for a flag,
+        None if absent."""
+        for n, v in self.params:
+            if n == name or n.lower() == name:
+                return "" if v is None else v
+        return None
+
+    def set_param(self, name: str, value: Optional[str]) -> None:
+        for i, (n, _) in enumerate(self.params):
+            if n.lower() == name:
+                self.params[i] = (n, value)
+                break
+        else:
+            self.params.append((name, value))
+        self._text = None
+
+    @property
+    def branch(self) -> Optional[str]:
+        return self.param("branch")
+
+    @property
+    def sent_by(self) -> str:
+        return format_host_port(self.host, self.port)
+
+    @property
+    def rfc3261_branch(self) -> bool:
+        """True when the branch carries the magic cookie and more."""
+        branch = self.branch
+        return bool(branch) and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+
+def parse_via(text: str) -> Via:
+    """Parse one Via value; LWS around C{/}, C{:}, C{;} and C{=} is allowed.
+
+    @raise ParseError: when it does not follow the grammar, or has an empty
+        or malformed parameter.
+    """
+    m = _VIA_RE.match(text)
+    if m is None:
+        raise ParseError(f"malformed Via {text[:80]!r}")
+    name, version, transport, host, port, params = m.groups()
+    if host[0] == "[":
+        host = host[1:-1]
+    try:
+        parsed = parse_params(params) if params else []
+    except URIError as e:
+        raise ParseError(f"malformed Via parameters ({e})") from None
+    port_number = int(port) if port else None
+    if port_number is not None and port_number > 65535:
+        raise ParseError(f"bad port in Via {text[:80]!r}")
+    via = Via(transport, host, port_number, parsed, f"{name.upper()}/{version}")
+    via._text = text
+    return via
+
+
+# -- messages ----------------------------------------------------------------
+class Message:
+    """What requests and responses share: headers and body.
+
+    Headers live in three parallel lists, one entry per header line: the
+    canonical name, the raw bytes, and the decoded values (None until
+    read). Header names are case-insensitive and compact forms count as
+    their long names. List headers are read value by value (a line
+    C{Via: a, b} gives two values).
+    """
+
+    __slots__ = ("_names", "_raws", "_values", "body", "_via")
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._raws: list[bytes] = []
+        self._values: list[Optional[list[str]]] = []
+        self.body = b""
+        self._via: Optional[Via] = None
+
+    # reading ------------------------------------------------------------
+    def _decoded(self, i: int) -> list[str]:
+        values = self._values[i]
+        if values is None:
+            values = self._values[i] = _decode_line(self._names[i], self._raws[i])
+        return values
+
+    def _positions(self, name: str) -> list[int]:
+        names = self._names
+        return [i for i, n in enumerate(names) if n == name] if name in names else []
+
+    def get(self, name: str) -> Optional[str]:
+        """The first value of a header, or None."""
+        names = self._names
+        if name not in names:
+            name = canonical_name(name)
+            if name not in names:
+                return None
+        i = names.index(name)
+        values = self._values[i]
+        if values is None:
+            values = self._values[i] = _decode_line(name, self._raws[i])
+        if values:
+            return values[0]
+        for j in self._positions(name):
+            values = self._decoded(j)
+            if values:
+                return values[0]
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a header, in order (list headers split)."""
+        name = canonical_name(name)
+        out: list[str] = []
+        for i in self._positions(name):
+            out.extend(self._decoded(i))
+        return out
+
+    def count(self, name: str) -> int:
+        """How many values a header has."""
+        return len(self.get_all(name))
+
+    def __contains__(self, name: str) -> bool:
+        return canonical_name(name) in self._names
+
+    def header_names(self) -> list[str]:
+        """Canonical names of the header lines, in order."""
+        return list(self._names)
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """(canonical name, value) for every value of every header."""
+        for i, name in enumerate(self._names):
+            for v in self._decoded(i):
+                yield name, v
+
+    def raw_lines(self, name: str) -> list[bytes]:
+        """The raw header lines of one header, as received or rendered."""
+        return [self._raws[i] for i in self._positions(canonical_name(name))]
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """(number, method) of CSeq."""
+        num, _, method = (self.get("cseq") or "0 ").partition(" ")
+        return int(num), method.strip()
+
+    @property
+    def cseq_method(self) -> str:
+        return self.cseq[1]
+
+    @property
+    def tid(self) -> str:
+        """Call-ID and CSeq number: what ACK and CANCEL share with their INVITE."""
+        return f"{self.call_id} {self.cseq[0]}"
+
+    def top_via(self) -> Optional[Via]:
+        """The topmost Via, parsed (cached until the Vias change)."""
+        via = self._via
+        if via is None:
+            value = self.get("via")
+            if value is None:
+                return None
+            via = self._via = parse_via(value)
+        return via
+
+    def name_addr(self, name: str) -> Optional[NameAddr]:
+        """The first value of From/To/Contact/... as a L{NameAddr}."""
+        value = self.get(name)
+        return parse_name_addr(value) if value is not None else None
+
+    @property
+    def from_tag(self) -> Optional[str]:
+        addr = self.name_addr("from")
+        return addr.tag if addr else None
+
+    @property
+    def to_tag(self) -> Optional[str]:
+        addr = self.name_addr("to")
+        return addr.tag if addr else None
+
+    # changing -------------------------------------------------------------
+    def _put(self, position: int, name: str, value: str) -> None:
+        self._names.insert(position, name)
+        self._raws.insert(position, f"{_label(name)}: {value}".encode(_ENC, _ERRORS))
+        self._values.insert(position, [value])
+        if name == "via":
+            self._via = None
+
+    def _drop(self, position: int) -> None:
+        if self._names[position] == "via":
+            self._via = None
+        del self._names[position]
+        del self._raws[position]
+        del self._values[position]
+
+    def _rerender(self, i: int, values: list[str]) -> None:
+        self._values[i] = values
+        self._raws[i] = f"{_label_of(self._raws[i])}: {', '.join(values)}".encode(_ENC, _ERRORS)
+        if self._names[i] == "via":
+            self._via = None
+
+    def insert(self, name: str, value: str) -> None:
+        """Put a header value above every other line (a new top Via or
+        Record-Route)."""
+        self._put(0, canonical_name(name), value)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line at the end."""
+        self._put(len(self._names), canonical_name(name), value)
+
+    def remove(self, name: str) -> None:
+        """Remove every line of a header."""
+        for i in reversed(self._positions(canonical_name(name))):
+            self._drop(i)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of a header with one value, keeping the
+        position of its first line (and the spelling of its name)."""
+        name = canonical_name(name)
+        positions = self._positions(name)
+        if not positions:
+            self._put(len(self._names), name, value)
+            return
+        for i in reversed(positions[1:]):
+            self._drop(i)
+        self._rerender(positions[0], [value])
+
+    def pop_first(self, name: str) -> Optional[str]:
+        """Remove and return the first value of a (list) header."""
+        name = canonical_name(name)
+        for i in self._positions(name):
+            values = self._decoded(i)
+            if not values:
+                continue
+            if len(values) > 1:
+                self._rerender(i, values[1:])
+            else:
+                self._drop(i)
+            return values[0]
+        return None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of a (list) header, keeping the others."""
+        name = canonical_name(name)
+        for i in self._positions(name):
+            values = self._decoded(i)
+            if values:
+                self._rerender(i, [value] + values[1:])
+                return
+        self._put(0, name, value)
+
+    def set_all(self, name: str, values: Iterable[str]) -> None:
+        """Replace a header by one line per value (an empty list removes it)."""
+        name = canonical_name(name)
+        positions = self._positions(name)
+        where = positions[0] if positions else len(self._names)
+        for i in reversed(positions):
+            self._drop(i)
+        for offset, value in enumerate(values):
+            self._put(where + offset, name, value)
+
+    def set_top_via(self, via: Via) -> None:
+        """Write back a changed top Via (C{received}, C{rport})."""
+        self.replace_first("via", str(via))
+        self._via = via
+
+    def set_body(self, body: bytes, content_type: Optional[str] = None) -> None:
+        """Replace the body; Content-Length follows, Content-Type if given."""
+        self.body = body
+        self.set("content-length", str(len(body)))
+        if content_type is not None:
+            self.set("content-type", content_type)
+
+    # serialising -------------------------------------------------------------
+    def _start_line(self) -> bytes:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        names = self._names
+        body = self.body
+        if "content-length" not in names:
+            self.add("content-length", str(len(body)))
+        else:
+            i = names.index("content-length")
+            values = self._decoded(i)
+            if names.count("content-length") > 1 or not values or int(values[0]) != len(body):
+                self.set("content-length", str(len(body)))
+        return b"\r\n".join([self._start_line(), *self._raws, b""]) + b"\r\n" + body
+
+    def _copy_into(self, other: "Message") -> None:
+        other._names = list(self._names)
+        other._raws = list(self._raws)
+        other._values = list(self._values)  # value lists are replaced, never mutated
+        other.body = self.body
+        other._via = self._via
+
+    # validation ---------------------------------------------------------------
+    def _validate(self) -> None:
+        """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on."""
+        names = self._names
+        for name in _REQUIRED:
+            if name not in names:
+                raise ParseError(f"missing {_label(name)} header", message=self)
+        for name in SINGLETONS:
+            if names.count(name) > 1:
+                values = {" ".join(v.split()) for v in self.get_all(name)}
+                if len(values) > 1:
+                    raise ParseError(f"conflicting {_label(name)} values", message=self)
+        for name, limit in _NUMERIC_LIMITS:
+            if name in names:
+                value = self.get(name) or ""
+                if not value.isdigit() or not value.isascii() or int(value) > limit:
+                    raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=self)
+        i = names.index("cseq")
+        cseq = self._decoded(i)[0]
+        m = _CSEQ_RE.match(cseq)
+        if m is None:
+            raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=self)
+        number = int(m.group(1))
+        if number >= 2**31:
+            raise ParseError("CSeq number out of range", message=self)
+        canonical = f"{number} {m.group(2)}"
+        if canonical != cseq:
+            self._values[i] = [canonical]  # normalised for readers; raw kept
+        call_id = self.get("call-id") or ""
+        if not _CALLID_RE.match(call_id):
+            raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=self)
+        for name in ("from", "to"):
+            value = self.get(name) or ""
+            if ":" not in value or not _NAME_ADDR_SHAPE.match(value):
+                raise ParseError(f"malformed {_label(name)} {value[:60]!r}", message=self)
+        try:
+            self.top_via()
+        except ParseError as e:
+            e.message = self
+            raise
+
+
+class Request(Message):
+    """A SIP request."""
+
+    __slots__ = ("method", "_uri", "version", "_start", "_parsed_uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self._uri = str(uri)
+        self.version = version
+        self._start: Optional[bytes] = None
+        self._parsed_uri = None
+        for name, value in headers:
+            self.add(name, value)
+        self.set_body(body)
+
+    @property
+    def uri(self) -> str:
+        """The Request-URI as text."""
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: str) -> None:
+        self._uri = str(value)
+        self._start = None
+        self._parsed_uri = None
+
+    def parsed_uri(self) -> URI:
+        """The Request-URI parsed (cached); raises L{URIError}."""
+        uri = self._parsed_uri
+        if uri is None:
+            uri = self._parsed_uri = parse_uri(self._uri)
+        return uri
+
+    def _start_line(self) -> bytes:
+        start = self._start
+        if start is None:
+            start = self._start = f"{self.method} {self._uri} {self.version}".encode(_ENC, _ERRORS)
+        return start
+
+    def copy(self) -> "Request":
+        """An independent copy."""
+        other = Request.__new__(Request)
+        self._copy_into(other)
+        other.method = self.method
+        other._uri = self._uri
+        other.version = self.version
+        other._start = self._start
+        other._parsed_uri = self._parsed_uri
+        return other
+
+    def create_response(
+        self,
+        code: int,
+        reason: Optional[str] = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        to_tag: Optional[str] = None,
+        record_route: bool = False,
+    ) -> "Response":
+        """A response to this request (RFC 3261 8.2.6): the Via lines,
+        From, To, Call-ID and CSeq copied as they are (Record-Route too if
+        asked), and C{to_tag} added to To when it has none."""
+        response = Response(code, reason)
+        copied = _RESPONSE_COPIED_RR if record_route else _RESPONSE_COPIED
+        for i, name in enumerate(self._names):
+            if name in copied:
+                response._names.append(name)
+                response._raws.append(self._raws[i])
+                response._values.append(self._values[i])
+        if to_tag and code > 100 and "to" in response._names:
+            to = response.get("to") or ""
+            try:
+                tagged = parse_name_addr(to).tag is not None
+            except URIError:
+                tagged = True
+            if not tagged:
+                response.set("to", f"{to};tag={to_tag}")
+        for name, value in headers:
+            response.add(name, value)
+        response.set_body(body)
+        return response
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self._uri}>"
+
+
+_RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+_RESPONSE_COPIED_RR = _RESPONSE_COPIED | {"record-route"}
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("code", "reason", "version", "_start")
+
+    def __init__(
+        self,
+        code: int,
+        reason: Optional[str] = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__()
+        self.code = code
+        self.reason = REASONS.get(code, "Unknown") if reason is None else reason
+        self.version = version
+        self._start: Optional[bytes] = None
+        for name, value in headers:
+            self.add(name, value)
+        if body:
+            self.set_body(body)
+
+    @property
+    def method(self) -> str:
+        """The method of the request this answers (from CSeq)."""
+        return self.cseq[1]
+
+    def _start_line(self) -> bytes:
+        start = self._start
+        if start is None:
+            start = self._start = f"{self.version} {self.code} {self.reason}".encode(_ENC, _ERRORS)
+        return start
+
+    def copy(self) -> "Response":
+        """An independent copy."""
+        other = Response.__new__(Response)
+        self._copy_into(other)
+        other.code = self.code
+        other.reason = self.reason
+        other.version = self.version
+        other._start = self._start
+        return other
+
+    def __repr__(self) -> str:
+        return f"<Response {self.code} {self.reason}>"
+
+
+# -- parsing -------------------------------------------------------------------
+def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
+    """Parse one SIP message.
+
+    On a datagram the body is what follows the headers, cut to
+    Content-Length when that is shorter (RFC 3261 18.3); a Content-Length
+    larger than what arrived is an error. With C{stream}, C{data} is one
+    message already framed by Content-Length, which must be present.
+
+    @raise ParseError: with the reason, the status to answer with, and the
+        partial message where the headers could be split.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if data[:1] in (b"\r", b"\n"):  # CRLFs before the start line are ignored (7.5)
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head = data[:end]
+        rest = data[end + 4 :]
+    else:
+        end = data.find(b"\n\n")
+        if end >= 0:
+            head = data[:end]
+            rest = data[end + 2 :]
+        elif data.endswith(b"\r\n"):
+            head, rest = data[:-2], b""
+        else:
+            raise ParseError("no end of headers (missing empty line)")
+    if head.count(b"\r\n") == head.count(b"\n"):
+        lines = head.split(b"\r\n")
+    else:  # bare LF line ends, all or some: read them, write CRLF
+        lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    start = lines[0]
+    message: Message
+    if start[:4].upper() == b"SIP/":
+        message = _parse_status_line(start)
+    else:
+        message = _parse_request_line(start)
+    del lines[0]
+    if b"\n " in head or b"\n\t" in head:
+        lines = _join_folded(lines, message)
+    cache = _NAME_CACHE
+    names = [cache.get(line.partition(b":")[0]) for line in lines]
+    if None in names:
+        for i, name in enumerate(names):
+            if name is None:
+                line = lines[i]
+                if b":" not in line:
+                    raise ParseError(f"header line without colon: {line[:40]!r}", message=message)
+                try:
+                    names[i] = _learn_name(line.partition(b":")[0])
+                except ParseError as e:
+                    e.message = message
+                    raise
+    message._names = names  # type: ignore[assignment]
+    message._raws = lines
+    message._values = [None] * len(lines)
+    if "content-length" in names:
+        length_text = message.get("content-length") or ""
+        if not length_text.isdigit() or not length_text.isascii():
+            raise ParseError(f"bad Content-Length {length_text[:30]!r}", message=message)
+        length = int(length_text)
+        if length > len(rest):
+            raise ParseError(
+                f"Content-Length {length} larger than the {len(rest)} octets of body", message=message
+            )
+        message.body = rest[:length] if length < len(rest) else rest
+    elif stream:
+        raise ParseError("missing Content-Length on a stream transport", message=message)
+    else:
+        message.body = rest
+    message._validate()
+    if isinstance(message, Request):
+        method = message.cseq[1]
+        if method != message.method:
+            raise ParseError(
+                f"CSeq method {method} does not match request method {message.method}", message=message
+            )
+    return message
+
+
+def _join_folded(lines: list[bytes], message: Message) -> list[bytes]:
+    """Glue continuation lines (leading SP/HT) to the line they continue,
+    keeping the raw bytes (RFC 3261 7.3.1)."""
+    joined: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not joined:
+                raise ParseError("continuation line before any header", message=message)
+            joined[-1] += b"\r\n" + line
+        else:
+            joined.append(line)
+    return joined
+
+
+def _parse_request_line(start: bytes) -> Request:
+    parts = start.split(b" ")
+    if len(parts) != 3 or not all(parts):
+        raise ParseError("malformed request line (want 'METHOD SP Request-URI SP SIP/2.0')")
+    method, uri, version = parts
+    if not _TOKEN_RE.match(method):
+        raise ParseError(f"malformed method {method[:20]!r}")
+    if uri[:1] == b"<" or b":" not in uri or b"\t" in uri:
+        raise ParseError(f"malformed Request-URI {uri[:60]!r}")
+    request = Request.__new__(Request)
+    Message.__init__(request)
+    request.method = method.decode("ascii")
+    request._uri = uri.decode(_ENC, _ERRORS)
+    request._start = start
+    request._parsed_uri = None
+    request.version = "SIP/2.0"
+    if version.upper() != b"SIP/2.0":
+        request.version = version.decode(_ENC, _ERRORS)
+        if _VERSION_RE.match(version):
+            raise ParseError(f"unsupported SIP version {request.version}", status=505)
+        raise ParseError(f"malformed SIP version {version[:20]!r}")
+    return request
+
+
+_VERSION_RE = re.compile(rb"SIP/[0-9]+\.[0-9]+\Z", re.I)
+
+
+def _parse_status_line(start: bytes) -> Response:
+    parts = start.split(b" ", 2)
+    if len(parts) < 2 or parts[0].upper() != b"SIP/2.0":
+        raise ParseError(f"malformed status line {start[:40]!r}")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not (b"100" <= code <= b"699"):
+        raise ParseError(f"bad status code {code[:20]!r}")
+    response = Response.__new__(Response)
+    Message.__init__(response)
+    response.code = int(code)
+    response.reason = parts[2].decode(_ENC, _ERRORS) if len(parts) == 3 else ""
+    response.version = "SIP/2.0"
+    response._start = start
+    return response
