@@ -1,0 +1,61 @@
+"""ReceiveChain: several receivers tried in order (Net::SIP's ReceiveChain).
+
+Each receiver's C{receive} returns a true value when it handled the packet
+(the chain stops there) or a false one to pass it on. A receiver may also
+return a Deferred (a registrar asking a remote location store); the chain
+goes on when it fires. Chains nest, since a chain is a receiver.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from sipproxy.interfaces import IReceiver
+from sipproxy.message import Request
+
+__all__ = ["ReceiveChain"]
+
+
+@implementer(IReceiver)
+class ReceiveChain:
+    """Try C{receivers} in order.
+
+    @param filter: C{(packet, leg, addr) -> bool}; when false the chain
+        passes the packet on without looking.
+    @param methods: only packets with one of these methods enter the chain
+        (for a response, the method of its CSeq).
+    """
+
+    def __init__(
+        self,
+        receivers: Iterable[Any],
+        filter: Optional[Callable[[Any, Any, Any], Any]] = None,
+        methods: Optional[Iterable[str]] = None,
+    ) -> None:
+        self.receivers = list(receivers)
+        self.filter = filter
+        self.methods = frozenset(m.upper() for m in methods) if methods else None
+
+    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+        if self.methods is not None:
+            method = packet.method if isinstance(packet, Request) else packet.cseq_method
+            if method not in self.methods:
+                return False
+        if self.filter is not None and not self.filter(packet, leg, addr):
+            return False
+        return self._run(0, packet, leg, addr)
+
+    def _run(self, start: int, packet: Any, leg: Any, addr: Any) -> Any:
+        receivers = self.receivers
+        for i in range(start, len(receivers)):
+            result = receivers[i].receive(packet, leg, addr)
+            if isinstance(result, Deferred):
+                return result.addCallback(self._continue, i + 1, packet, leg, addr)
+            if result:
+                return result
+        return False
+
+    def _continue(self, result: Any, start: int, packet: Any, leg: Any, addr: Any) -> Any:
+        return result if result else self._run(start, packet, leg, addr)

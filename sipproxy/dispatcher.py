@@ -1,0 +1,321 @@
+"""The dispatcher: owns the legs, parses what they receive, stamps it,
+hands it to one receiver, and sends what the SIP logic decides (an edge
+module).
+
+Malformed input never reaches the receiver: a request that can still be
+addressed gets a 400 (505 for an unknown version) naming the reason, the
+rest is dropped, each with one log line. No exception from one packet
+reaches the reactor.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
+from sipproxy.message import Message, ParseError, Request, Response, Via, parse
+from sipproxy.resolver import ReactorHostResolver
+from sipproxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
+from sipproxy.uri import URI
+
+__all__ = ["Dispatcher", "Target", "stamp_via", "local_address_for"]
+
+log = Logger()
+
+Target = tuple[Any, tuple[str, int]]  # (leg, (host, port))
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+def stamp_via(request: Request, source: tuple[str, int]) -> None:
+    """Add C{received} (and fill C{rport}) on the top Via as RFC 3581 and
+    RFC 3261 18.2.1 say: received when the sent-by host is not the source
+    address, rport when the sender asked for it."""
+    via = request.top_via()
+    if via is None:
+        return
+    host, port = source
+    wants_rport = via.param("rport") == ""
+    if not wants_rport and _same_host(via.host, host):
+        return
+    if wants_rport:
+        via.set_param("rport", str(port))
+    via.set_param("received", host)
+    request.set_top_via(via)
+
+
+def _same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+_LOCAL_ADDRESS_CACHE: dict[str, Optional[str]] = {}
+
+
+def local_address_for(ip: str) -> Optional[str]:
+    """The source address the kernel would use to reach C{ip} (a connected
+    UDP socket sends nothing; Net::SIP's laddr4dst)."""
+    if ip in _LOCAL_ADDRESS_CACHE:
+        return _LOCAL_ADDRESS_CACHE[ip]
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    address: Optional[str]
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((ip, 9))
+            address = sock.getsockname()[0]
+    except OSError:
+        address = None
+    if len(_LOCAL_ADDRESS_CACHE) < 10000:
+        _LOCAL_ADDRESS_CACHE[ip] = address
+    return address
+
+
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _reason_phrase(text: str) -> str:
+    """A reason phrase that cannot break the status line."""
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return clean[:120] or "Bad Request"
+
+
+@implementer(IDispatcher)
+class Dispatcher:
+    """Owns legs and one receiver.
+
+    @param reactor: used for DNS (through the default resolver) only; pass a
+        fake in tests.
+    @param resolver: an L{IHostResolver} for host names in targets.
+    @param outgoing_proxy: a URI every request is sent to.
+    @param domain2proxy: domain (exact, C{*.parent} or C{*}) to proxy URI.
+    """
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        legs: Iterable[Any] = (),
+        receiver: Optional[IReceiver] = None,
+        resolver: Optional[IHostResolver] = None,
+        outgoing_proxy: Optional[URI] = None,
+        domain2proxy: Optional[Mapping[str, URI]] = None,
+    ) -> None:
+        self.reactor = reactor
+        self.legs: list[Any] = []
+        self.receiver = receiver
+        self.resolver = resolver if resolver is not None else ReactorHostResolver(reactor)
+        self.outgoing_proxy = outgoing_proxy
+        self.domain2proxy = dict(domain2proxy or {})
+        self._by_address: dict[tuple[str, int], list[Any]] = {}
+        for leg in legs:
+            self.add_leg(leg)
+
+    # legs ------------------------------------------------------------------
+    def add_leg(self, leg: Any) -> None:
+        """Adopt a leg: it reports to this dispatcher, its index is its
+        position."""
+        if not ILeg.providedBy(leg):
+            raise TypeError(f"{leg!r} does not provide ILeg")
+        leg.index = len(self.legs)
+        leg.dispatcher = self
+        self.legs.append(leg)
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Recompute address lookups (after a leg bound to port 0)."""
+        self._by_address = {}
+        for leg in self.legs:
+            self._by_address.setdefault((leg.host, leg.port), []).append(leg)
+
+    def legs_at(self, host: str, port: int) -> list[Any]:
+        """Legs bound to C{host}:C{port} (the proxy's own addresses)."""
+        legs = self._by_address.get((host, port))
+        if legs is None and ":" in host:
+            try:
+                legs = self._by_address.get((str(ipaddress.ip_address(host)), port))
+            except ValueError:
+                legs = None
+        return legs or []
+
+    def set_receiver(self, receiver: IReceiver) -> None:
+        self.receiver = receiver
+
+    # receiving ---------------------------------------------------------------
+    def message_received(self, data: bytes, leg: Any, addr: tuple[str, int], stream: bool = False) -> None:
+        """Parse one message from a leg and pass it on; never raises."""
+        try:
+            message = parse(data, stream=stream)
+        except ParseError as e:
+            self._refuse(e, leg, addr)
+            return
+        except Exception:
+            log.failure("parser failed on a message from {source} on {leg}", source=addr, leg=leg.key)
+            return
+        try:
+            if isinstance(message, Request):
+                stamp_via(message, addr)
+                if stream:
+                    via = message.top_via()
+                    leg.add_alias(addr, (addr[0], via.port or _DEFAULT_PORTS[leg.proto]))
+            receiver = self.receiver
+            if receiver is None:
+                log.warn("no receiver: dropped {message!r} from {source}", message=message, source=addr)
+                return
+            receiver.receive(message, leg, addr)
+        except Exception:
+            log.failure("error handling {message!r} from {source} on {leg}", message=message, source=addr,
+                        leg=leg.key)
+
+    def _refuse(self, error: ParseError, leg: Any, addr: tuple[str, int]) -> None:
+        partial = error.message
+        if isinstance(partial, Request) and partial.method != "ACK" and "via" in partial.header_names():
+            log.info("refused {method} from {source} on {leg}: {reason} (answered {code})",
+                     method=partial.method, source=addr, leg=leg.key, reason=error.reason, code=error.status)
+            response = partial.create_response(error.status, _reason_phrase(error.reason),
+                                               to_tag=self.stateless_tag(partial))
+            try:
+                hop = response_hop(partial.top_via())
+                dst = (hop.host, hop.port or _DEFAULT_PORTS[leg.proto]) if hop.is_ip else addr
+            except (ParseError, RoutingError):
+                dst = addr
+            if leg.proto != "udp":
+                dst = addr
+            leg.send(bytes(response), dst)
+        else:
+            kind = "response" if isinstance(partial, Response) else "message"
+            log.info("dropped malformed {kind} from {source} on {leg}: {reason}",
+                     kind=kind, source=addr, leg=leg.key, reason=error.reason)
+
+    # sending -------------------------------------------------------------------
+    def send(self, message: Message, leg: Any, addr: tuple[str, int]) -> None:
+        """Serialise and send; refuses broadcast and multicast targets."""
+        if not is_unicast(addr[0]):
+            log.warn("not sending {message!r} to non-unicast address {dst}", message=message, dst=addr)
+            return
+        leg.send(bytes(message), addr)
+
+    @staticmethod
+    def stateless_tag(request: Request) -> str:
+        """A To tag that is the same for every retransmission of a request,
+        so stateless answers to them agree (RFC 3261 8.2.6.2)."""
+        key = f"{request.call_id}|{request.cseq[0]}|{request.get('from') or ''}".encode("utf-8", "surrogateescape")
+        return "sp" + hashlib.md5(key).hexdigest()[:10]
+
+    def respond(
+        self,
+        request: Request,
+        code: int,
+        reason: Optional[str] = None,
+        leg: Any = None,
+        addr: Optional[tuple[str, int]] = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Answer C{request} statelessly; routed back per its top Via (over
+        the connection it came on, for stream legs). ACKs are never
+        answered."""
+        if request.method == "ACK":
+            return
+        response = request.create_response(code, reason, headers, to_tag=self.stateless_tag(request))
+        via = request.top_via()
+        if via is None or leg is None:
+            return
+        if leg.proto != "udp" and addr is not None:
+            self.send(response, leg, addr)
+            return
+        try:
+            hop = response_hop(via)
+        except RoutingError as e:
+            log.info("cannot answer {request!r}: {reason}", request=request, reason=e.reason)
+            return
+        if hop.is_ip:
+            self.send(response, leg, (hop.host, hop.port or _DEFAULT_PORTS[hop.proto or "udp"]))
+        elif addr is not None:
+            self.send(response, leg, addr)
+
+    # resolving -----------------------------------------------------------------
+    def hop_for(self, uri: Union[URI, str]) -> Hop:
+        """Next hop for a request URI under this dispatcher's configuration;
+        raises L{RoutingError}."""
+        return request_hop(uri, self.domain2proxy, self.outgoing_proxy)
+
+    def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
+        """(leg, address) pairs for a hop: a list at once when the host is
+        an IP address, else a Deferred after DNS. An empty result means no
+        leg can reach it or the name does not resolve."""
+        if hop.is_ip:
+            return self._targets(hop, [hop.host], leg_hint)
+        d = self.resolver.resolve_host(hop.host)
+        d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
+        return d
+
+    def resolve(self, uri: Union[URI, str], leg_hint: Any = None) -> Deferred:
+        """Targets for a URI, always as a Deferred (errback with
+        L{RoutingError} when there is no route)."""
+        try:
+            result = self.targets_for_hop(self.hop_for(uri), leg_hint)
+        except RoutingError as e:
+            from twisted.internet.defer import fail
+
+            return fail(e)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    def _targets(self, hop: Hop, addresses: Sequence[str], leg_hint: Any) -> list[Target]:
+        targets: list[Target] = []
+        for address in addresses:
+            address = address.strip("[]")
+            family = _family(address)
+            proto = hop.proto or self._default_transport(family)
+            if proto is None:
+                continue
+            leg = self.choose_leg(proto, address, leg_hint)
+            if leg is not None:
+                targets.append((leg, (address, hop.port or _DEFAULT_PORTS[proto])))
+        return targets
+
+    def _default_transport(self, family: int) -> Optional[str]:
+        """UDP when a leg has it, else what some leg has (RFC 3263 4.1
+        lets a client without UDP use TCP)."""
+        protos = [leg.proto for leg in self.legs if leg.family == family]
+        for proto in ("udp", "tcp", "tls"):
+            if proto in protos:
+                return proto
+        return None
+
+    def choose_leg(self, proto: str, address: str, hint: Any = None) -> Any:
+        """The leg to send from: the hint if it fits; else a leg bound to
+        the destination's own IP; else the leg bound to the source address
+        the kernel would use; else the first leg of the transport and
+        family."""
+        family = _family(address)
+        candidates = [leg for leg in self.legs if leg.can_reach(proto, family)]
+        if not candidates:
+            return None
+        if hint is not None and hint in candidates:
+            return hint
+        if len(candidates) == 1:
+            return candidates[0]
+        for leg in candidates:
+            if leg.host == address:
+                return leg
+        source = local_address_for(address)
+        for leg in candidates:
+            if leg.host == source:
+                return leg
+        return candidates[0]
+
+    def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
+        """True if host:port is one of our legs (default port per leg)."""
+        for leg in self.legs:
+            if (port or _DEFAULT_PORTS[leg.proto]) == leg.port and _same_host(host, leg.host):
+                if proto is None or proto == leg.proto:
+                    return True
+        return False

@@ -1,0 +1,324 @@
+"""Legs: the sockets of sipproxy, as Twisted protocols (an edge module).
+
+A UDP leg is a C{DatagramProtocol}. A TCP leg is a server C{Factory} whose
+protocol frames messages by Content-Length; it keeps its connections,
+inbound and outbound, so that a response goes back over the connection its
+request came on and a request to a peer reuses a connection that peer
+opened (RFC 3261 18). Legs only move bytes: they hand what they receive to
+the dispatcher and send what it gives them.
+"""
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any, Optional
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipproxy.interfaces import ILeg
+from sipproxy.legspec import LegSpec
+from sipproxy.uri import format_host_port
+
+__all__ = ["UDPLeg", "StreamLeg", "SIPStreamProtocol", "make_leg", "MAX_HEADER", "MAX_BODY"]
+
+log = Logger()
+
+#: Stream framing limits (as Net::SIP's SocketPool): a bigger header or body
+#: closes the connection.
+MAX_HEADER = 16 * 1024
+MAX_BODY = 64 * 1024
+#: Default socket buffer size for UDP legs: bursts of several thousand
+#: datagrams must not overflow the kernel queue while the reactor is busy.
+DEFAULT_BUFFER = 4 * 1024 * 1024
+
+_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
+
+
+def _address(addr: Any) -> tuple[str, int]:
+    """(host, port) from a Twisted address object or tuple."""
+    if isinstance(addr, tuple):
+        return addr[0], addr[1]
+    return addr.host, addr.port
+
+
+class _LegIdentity:
+    """What every leg writes about itself into SIP messages."""
+
+    proto = "udp"
+    dispatcher: Any = None
+    index = -1
+
+    def _set_address(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.family = 6 if ":" in host else 4
+        self.sent_by = format_host_port(host, port)
+        transport = "" if self.proto == "udp" else f";transport={self.proto}"
+        scheme = "sips" if self.proto == "tls" else "sip"
+        self.contact = f"{scheme}:{self.sent_by}{transport}"
+        self.key = f"{self.proto}:{self.sent_by}"
+        self.via_prefix = f"SIP/2.0/{self.proto.upper()} {self.sent_by};branch="
+
+    def can_reach(self, proto: str, family: int) -> bool:
+        return proto == self.proto and family == self.family
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key}>"
+
+
+@implementer(ILeg)
+class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
+    """A UDP leg. Datagrams shorter than 13 octets are keep-alives and are
+    dropped before parsing (as Net::SIP does)."""
+
+    proto = "udp"
+    noisy = False
+
+    def __init__(self, host: str, port: int = 5060, buffer_size: int = DEFAULT_BUFFER) -> None:
+        self._set_address(host, port)
+        self.buffer_size = buffer_size
+        self._port: Any = None
+
+    def listen(self, reactor: Any) -> None:
+        """Bind the socket (port 0 lets the kernel choose)."""
+        self._port = reactor.listenUDP(self.port, self, interface=self.host)
+        self._set_address(self.host, self._port.getHost().port)
+        if self.buffer_size:
+            _size_buffers(self._port.socket, self.buffer_size, self.key)
+
+    def stop(self) -> Any:
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if len(data) < 13:
+            return
+        self.dispatcher.message_received(data, self, (addr[0], addr[1]))
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        transport = self.transport
+        if transport is None:
+            log.warn("leg {leg} is closed; dropped {size} octets to {dst}", leg=self.key, size=len(data), dst=addr)
+            return
+        try:
+            transport.write(data, addr)
+        except OSError as e:
+            log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+
+
+def _size_buffers(sock: socket.socket, size: int, name: str) -> None:
+    """Ask for large receive and send buffers; as root, beyond rmem_max."""
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError as e:
+                log.warn("leg {leg}: cannot size socket buffer: {error}", leg=name, error=e)
+
+
+class SIPStreamProtocol(protocol.Protocol):
+    """One TCP connection carrying SIP: frames messages by Content-Length,
+    answers RFC 5626 CRLF keep-alive pings, and reports idle time."""
+
+    def __init__(self, leg: "StreamLeg", outbound: bool = False) -> None:
+        self.leg = leg
+        self.outbound = outbound
+        self.peer: Optional[tuple[str, int]] = None
+        self.last_active = 0.0
+        self._buffer = b""
+        self._pending: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.peer = _address(self.transport.getPeer())
+        self.last_active = self.leg.clock.seconds()
+        self.leg.connection_made(self)
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self.transport.write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.leg.connection_lost(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.peer is None:
+            self._pending.append(data)
+        else:
+            self.last_active = self.leg.clock.seconds()
+            self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_active = self.leg.clock.seconds()
+        buffer = self._buffer + data if self._buffer else data
+        while buffer:
+            if buffer[:1] in (b"\r", b"\n"):
+                if buffer.startswith(b"\r\n\r\n"):  # RFC 5626 3.5.1 ping: answer pong
+                    self.transport.write(b"\r\n")
+                    buffer = buffer[4:]
+                    continue
+                if buffer == b"\r\n" or buffer == b"\r":
+                    break  # maybe the first half of a ping
+                buffer = buffer.lstrip(b"\r\n")
+                continue
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEADER:
+                    self._abort("header larger than {limit} octets".format(limit=MAX_HEADER))
+                    return
+                break
+            if end > MAX_HEADER:
+                self._abort("header larger than {limit} octets".format(limit=MAX_HEADER))
+                return
+            head = buffer[:end]
+            lengths = set(_CONTENT_LENGTH_RE.findall(head))
+            if len(lengths) != 1:
+                self._abort("missing or conflicting Content-Length" if not lengths else "conflicting Content-Length")
+                return
+            length = int(lengths.pop())
+            if length > MAX_BODY:
+                self._abort(f"body of {length} octets exceeds {MAX_BODY}")
+                return
+            total = end + 4 + length
+            if len(buffer) < total:
+                break
+            message, buffer = buffer[:total], buffer[total:]
+            self.leg.dispatcher.message_received(message, self.leg, self.peer, stream=True)
+            if self.transport is None or self.transport.disconnecting:
+                return
+        self._buffer = buffer
+
+    def _abort(self, reason: str) -> None:
+        log.warn("leg {leg}: closing connection from {peer}: {reason}", leg=self.leg.key, peer=self.peer, reason=reason)
+        self._buffer = b""
+        self.transport.loseConnection()
+
+
+class _OutboundFactory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, leg: "StreamLeg", addr: tuple[str, int], proto: SIPStreamProtocol) -> None:
+        self.leg = leg
+        self.addr = addr
+        self.proto = proto
+
+    def buildProtocol(self, addr: IAddress) -> SIPStreamProtocol:
+        return self.proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.leg.connect_failed(self.addr, self.proto, reason)
+
+
+@implementer(ILeg)
+class StreamLeg(_LegIdentity, protocol.ServerFactory):
+    """A TCP leg: listens, accepts, connects, and keeps connections by peer
+    address and by alias (the sent-by a peer put in its Via) until they are
+    idle for C{idle_timeout} seconds."""
+
+    proto = "tcp"
+    noisy = False
+    protocol = SIPStreamProtocol  # type: ignore[assignment]
+    connect_timeout = 10
+
+    def __init__(self, host: str, port: int = 5060, idle_timeout: float = 120.0) -> None:
+        self._set_address(host, port)
+        self.idle_timeout = idle_timeout
+        self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
+        self._aliases: dict[tuple[str, int], SIPStreamProtocol] = {}
+        self.clock: Any = None
+        self._reactor: Any = None
+        self._port: Any = None
+        self._sweeper: Any = None
+
+    # lifecycle ----------------------------------------------------------
+    def listen(self, reactor: Any) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self._reactor = self.clock = reactor
+        self._port = reactor.listenTCP(self.port, self, backlog=100, interface=self.host)
+        self._set_address(self.host, self._port.getHost().port)
+        self._sweeper = LoopingCall(self.expire_idle)
+        self._sweeper.clock = reactor
+        self._sweeper.start(max(1.0, self.idle_timeout / 4), now=False)
+
+    def stop(self) -> Any:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.loseConnection()
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+    def buildProtocol(self, addr: IAddress) -> SIPStreamProtocol:
+        proto = SIPStreamProtocol(self)
+        proto.factory = self
+        return proto
+
+    # connection bookkeeping --------------------------------------------------
+    def connection_made(self, conn: SIPStreamProtocol) -> None:
+        assert conn.peer is not None
+        self.connections[conn.peer] = conn
+
+    def connection_lost(self, conn: SIPStreamProtocol) -> None:
+        if conn.peer is not None and self.connections.get(conn.peer) is conn:
+            del self.connections[conn.peer]
+        for key in [k for k, c in self._aliases.items() if c is conn]:
+            del self._aliases[key]
+
+    def add_alias(self, peer: tuple[str, int], alias: tuple[str, int]) -> None:
+        """Remember that the peer at C{peer} also answers to C{alias} (the
+        host and port of its Via sent-by), so responses and new requests
+        for that address reuse the connection (RFC 5923 in spirit)."""
+        conn = self.connections.get(peer)
+        if conn is not None and alias != peer:
+            self._aliases[alias] = conn
+
+    def expire_idle(self) -> None:
+        """Close connections idle for longer than C{idle_timeout}."""
+        now = self.clock.seconds()
+        for conn in list(self.connections.values()):
+            if now - conn.last_active > self.idle_timeout and conn.transport is not None:
+                log.info("leg {leg}: closing idle connection {peer}", leg=self.key, peer=conn.peer)
+                conn.transport.loseConnection()
+
+    # sending -------------------------------------------------------------------
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        conn = self.connections.get(addr) or self._aliases.get(addr)
+        if conn is None:
+            conn = self._connect(addr)
+        conn.write(data)
+
+    def _connect(self, addr: tuple[str, int]) -> SIPStreamProtocol:
+        conn = SIPStreamProtocol(self, outbound=True)
+        self.connections[addr] = conn  # so messages sent meanwhile queue on it
+        self._open(addr, _OutboundFactory(self, addr, conn))
+        return conn
+
+    def _open(self, addr: tuple[str, int], factory: protocol.ClientFactory) -> None:
+        self._reactor.connectTCP(addr[0], addr[1], factory, timeout=self.connect_timeout,
+                                 bindAddress=(self.host, 0))
+
+    def connect_failed(self, addr: tuple[str, int], conn: SIPStreamProtocol, reason: Failure) -> None:
+        if self.connections.get(addr) is conn:
+            del self.connections[addr]
+        log.warn("leg {leg}: cannot connect to {dst}: {reason}; {count} message(s) dropped",
+                 leg=self.key, dst=addr, reason=reason.getErrorMessage(), count=len(conn._pending))
+
+
+def make_leg(spec: LegSpec, **options: Any) -> Any:
+    """The leg object for a specification (not yet listening)."""
+    if spec.proto == "udp":
+        return UDPLeg(spec.host, spec.port, buffer_size=options.get("buffer_size", DEFAULT_BUFFER))
+    if spec.proto == "tcp":
+        return StreamLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0))
+    raise ValueError(f"transport {spec.proto} is not supported yet")
+

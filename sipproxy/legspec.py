@@ -1,0 +1,100 @@
+"""Leg specifications: C{[proto:]host[:port]} as given to C{--legs}.
+
+Pure parsing; binding happens in L{sipproxy.legs}.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+
+from sipproxy.uri import URIError, split_host_port
+
+__all__ = ["LegSpec", "LegSpecError", "parse_leg_spec", "parse_leg_list", "PROTOCOLS"]
+
+PROTOCOLS = ("udp", "tcp", "tls")
+_DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+class LegSpecError(ValueError):
+    """A leg specification that cannot be used; C{str(err)} says why."""
+
+
+class LegSpec(NamedTuple):
+    """Where one leg listens. C{port} 0 lets the kernel choose."""
+
+    proto: str
+    host: str
+    port: int
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host else 4
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+def parse_leg_spec(text: str) -> LegSpec:
+    """Parse C{[proto:]host[:port]}: proto C{udp} (default), C{tcp} or
+    C{tls}; port 5060 by default (5061 for tls); IPv6 as C{[::1]}.
+
+    The host must be an IP address of this machine (not a wildcard: the
+    leg writes its address into Via and Record-Route).
+    """
+    original = text
+    text = text.strip()
+    if not text:
+        raise LegSpecError("empty leg specification")
+    proto = "udp"
+    head, sep, rest = text.partition(":")
+    if sep and head.lower() in PROTOCOLS:
+        proto, text = head.lower(), rest
+    elif sep and head.isalpha() and not _is_ip(text):
+        raise LegSpecError(f"leg {original!r}: unknown transport {head!r} (use udp, tcp or tls)")
+    try:
+        host, port = split_host_port(text)
+    except URIError as e:
+        raise LegSpecError(f"leg {original!r}: {e}") from None
+    if not host:
+        raise LegSpecError(f"leg {original!r}: no host")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise LegSpecError(f"leg {original!r}: host must be an IP address, not {host!r}") from None
+    if address.is_unspecified:
+        raise LegSpecError(
+            f"leg {original!r}: give the address to bind, not a wildcard "
+            "(the leg writes it into Via and Record-Route)"
+        )
+    return LegSpec(proto, str(address), _DEFAULT_PORT[proto] if port is None else port)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_leg_list(values: "list[str] | str") -> list[LegSpec]:
+    """Parse one or more comma-separated lists of leg specifications;
+    duplicates are refused."""
+    if isinstance(values, str):
+        values = [values]
+    specs: list[LegSpec] = []
+    for value in values:
+        for item in _split_commas(value):
+            spec = parse_leg_spec(item)
+            if any(s.host == spec.host and s.port == spec.port and s.proto == spec.proto and spec.port
+                   for s in specs):
+                raise LegSpecError(f"leg {item!r} given twice")
+            specs.append(spec)
+    if not specs:
+        raise LegSpecError("no legs given")
+    return specs
+
+
+def _split_commas(value: str) -> list[str]:
+    return [part for part in (p.strip() for p in value.split(",")) if part]

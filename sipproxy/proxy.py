@@ -1,0 +1,377 @@
+"""The stateless proxy (RFC 3261 16.11), after Net::SIP's StatelessProxy.
+
+It keeps no transaction state: every decision is a function of the packet,
+the leg it came on and the configuration. Requests get Max-Forwards,
+Route/Record-Route processing, a deterministic Via branch and leave through
+the leg that reaches their target; responses go back along their Via.
+Contacts are rewritten into tokens when a packet changes legs, so in-dialog
+requests come back through the proxy.
+
+Where Net::SIP drops silently, this proxy answers as RFC 3261 16.3 expects
+(483, 482, 420, 416, 404, 503, 400) and logs one line. It acts only through
+the dispatcher it is given; it never touches the reactor.
+"""
+from __future__ import annotations
+
+import secrets as _secrets
+from typing import Any, Callable, Optional, Union
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sipproxy.branch import BranchMaker
+from sipproxy.contact import CallableRewriter, ContactTokens
+from sipproxy.interfaces import IContactRewriter, IReceiver
+from sipproxy.message import Message, ParseError, Request, Response
+from sipproxy.routing import RoutingError, is_unicast, response_hop
+from sipproxy.uri import URI, URIError, parse_name_addr, parse_uri
+
+__all__ = ["StatelessProxy", "NATError"]
+
+log = Logger()
+
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+_ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
+
+
+class NATError(Exception):
+    """Raised (or used to errback) by C{do_nat}: the packet cannot be NATed.
+    A request gets C{code} (with C{retry_after}, if set); a response is
+    dropped."""
+
+    def __init__(self, code: int, reason: str, retry_after: Optional[int] = None) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@implementer(IReceiver)
+class StatelessProxy:
+    """A stateless proxy in front of a dispatcher.
+
+    @param dispatcher: the L{sipproxy.dispatcher.Dispatcher} (or a fake with
+        the same methods) that owns the legs.
+    @param rewrite_contact: an L{IContactRewriter}, or a plain function
+        C{(contact, incoming_leg, outgoing_leg, force)} as in Net::SIP;
+        None for the built-in token scheme.
+    @param nathelper: an L{INATHelper}; None to leave SDP alone.
+    @param force_rewrite: rewrite Contacts even when a packet leaves through
+        the leg it came in on.
+    @param secret: key material for Contact tokens and Via branches; share
+        it between workers and nodes (see L{sipproxy.secret}). None makes a
+        random one for this process only.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Any,
+        rewrite_contact: Union[IContactRewriter, Callable[..., Any], None] = None,
+        nathelper: Any = None,
+        force_rewrite: bool = False,
+        secret: Optional[bytes] = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        if secret is None:
+            secret = _secrets.token_bytes(32)
+        if rewrite_contact is None:
+            rewrite_contact = ContactTokens(secret, dispatcher.legs)
+        elif not IContactRewriter.providedBy(rewrite_contact):
+            rewrite_contact = CallableRewriter(rewrite_contact)
+        self.rewriter: IContactRewriter = rewrite_contact
+        self.nathelper = nathelper
+        self.force_rewrite = force_rewrite
+        self.branches = BranchMaker(secret)
+
+    # IReceiver --------------------------------------------------------------
+    def receive(self, packet: Message, leg: Any, addr: tuple[str, int]) -> bool:
+        if isinstance(packet, Request):
+            self._request(packet, leg, addr)
+        else:
+            self._response(packet, leg, addr)  # type: ignore[arg-type]
+        return True
+
+    # requests ---------------------------------------------------------------
+    def _refuse(self, request: Request, code: int, reason: str, leg: Any, addr: tuple[str, int],
+                headers: tuple[tuple[str, str], ...] = ()) -> None:
+        log.info("{method} {uri} from {source}: answered {code} {reason}",
+                 method=request.method, uri=request.uri, source=addr, code=code, reason=reason)
+        self.dispatcher.respond(request, code, reason, leg, addr, headers)
+
+    def _request(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+        mf = request.get("max-forwards")
+        if mf is not None and int(mf) == 0:
+            self._refuse(request, 483, "Too Many Hops", leg, addr)
+            return
+        if "proxy-require" in request._names:
+            unsupported = ", ".join(request.get_all("proxy-require"))
+            if unsupported:
+                self._refuse(request, 420, "Bad Extension", leg, addr, (("Unsupported", unsupported),))
+                return
+        loop = self.branches.loop_part(request)
+        if self._looped(request, loop):
+            self._refuse(request, 482, "Loop Detected", leg, addr)
+            return
+        try:
+            uri = request.parsed_uri()
+        except URIError as e:
+            self._refuse(request, 400, f"Bad Request-URI ({e})"[:100], leg, addr)
+            return
+        try:
+            hint = self._process_routes(request, uri, leg)
+        except (URIError, ParseError) as e:
+            self._refuse(request, 400, f"Bad Route ({e})"[:100], leg, addr)
+            return
+        routes = request.get_all("route")
+        if routes:
+            target_uri = parse_name_addr(routes[0]).uri
+        else:
+            uri = request.parsed_uri()
+            if uri.is_sip and self.dispatcher.is_local(uri.host, uri.port, uri.transport):
+                restored = self.rewriter.restore(uri.user, leg) if uri.user else None
+                if restored is None:
+                    self._for_us(request, leg, addr)
+                    return
+                original, restored_leg = restored
+                request.uri = f"{uri.scheme}:{original}"
+                hint = restored_leg or hint
+                try:
+                    uri = request.parsed_uri()
+                except URIError as e:
+                    self._refuse(request, 400, f"Bad restored contact ({e})"[:100], leg, addr)
+                    return
+            elif not uri.is_sip and uri.scheme != "tel":
+                self._refuse(request, 416, "Unsupported URI Scheme", leg, addr)
+                return
+            target_uri = uri
+        try:
+            hop = self.dispatcher.hop_for(target_uri)
+            targets = self.dispatcher.targets_for_hop(hop, hint)
+        except RoutingError as e:
+            self._refuse(request, e.code, e.reason, leg, addr)
+            return
+        if isinstance(targets, Deferred):
+            targets.addCallbacks(
+                self._forward_request, self._route_failed,
+                callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
+            )
+            targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
+        else:
+            self._forward_request(targets, request, leg, addr, loop)
+
+    def _route_failed(self, failure: Any, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+        error = failure.check(RoutingError)
+        if error is None:
+            log.failure("resolving the target of {request!r} failed", failure, request=request)
+            self._refuse(request, 503, "Service Unavailable", leg, addr)
+            return
+        self._refuse(request, failure.value.code, failure.value.reason, leg, addr)
+
+    def _looped(self, request: Request, loop: str) -> bool:
+        """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
+        request's means it came back unchanged (a loop, not a spiral)."""
+        prefix = self.branches.prefix
+        if not any(prefix.encode() in raw for raw in request.raw_lines("via")):
+            return False
+        for value in request.get_all("via"):
+            if prefix in value:
+                try:
+                    branch = _via_branch(value)
+                except ParseError:
+                    continue
+                if branch and self.branches.is_ours(branch) and self.branches.loop_of(branch) == loop:
+                    return True
+        return False
+
+    def _process_routes(self, request: Request, uri: URI, leg: Any) -> Any:
+        """RFC 3261 16.4: undo a strict router, then pop our own Route
+        entries; the last one popped names the leg to leave through."""
+        dispatcher = self.dispatcher
+        hint = None
+        if "route" not in request._names:
+            return None
+        if uri.is_sip and uri.user is None and dispatcher.is_local(uri.host, uri.port, uri.transport):
+            routes = request.get_all("route")
+            last = parse_name_addr(routes[-1]).uri
+            request.uri = str(last)
+            request.set_all("route", routes[:-1])
+        while True:
+            top = request.get("route")
+            if top is None:
+                break
+            route = parse_name_addr(top).uri
+            if not route.is_sip or route.user is not None:
+                break
+            legs = [l for l in dispatcher.legs_at(route.host, route.effective_port)
+                    if l.proto == _route_proto(route)]
+            if not legs:
+                break
+            request.pop_first("route")
+            hint = legs[0]
+        return hint
+
+    def _for_us(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+        """A request whose target is the proxy itself: answer OPTIONS (a
+        keep-alive ping), refuse the rest."""
+        if request.method == "OPTIONS":
+            self.dispatcher.respond(request, 200, "OK", leg, addr, (("Allow", _ALLOW), ("Accept", "application/sdp")))
+            return
+        if request.method == "ACK":
+            return
+        self._refuse(request, 404, "Not Found (no such user here)", leg, addr)
+
+    def _forward_request(self, targets: list, request: Request, in_leg: Any, addr: tuple[str, int],
+                         loop: str) -> None:
+        if not targets:
+            self._refuse(request, 503, "No Route", in_leg, addr)
+            return
+        out_leg, dst = targets[0]
+        mf = request.get("max-forwards")
+        if mf is None:
+            request.add("max-forwards", "70")
+        else:
+            request.replace_first("max-forwards", str(int(mf) - 1))
+        if request.method != "REGISTER" and "tag=" not in (request.get("to") or ""):
+            request.insert("record-route", f"<{in_leg.contact};lr>")
+            if out_leg is not in_leg:
+                request.insert("record-route", f"<{out_leg.contact};lr>")
+        if out_leg is not in_leg or self.force_rewrite:
+            self._rewrite_contacts(request, in_leg, out_leg)
+        branch = self.branches.branch(request, in_leg.index, loop)
+        request.insert("via", f"{out_leg.via_prefix}{branch}")
+        self._deliver(request, in_leg, out_leg, dst, addr)
+
+    # responses -----------------------------------------------------------------------
+    def _response(self, response: Response, leg: Any, addr: tuple[str, int]) -> None:
+        via = response.top_via()
+        branch = via.branch if via is not None else None
+        if (via is None or not self.branches.is_ours(branch)
+                or not self.dispatcher.is_local(via.host, via.port, via.transport.lower())):
+            log.info("dropped {code} response from {source}: top Via {via} is not ours",
+                     code=response.code, source=addr, via=str(via) if via else None)
+            return
+        response.pop_first("via")
+        try:
+            next_via = response.top_via()
+        except ParseError as e:
+            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
+                     reason=e.reason)
+            return
+        if next_via is None:
+            log.info("dropped {code} response from {source}: no Via left after ours",
+                     code=response.code, source=addr)
+            return
+        try:
+            hop = response_hop(next_via)
+        except RoutingError as e:
+            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
+                     reason=e.reason)
+            return
+        legs = self.dispatcher.legs
+        index = self.branches.incoming_leg(branch)  # type: ignore[arg-type]
+        out_leg = legs[index] if index < len(legs) else None
+        if out_leg is not None and out_leg.proto != hop.proto:
+            out_leg = None
+        if hop.is_ip:
+            if out_leg is None:
+                out_leg = self.dispatcher.choose_leg(hop.proto, hop.host)
+            if out_leg is None:
+                log.info("dropped {code} response: no leg for {proto} to {host}",
+                         code=response.code, proto=hop.proto, host=hop.host)
+                return
+            self._forward_response([(out_leg, (hop.host, hop.port or _DEFAULT_PORTS[hop.proto]))],
+                                   response, leg, addr)
+            return
+        d = self.dispatcher.targets_for_hop(hop, out_leg)
+        d.addCallback(self._forward_response, response, leg, addr)
+        d.addErrback(lambda f: log.info("dropped {code} response: {reason}", code=response.code,
+                                        reason=f.getErrorMessage()))
+
+    def _forward_response(self, targets: list, response: Response, in_leg: Any, addr: tuple[str, int]) -> None:
+        if not targets:
+            log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
+            return
+        out_leg, dst = targets[0]
+        if out_leg is not in_leg or self.force_rewrite:
+            self._rewrite_contacts(response, in_leg, out_leg)
+        self._deliver(response, in_leg, out_leg, dst, addr)
+
+    # both -------------------------------------------------------------------------------
+    def _rewrite_contacts(self, packet: Message, in_leg: Any, out_leg: Any) -> None:
+        """Replace each sip/sips Contact with what the rewriter gives."""
+        if "contact" not in packet._names:
+            return
+        values = packet.get_all("contact")
+        changed = False
+        new_values = []
+        for value in values:
+            new_value = value
+            if value.strip() != "*":
+                try:
+                    addr = parse_name_addr(value)
+                except URIError:
+                    addr = None
+                if addr is not None and addr.uri.is_sip and not (
+                        addr.uri.user is None and self.dispatcher.is_local(addr.uri.host, addr.uri.port)):
+                    uri = addr.uri
+                    text = str(uri)
+                    rewritten = self.rewriter.rewrite(text[len(uri.scheme) + 1:], in_leg, out_leg, self.force_rewrite)
+                    if rewritten is not None:
+                        new_uri = parse_uri(f"{uri.scheme}:{rewritten}")
+                        if out_leg.proto != "udp" and new_uri.transport is None and "@" in rewritten \
+                                and rewritten.split("@", 1)[1] == out_leg.sent_by:
+                            new_uri = new_uri.with_param("transport", out_leg.proto)
+                        new_value = str(addr.replace(uri=new_uri, bracketed=True))
+                        changed = True
+            new_values.append(new_value)
+        if changed:
+            packet.set_all("contact", new_values)
+
+    def _deliver(self, packet: Message, in_leg: Any, out_leg: Any, dst: tuple[str, int],
+                 addr: tuple[str, int]) -> None:
+        if not is_unicast(dst[0]):
+            log.info("dropped {packet!r}: target {dst} is not a unicast address", packet=packet, dst=dst)
+            return
+        try:
+            result = self.do_nat(packet, in_leg, out_leg)
+        except NATError as e:
+            self._nat_failed(e, packet, in_leg, addr)
+            return
+        if isinstance(result, Deferred):
+            result.addCallbacks(lambda _: self.dispatcher.send(packet, out_leg, dst),
+                                lambda f: self._nat_failed(f.value, packet, in_leg, addr)
+                                if f.check(NATError) else log.failure("NAT handling failed", f))
+        else:
+            self.dispatcher.send(packet, out_leg, dst)
+
+    def _nat_failed(self, error: NATError, packet: Message, in_leg: Any, addr: tuple[str, int]) -> None:
+        if isinstance(packet, Request):
+            headers: tuple[tuple[str, str], ...] = ()
+            if error.retry_after is not None:
+                headers = (("Retry-After", str(error.retry_after)),)
+            # the packet was already changed for forwarding: answer from its Via below ours
+            packet.pop_first("via")
+            self._refuse(packet, error.code, error.reason, in_leg, addr, headers)
+        else:
+            log.info("dropped {packet!r}: {reason}", packet=packet, reason=error.reason)
+
+    def do_nat(self, packet: Message, incoming_leg: Any, outgoing_leg: Any) -> Optional[Deferred]:
+        """Hook for media relaying (Net::SIP's do_nat): None when done (or
+        nothing to do), a Deferred when the NAT helper answers later; raise
+        L{NATError} to refuse the packet."""
+        if self.nathelper is None or incoming_leg is outgoing_leg:
+            return None
+        return self.nathelper.do_nat(packet, incoming_leg, outgoing_leg)
+
+
+def _route_proto(uri: URI) -> str:
+    if uri.scheme == "sips":
+        return "tls"
+    return uri.transport or "udp"
+
+
+def _via_branch(value: str) -> Optional[str]:
+    from sipproxy.message import parse_via
+
+    return parse_via(value).branch

@@ -1,0 +1,112 @@
+"""Service wiring: legs, dispatcher and proxy under one MultiService.
+
+This is what C{twistd sipproxy} runs and what an application embeds::
+
+    from twisted.internet import reactor
+    from sipproxy.service import ProxyService
+
+    proxy = ProxyService(reactor, ["udp:127.0.0.1:5060"], secret_file="sipproxy.secret")
+    proxy.startService()
+    reactor.run()
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+
+from sipproxy.chain import ReceiveChain
+from sipproxy.dispatcher import Dispatcher
+from sipproxy.legs import DEFAULT_BUFFER, make_leg
+from sipproxy.legspec import LegSpec, parse_leg_list
+from sipproxy.proxy import StatelessProxy
+from sipproxy.routing import parse_proxy
+from sipproxy.secret import load_or_create
+from sipproxy.uri import URI
+
+__all__ = ["LegService", "ProxyService"]
+
+log = Logger()
+
+
+class LegService(Service):
+    """One leg as a service: binds at (privileged) start, closes at stop."""
+
+    def __init__(self, leg: Any, reactor: Any) -> None:
+        self.leg = leg
+        self.reactor = reactor
+        self.name = leg.key
+        self._bound = False
+
+    def privilegedStartService(self) -> None:
+        if not self._bound:
+            self.leg.listen(self.reactor)
+            self._bound = True
+            if self.leg.dispatcher is not None:
+                self.leg.dispatcher.reindex()
+            log.info("listening on {leg}", leg=self.leg.key)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._bound = False
+        return self.leg.stop()
+
+
+class ProxyService(MultiService):
+    """A stateless proxy with its legs, as one service.
+
+    @param reactor: the reactor the legs listen on.
+    @param legs: leg specifications (C{"udp:127.0.0.1:5060"} strings,
+        comma lists, or L{LegSpec}s).
+    @param secret: key material shared by workers and nodes; or
+        C{secret_file}, read (or created) at construction.
+    @param receivers: receivers tried before the proxy (registrar,
+        authorizer, ...), as a L{ReceiveChain}.
+    @ivar dispatcher: the L{Dispatcher}.
+    @ivar proxy: the L{StatelessProxy}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        legs: Iterable[Union[str, LegSpec]],
+        *,
+        secret: Optional[bytes] = None,
+        secret_file: Optional[str] = None,
+        outgoing_proxy: Union[str, URI, None] = None,
+        domain2proxy: Optional[Mapping[str, Union[str, URI]]] = None,
+        force_rewrite: bool = False,
+        rewrite_contact: Any = None,
+        nathelper: Any = None,
+        resolver: Any = None,
+        receivers: Sequence[Any] = (),
+        udp_buffer: int = DEFAULT_BUFFER,
+        tcp_idle: float = 120.0,
+    ) -> None:
+        super().__init__()
+        specs = [leg if isinstance(leg, LegSpec) else None for leg in legs]
+        if None in specs:
+            specs = parse_leg_list([str(leg) for leg in legs])
+        if secret is None and secret_file is not None:
+            secret = load_or_create(secret_file)
+        if isinstance(outgoing_proxy, str):
+            outgoing_proxy = parse_proxy(outgoing_proxy)
+        table = {d.lower(): parse_proxy(p) if isinstance(p, str) else p for d, p in (domain2proxy or {}).items()}
+        self.dispatcher = Dispatcher(reactor, resolver=resolver, outgoing_proxy=outgoing_proxy,
+                                     domain2proxy=table)
+        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle) for spec in specs]
+        for leg in self.legs:
+            self.dispatcher.add_leg(leg)
+            LegService(leg, reactor).setServiceParent(self)
+        self.proxy = StatelessProxy(self.dispatcher, rewrite_contact=rewrite_contact, nathelper=nathelper,
+                                    force_rewrite=force_rewrite, secret=secret)
+        if receivers:
+            self.dispatcher.set_receiver(ReceiveChain([*receivers, self.proxy]))
+        else:
+            self.dispatcher.set_receiver(self.proxy)
