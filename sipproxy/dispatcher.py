@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -98,6 +98,8 @@ class Dispatcher:
     @param resolver: an L{IHostResolver} for host names in targets.
     @param outgoing_proxy: a URI every request is sent to.
     @param domain2proxy: domain (exact, C{*.parent} or C{*}) to proxy URI.
+    @param local_address: the source address the host would use to reach
+        an IP (the kernel's routing decision; replaceable in tests).
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class Dispatcher:
         resolver: Optional[IHostResolver] = None,
         outgoing_proxy: Optional[URI] = None,
         domain2proxy: Optional[Mapping[str, URI]] = None,
+        local_address: Callable[[str], Optional[str]] = local_address_for,
     ) -> None:
         self.reactor = reactor
+        self.local_address = local_address
         self.legs: list[Any] = []
         self.receiver = receiver
         self.resolver = resolver if resolver is not None else ReactorHostResolver(reactor)
@@ -182,14 +186,9 @@ class Dispatcher:
                      method=partial.method, source=addr, leg=leg.key, reason=error.reason, code=error.status)
             response = partial.create_response(error.status, _reason_phrase(error.reason),
                                                to_tag=self.stateless_tag(partial))
-            try:
-                hop = response_hop(partial.top_via())
-                dst = (hop.host, hop.port or _DEFAULT_PORTS[leg.proto]) if hop.is_ip else addr
-            except (ParseError, RoutingError):
-                dst = addr
-            if leg.proto != "udp":
-                dst = addr
-            leg.send(bytes(response), dst)
+            # to where it came from: the Via of a malformed request is not
+            # to be trusted (and is sometimes what is malformed)
+            leg.send(bytes(response), addr)
         else:
             kind = "response" if isinstance(partial, Response) else "message"
             log.info("dropped malformed {kind} from {source} on {leg}: {reason}",
@@ -228,17 +227,15 @@ class Dispatcher:
         via = request.top_via()
         if via is None or leg is None:
             return
-        if leg.proto != "udp" and addr is not None:
-            self.send(response, leg, addr)
-            return
         try:
             hop = response_hop(via)
-        except RoutingError as e:
-            log.info("cannot answer {request!r}: {reason}", request=request, reason=e.reason)
-            return
-        if hop.is_ip:
-            self.send(response, leg, (hop.host, hop.port or _DEFAULT_PORTS[hop.proto or "udp"]))
+        except RoutingError:
+            hop = None
+        if hop is not None and hop.is_ip and hop.proto == leg.proto == "udp":
+            self.send(response, leg, (hop.host, hop.port or _DEFAULT_PORTS["udp"]))
         elif addr is not None:
+            # stream transports: over the connection it came on (18.2.2);
+            # a Via naming another transport than the leg: to the source
             self.send(response, leg, addr)
 
     # resolving -----------------------------------------------------------------
@@ -249,8 +246,11 @@ class Dispatcher:
 
     def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
         """(leg, address) pairs for a hop: a list at once when the host is
-        an IP address, else a Deferred after DNS. An empty result means no
-        leg can reach it or the name does not resolve."""
+        an IP address, else a Deferred after DNS.
+
+        @raise RoutingError: (or errback with it) 404 when the name does not
+            resolve, 503 when no leg can reach the address.
+        """
         if hop.is_ip:
             return self._targets(hop, [hop.host], leg_hint)
         d = self.resolver.resolve_host(hop.host)
@@ -269,6 +269,8 @@ class Dispatcher:
         return result if isinstance(result, Deferred) else succeed(result)
 
     def _targets(self, hop: Hop, addresses: Sequence[str], leg_hint: Any) -> list[Target]:
+        if not addresses:
+            raise RoutingError(404, f"cannot resolve {hop.host}")
         targets: list[Target] = []
         for address in addresses:
             address = address.strip("[]")
@@ -279,6 +281,8 @@ class Dispatcher:
             leg = self.choose_leg(proto, address, leg_hint)
             if leg is not None:
                 targets.append((leg, (address, hop.port or _DEFAULT_PORTS[proto])))
+        if not targets:
+            raise RoutingError(503, f"no leg can reach {hop.proto or 'any transport'} to {hop.host}")
         return targets
 
     def _default_transport(self, family: int) -> Optional[str]:
@@ -306,7 +310,7 @@ class Dispatcher:
         for leg in candidates:
             if leg.host == address:
                 return leg
-        source = local_address_for(address)
+        source = self.local_address(address)
         for leg in candidates:
             if leg.host == source:
                 return leg

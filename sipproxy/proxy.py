@@ -186,9 +186,10 @@ class StatelessProxy:
 
     def _process_routes(self, request: Request, uri: URI, leg: Any) -> Any:
         """RFC 3261 16.4: undo a strict router, then pop our own Route
-        entries; the last one popped names the leg to leave through."""
+        entries. When two or more were ours (double Record-Route, RFC 5658),
+        the last one names the leg to leave through."""
         dispatcher = self.dispatcher
-        hint = None
+        popped = []
         if "route" not in request._names:
             return None
         if uri.is_sip and uri.user is None and dispatcher.is_local(uri.host, uri.port, uri.transport):
@@ -208,8 +209,8 @@ class StatelessProxy:
             if not legs:
                 break
             request.pop_first("route")
-            hint = legs[0]
-        return hint
+            popped.append(legs[0])
+        return popped[-1] if len(popped) > 1 else None
 
     def _for_us(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
         """A request whose target is the proxy itself: answer OPTIONS (a
