@@ -81,6 +81,11 @@ class StatelessProxy:
             rewrite_contact = CallableRewriter(rewrite_contact)
         self.rewriter: IContactRewriter = rewrite_contact
         self.nathelper = nathelper
+        self._nat_sessions: Any = None
+        if nathelper is not None:
+            from sipproxy.nat.sessions import NATSessions
+
+            self._nat_sessions = NATSessions(nathelper)
         self.force_rewrite = force_rewrite
         self.branches = BranchMaker(secret)
 
@@ -358,12 +363,13 @@ class StatelessProxy:
             log.info("dropped {packet!r}: {reason}", packet=packet, reason=error.reason)
 
     def do_nat(self, packet: Message, incoming_leg: Any, outgoing_leg: Any) -> Optional[Deferred]:
-        """Hook for media relaying (Net::SIP's do_nat): None when done (or
-        nothing to do), a Deferred when the NAT helper answers later; raise
-        L{NATError} to refuse the packet."""
-        if self.nathelper is None or incoming_leg is outgoing_leg:
+        """Media relaying for a packet changing legs (Net::SIP's do_nat):
+        None when done or nothing to do, a Deferred when the NAT helper
+        answers later; raises L{NATError} to refuse the packet. Override it
+        to plug in other media handling."""
+        if self._nat_sessions is None or incoming_leg is outgoing_leg:
             return None
-        return self.nathelper.do_nat(packet, incoming_leg, outgoing_leg)
+        return self._nat_sessions.do_nat(packet, incoming_leg, outgoing_leg)
 
 
 def _route_proto(uri: URI) -> str:
