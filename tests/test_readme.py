@@ -1,0 +1,50 @@
+"""The README's promises that code can check: its commands and options."""
+from __future__ import annotations
+
+import os
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipproxy.tap import Options
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read(*path: str) -> str:
+    with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+        return f.read()
+
+
+def literal_after(text: str, marker: str) -> str:
+    """The first line of the indented literal block after C{marker}."""
+    rest = text[text.index(marker) + len(marker):]
+    for line in rest.splitlines():
+        if line.startswith("    ") and line.strip():
+            return line.strip()
+    raise AssertionError(f"no literal block after {marker!r}")
+
+
+class ReadmeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.readme = _read("README.rst")
+
+    def test_ci_runs_the_readme_test_command(self) -> None:
+        command = literal_after(self.readme, "From a checkout::")
+        self.assertIn("pytest", command)
+        self.assertIn("trial tests", command)
+        self.assertIn(command, _read(".ci", "run").splitlines())
+
+    def test_install_command_installs_and_runs_the_plugin(self) -> None:
+        command = literal_after(self.readme, "Python 3.9 or newer::")
+        self.assertIn("pip install .", command)
+        self.assertIn("twistd -n sipproxy --legs", command)
+
+    def test_every_option_is_documented(self) -> None:
+        options = Options()
+        names = [flag[0] for flag in options.optFlags] + [param[0] for param in options.optParameters]
+        names += [name[4:].replace("_", "-") for name in dir(options)
+                  if name.startswith("opt_") and name not in ("opt_help", "opt_version")]
+        missing = [name for name in names if f"``--{name}" not in self.readme]
+        self.assertEqual(missing, [])
+        self.assertTrue(re.search(r"``--legs ", self.readme))
