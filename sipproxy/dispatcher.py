@@ -143,7 +143,7 @@ class Dispatcher:
     def legs_at(self, host: str, port: int) -> list[Any]:
         """Legs bound to C{host}:C{port} (the proxy's own addresses)."""
         legs = self._by_address.get((host, port))
-        if legs is None and ":" in host:
+        if legs is None and ":" in host:  # IPv6 written another way
             try:
                 legs = self._by_address.get((str(ipaddress.ip_address(host)), port))
             except ValueError:
@@ -317,9 +317,10 @@ class Dispatcher:
         return candidates[0]
 
     def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
-        """True if host:port is one of our legs (default port per leg)."""
-        for leg in self.legs:
-            if (port or _DEFAULT_PORTS[leg.proto]) == leg.port and _same_host(host, leg.host):
-                if proto is None or proto == leg.proto:
-                    return True
-        return False
+        """True if host:port is one of our legs (without a port: the
+        default port of the leg's transport)."""
+        host = host.strip("[]")
+        if port is None:
+            return any(leg.port == _DEFAULT_PORTS[leg.proto] and (proto is None or proto == leg.proto)
+                       for leg in self.legs_at(host, 5060) + self.legs_at(host, 5061))
+        return any(proto is None or proto == leg.proto for leg in self.legs_at(host, port))

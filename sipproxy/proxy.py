@@ -24,7 +24,7 @@ from sipproxy.branch import BranchMaker
 from sipproxy.contact import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
 from sipproxy.message import Message, ParseError, Request, Response
-from sipproxy.routing import RoutingError, is_unicast, response_hop
+from sipproxy.routing import RoutingError, response_hop
 from sipproxy.uri import URI, URIError, parse_name_addr, parse_uri
 
 __all__ = ["StatelessProxy", "NATError"]
@@ -336,9 +336,6 @@ class StatelessProxy:
 
     def _deliver(self, packet: Message, in_leg: Any, out_leg: Any, dst: tuple[str, int],
                  addr: tuple[str, int]) -> None:
-        if not is_unicast(dst[0]):
-            log.info("dropped {packet!r}: target {dst} is not a unicast address", packet=packet, dst=dst)
-            return
         try:
             result = self.do_nat(packet, in_leg, out_leg)
         except NATError as e:

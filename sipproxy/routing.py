@@ -49,26 +49,44 @@ class Hop(NamedTuple):
         return _is_ip(self.host)
 
 
+_IS_IP_CACHE: dict[str, bool] = {}
+
+
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    known = _IS_IP_CACHE.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_IS_IP_CACHE) >= 10000:
+            _IS_IP_CACHE.clear()
+        _IS_IP_CACHE[host] = known
+    return known
+
+
+_UNICAST_CACHE: dict[str, bool] = {}
 
 
 def is_unicast(host: str) -> bool:
     """False for broadcast, multicast and unspecified addresses, where a
-    proxy must never send (RFC 4475 3.3.10)."""
+    proxy must never send (RFC 4475 3.3.10). Remembered per address: the
+    same few peers come back all the time."""
+    known = _UNICAST_CACHE.get(host)
+    if known is not None:
+        return known
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return True
-    if address.is_multicast or address.is_unspecified:
-        return False
-    if address.version == 4 and (address == ipaddress.IPv4Address("255.255.255.255")):
-        return False
-    return True
+        answer = True
+    else:
+        answer = not (address.is_multicast or address.is_unspecified
+                      or address == ipaddress.IPv4Address("255.255.255.255"))
+    if len(_UNICAST_CACHE) >= 10000:
+        _UNICAST_CACHE.clear()
+    _UNICAST_CACHE[host] = answer
+    return answer
 
 
 def parse_proxy(text: str) -> URI:
