@@ -241,14 +241,16 @@ class Via:
         self._text: Optional[str] = None
 
     def param(self, name: str) -> Optional[str]:
-        """Value of a parameter (name in lower case), C{""} for a flag,
-        None if absent."""
+        """Value of a parameter (any case), C{""} for a flag, None if
+        absent."""
+        name = name.lower()
         for n, v in self.params:
             if n == name or n.lower() == name:
                 return "" if v is None else v
         return None
 
     def set_param(self, name: str, value: Optional[str]) -> None:
+        name = name.lower()
         for i, (n, _) in enumerate(self.params):
             if n.lower() == name:
                 self.params[i] = (n, value)
@@ -541,7 +543,7 @@ class Message:
         other._raws = list(self._raws)
         other._values = list(self._values)  # value lists are replaced, never mutated
         other.body = self.body
-        other._via = self._via
+        other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
     def _validate(self) -> None:
@@ -555,22 +557,31 @@ class Message:
                 values = {" ".join(v.split()) for v in self.get_all(name)}
                 if len(values) > 1:
                     raise ParseError(f"conflicting {_label(name)} values", message=self)
-        for name, limit in _NUMERIC_LIMITS:
-            if name in names:
-                value = self.get(name) or ""
-                if not value.isdigit() or not value.isascii() or int(value) > limit:
-                    raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=self)
+        # CSeq first: RFC 4475 3.1.2.4 answers 400 "due to the CSeq error"
+        # when Max-Forwards and Expires are out of range as well.
         i = names.index("cseq")
         cseq = self._decoded(i)[0]
         m = _CSEQ_RE.match(cseq)
         if m is None:
             raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=self)
-        number = int(m.group(1))
+        try:
+            number = int(m.group(1))
+        except ValueError:  # more digits than int() converts
+            number = 2**31
         if number >= 2**31:
             raise ParseError("CSeq number out of range", message=self)
         canonical = f"{number} {m.group(2)}"
         if canonical != cseq:
             self._values[i] = [canonical]  # normalised for readers; raw kept
+        for name, limit in _NUMERIC_LIMITS:
+            if name in names:
+                value = self.get(name) or ""
+                try:
+                    bad = not value.isdigit() or not value.isascii() or int(value) > limit
+                except ValueError:  # more digits than int() converts
+                    bad = True
+                if bad:
+                    raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=self)
         call_id = self.get("call-id") or ""
         if not _CALLID_RE.match(call_id):
             raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=self)
@@ -586,9 +597,28 @@ class Message:
 
 
 class Request(Message):
-    """A SIP request."""
+    """A SIP request. Changing C{method}, C{uri} or C{version} changes the
+    request line that is sent."""
 
-    __slots__ = ("method", "_uri", "version", "_start", "_parsed_uri")
+    __slots__ = ("_method", "_uri", "_version", "_start", "_parsed_uri")
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        self._method = value
+        self._start = None
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @version.setter
+    def version(self, value: str) -> None:
+        self._version = value
+        self._start = None
 
     def __init__(
         self,
@@ -636,9 +666,9 @@ class Request(Message):
         """An independent copy."""
         other = Request.__new__(Request)
         self._copy_into(other)
-        other.method = self.method
+        other._method = self._method
         other._uri = self._uri
-        other.version = self.version
+        other._version = self._version
         other._start = self._start
         other._parsed_uri = self._parsed_uri
         return other
@@ -684,9 +714,37 @@ _RESPONSE_COPIED_RR = _RESPONSE_COPIED | {"record-route"}
 
 
 class Response(Message):
-    """A SIP response."""
+    """A SIP response. Changing C{code}, C{reason} or C{version} changes
+    the status line that is sent."""
 
-    __slots__ = ("code", "reason", "version", "_start")
+    __slots__ = ("_code", "_reason", "_version", "_start")
+
+    @property
+    def code(self) -> int:
+        return self._code
+
+    @code.setter
+    def code(self, value: int) -> None:
+        self._code = value
+        self._start = None
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
+        self._start = None
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @version.setter
+    def version(self, value: str) -> None:
+        self._version = value
+        self._start = None
 
     def __init__(
         self,
@@ -721,9 +779,9 @@ class Response(Message):
         """An independent copy."""
         other = Response.__new__(Response)
         self._copy_into(other)
-        other.code = self.code
-        other.reason = self.reason
-        other.version = self.version
+        other._code = self._code
+        other._reason = self._reason
+        other._version = self._version
         other._start = self._start
         return other
 
@@ -766,10 +824,19 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
         lines = head.replace(b"\r\n", b"\n").split(b"\n")
     start = lines[0]
     message: Message
+    start_error: Optional[ParseError] = None
     if start[:4].upper() == b"SIP/":
         message = _parse_status_line(start)
     else:
-        message = _parse_request_line(start)
+        try:
+            message = _parse_request_line(start)
+        except ParseError as e:
+            # a broken request line with readable headers can still be
+            # answered with a 400 (RFC 4475 3.1.2.7-3.1.2.10)
+            partial = _partial_request(start)
+            if partial is None:
+                raise
+            message, start_error = partial, e
     del lines[0]
     if b"\n " in head or b"\n\t" in head:
         lines = _join_folded(lines, message)
@@ -789,11 +856,19 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     message._names = names  # type: ignore[assignment]
     message._raws = lines
     message._values = [None] * len(lines)
+    if start_error is not None:
+        start_error.message = message
+        raise start_error
+    if message.version != "SIP/2.0":  # a request of another SIP version: 505, addressable
+        raise ParseError(f"unsupported SIP version {message.version}", status=505, message=message)
     if "content-length" in names:
         length_text = message.get("content-length") or ""
-        if not length_text.isdigit() or not length_text.isascii():
+        try:
+            length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
+        except ValueError:  # more digits than int() converts
+            length = -1
+        if length < 0:
             raise ParseError(f"bad Content-Length {length_text[:30]!r}", message=message)
-        length = int(length_text)
         if length > len(rest):
             raise ParseError(
                 f"Content-Length {length} larger than the {len(rest)} octets of body", message=message
@@ -838,20 +913,37 @@ def _parse_request_line(start: bytes) -> Request:
         raise ParseError(f"malformed Request-URI {uri[:60]!r}")
     request = Request.__new__(Request)
     Message.__init__(request)
-    request.method = method.decode("ascii")
+    request._method = method.decode("ascii")
     request._uri = uri.decode(_ENC, _ERRORS)
     request._start = start
     request._parsed_uri = None
-    request.version = "SIP/2.0"
+    request._version = "SIP/2.0"
     if version.upper() != b"SIP/2.0":
-        request.version = version.decode(_ENC, _ERRORS)
-        if _VERSION_RE.match(version):
-            raise ParseError(f"unsupported SIP version {request.version}", status=505)
-        raise ParseError(f"malformed SIP version {version[:20]!r}")
+        if not _VERSION_RE.match(version):
+            raise ParseError(f"malformed SIP version {version[:20]!r}")
+        # SIP/x.y: refused with 505 by parse() once the headers are split
+        request._version = version.decode(_ENC, _ERRORS)
     return request
 
 
 _VERSION_RE = re.compile(rb"SIP/[0-9]+\.[0-9]+\Z", re.I)
+
+
+def _partial_request(start: bytes) -> Optional[Request]:
+    """What can be read of a malformed request line that still looks like
+    one (a method token first, C{SIP/2.0} last), so the request can be
+    answered; None for anything else (binary junk)."""
+    method, sep, rest = start.partition(b" ")
+    if not sep or not _TOKEN_RE.match(method) or not start.rstrip().upper().endswith(b"SIP/2.0"):
+        return None
+    request = Request.__new__(Request)
+    Message.__init__(request)
+    request._method = method.decode("ascii")
+    request._uri = rest.rstrip()[: -len(b"SIP/2.0")].strip().decode(_ENC, _ERRORS)
+    request._start = start
+    request._parsed_uri = None
+    request._version = "SIP/2.0"
+    return request
 
 
 def _parse_status_line(start: bytes) -> Response:
@@ -863,8 +955,8 @@ def _parse_status_line(start: bytes) -> Response:
         raise ParseError(f"bad status code {code[:20]!r}")
     response = Response.__new__(Response)
     Message.__init__(response)
-    response.code = int(code)
-    response.reason = parts[2].decode(_ENC, _ERRORS) if len(parts) == 3 else ""
-    response.version = "SIP/2.0"
+    response._code = int(code)
+    response._reason = parts[2].decode(_ENC, _ERRORS) if len(parts) == 3 else ""
+    response._version = "SIP/2.0"
     response._start = start
     return response

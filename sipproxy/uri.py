@@ -303,7 +303,13 @@ class URI:
         return uri_equal(self, other)
 
     def __hash__(self) -> int:
-        return hash((self.scheme, (self.host or "").lower(), self.port))
+        host = (self.host or "").lower()
+        if ":" in host:  # IPv6 literals are equal as addresses (see uri_equal)
+            try:
+                host = ipaddress.ip_address(host).compressed
+            except ValueError:
+                pass
+        return hash((self.scheme, host, self.port))
 
 
 def parse_uri(text: str) -> URI:
@@ -454,12 +460,17 @@ def parse_name_addr(text: str) -> NameAddr:
         if gt < 0:
             raise URIError(f"unterminated <URI> in {original!r}")
         uri = parse_uri(text[lt + 1 : gt])
-        params = parse_params(text[gt + 1 :])
+        rest = text[gt + 1 :].lstrip(_WS)
+        if rest and rest[0] != ";":
+            raise URIError(f"junk after <URI> in {original!r}")
+        params = parse_params(rest)
         addr = NameAddr(uri, display, params, bracketed=True)
     else:
         if ">" in text or '"' in text:
             raise URIError(f"unbalanced brackets or quotes in {original!r}")
         uri_text, _, params_text = text.partition(";")
+        if "?" in uri_text:
+            raise URIError(f"URI with headers not enclosed in <> in {original!r}")
         uri = parse_uri(uri_text)
         addr = NameAddr(uri, None, parse_params(params_text), bracketed=False)
     addr._text = original.strip(_WS)
@@ -506,13 +517,29 @@ def uri_equal(a: URI, b: URI) -> bool:
         return False
     if not _params_equal(a.params, b.params, _MUST_MATCH):
         return False
-    ha = {n.lower(): _unq(v or "").lower() for n, v in a.headers}
-    hb = {n.lower(): _unq(v or "").lower() for n, v in b.headers}
+    ha = {_unq(n).lower(): _unq(v or "").lower() for n, v in a.headers}
+    hb = {_unq(n).lower(): _unq(v or "").lower() for n, v in b.headers}
     return ha == hb
 
 
+#: Characters whose %HEX HEX form is not the same as the character
+#: (RFC 3261 19.1.4 "reserved", and % itself so that unescaping stays
+#: one level deep).
+_KEEP_ESCAPED = frozenset(";/?:@&=+$,%")
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _unescape(match: "re.Match[str]") -> str:
+    ch = chr(int(match.group(1), 16))
+    return "%" + match.group(1).upper() if ch in _KEEP_ESCAPED else ch
+
+
 def _unq(text: Optional[str]) -> Optional[str]:
-    return unquote(text) if text is not None else None
+    """Comparison form: escapes of unreserved characters decoded, the
+    others kept with upper-case hex digits."""
+    if text is None or "%" not in text:
+        return text
+    return _ESCAPE_RE.sub(_unescape, text)
 
 
 def _hosts_equal(a: str, b: str) -> bool:
@@ -525,8 +552,8 @@ def _hosts_equal(a: str, b: str) -> bool:
 
 
 def _params_equal(a: Sequence[Param], b: Sequence[Param], must: Sequence[str]) -> bool:
-    pa = {n.lower(): _unq(v).lower() if v is not None else None for n, v in a}
-    pb = {n.lower(): _unq(v).lower() if v is not None else None for n, v in b}
+    pa = {_unq(n).lower(): _unq(v).lower() if v is not None else None for n, v in a}
+    pb = {_unq(n).lower(): _unq(v).lower() if v is not None else None for n, v in b}
     for name in must:
         if (name in pa) != (name in pb):
             return False

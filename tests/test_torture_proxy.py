@@ -93,7 +93,9 @@ class TortureThroughProxyTests(SynchronousTestCase):
 
     def test_addressable_invalid_requests_get_400(self) -> None:
         for name in ("badinv01.dat", "clerr.dat", "ncl.dat", "scalar02.dat", "quotbal.dat",
-                     "mismatch01.dat", "mismatch02.dat"):
+                     "mismatch01.dat", "mismatch02.dat",
+                     # a broken request line, headers still readable
+                     "ltgtruri.dat", "lwsruri.dat", "lwsstart.dat", "trws.dat"):
             self.answered(name, 400)
         self.assertIn(b"CSeq", self.answered("scalar02.dat", 400).split(b"\r\n")[0])
 
