@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from typing import Any, Optional
 
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -112,14 +113,22 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
             log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
 
 
+#: Linux's SO_RCVBUFFORCE and SO_SNDBUFFORCE (not in the socket module):
+#: as root they go beyond net.core.rmem_max / wmem_max.
+_FORCE = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32} if sys.platform.startswith("linux") else {}
+
+
 def _size_buffers(sock: socket.socket, size: int, name: str) -> None:
-    """Ask for large receive and send buffers; as root, beyond rmem_max."""
-    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+    """Ask for large receive and send buffers (forced where allowed)."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        force = _FORCE.get(option)
         try:
+            if force is None:
+                raise OSError("no forcing here")
             sock.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
             except OSError as e:
                 log.warn("leg {leg}: cannot size socket buffer: {error}", leg=name, error=e)
 
@@ -163,8 +172,8 @@ class SIPStreamProtocol(protocol.Protocol):
                     self.transport.write(b"\r\n")
                     buffer = buffer[4:]
                     continue
-                if buffer == b"\r\n" or buffer == b"\r":
-                    break  # maybe the first half of a ping
+                if b"\r\n\r\n".startswith(buffer):
+                    break  # maybe the start of a ping split across segments
                 buffer = buffer.lstrip(b"\r\n")
                 continue
             end = buffer.find(b"\r\n\r\n")
@@ -235,6 +244,7 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         self._reactor: Any = None
         self._port: Any = None
         self._sweeper: Any = None
+        self._connecting: dict[tuple[str, int], Any] = {}
 
     # lifecycle ----------------------------------------------------------
     def listen(self, reactor: Any) -> None:
@@ -250,6 +260,12 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
     def stop(self) -> Any:
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
+        for connector in list(self._connecting.values()):
+            try:
+                connector.stopConnecting()
+            except error.NotConnectingError:
+                pass
+        self._connecting.clear()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.transport.loseConnection()
@@ -266,6 +282,7 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
     # connection bookkeeping --------------------------------------------------
     def connection_made(self, conn: SIPStreamProtocol) -> None:
         assert conn.peer is not None
+        self._connecting.pop(conn.peer, None)
         self.connections[conn.peer] = conn
 
     def connection_lost(self, conn: SIPStreamProtocol) -> None:
@@ -304,10 +321,11 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         return conn
 
     def _open(self, addr: tuple[str, int], factory: protocol.ClientFactory) -> None:
-        self._reactor.connectTCP(addr[0], addr[1], factory, timeout=self.connect_timeout,
-                                 bindAddress=(self.host, 0))
+        self._connecting[addr] = self._reactor.connectTCP(
+            addr[0], addr[1], factory, timeout=self.connect_timeout, bindAddress=(self.host, 0))
 
     def connect_failed(self, addr: tuple[str, int], conn: SIPStreamProtocol, reason: Failure) -> None:
+        self._connecting.pop(addr, None)
         if self.connections.get(addr) is conn:
             del self.connections[addr]
         log.warn("leg {leg}: cannot connect to {dst}: {reason}; {count} message(s) dropped",

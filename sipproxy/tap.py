@@ -23,6 +23,19 @@ __all__ = ["Options", "makeService"]
 DEFAULT_LEG = "udp:127.0.0.1:5060"
 
 
+def _number(kind: Any, option: str, what: str) -> Any:
+    """A coerce function whose error names the option (usage.Options' own
+    message would only quote int()'s)."""
+
+    def coerce(value: str) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"--{option} wants {what}, not {value!r}") from None
+
+    return coerce
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -42,8 +55,10 @@ class Options(usage.Options):
         ["secret-file", None, "sipproxy.secret",
          "File with the secret that seals Contact tokens and Via branches; created (mode 0600) if "
          "missing. Give every worker and node that must understand each other the same file."],
-        ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.", int],
-        ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.", float],
+        ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
+         _number(int, "udp-buffer", "an integer")],
+        ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.",
+         _number(float, "tcp-idle", "a number")],
     ]
 
     def __init__(self) -> None:
@@ -83,8 +98,8 @@ class Options(usage.Options):
             self["outgoing_proxy"] = None
         if self["udp-buffer"] < 0:
             raise usage.UsageError("--udp-buffer must not be negative")
-        if self["tcp-idle"] <= 0:
-            raise usage.UsageError("--tcp-idle must be positive")
+        if not 0 < self["tcp-idle"] < float("inf"):
+            raise usage.UsageError("--tcp-idle must be a positive number of seconds")
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
         """Parse, and on a mistake print one line and exit 2 (twistd would
