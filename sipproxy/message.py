@@ -12,7 +12,7 @@ What is checked at parse time is what a proxy must refuse before acting
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from sipproxy.uri import (
     URI,
@@ -100,11 +100,11 @@ _TOKEN_RE = re.compile(rb"[A-Za-z0-9.!%*_+`'~\-]+\Z")
 _STR_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
 _CSEQ_RE = re.compile(r"([0-9]+)[ \t\r\n]+([A-Za-z0-9.!%*_+`'~\-]+)\Z")
 _CALLID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?\Z")
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # unrolled: no backtracking per character
 #: The shape of a name-addr or addr-spec with params: quotes closed,
 #: at most one <URI>, nothing unbalanced (RFC 4475 3.1.2.6).
 _NAME_ADDR_SHAPE = re.compile(
-    rf'[ \t]*(?:{_QUOTED})?[^"<>]*(?:<[^<>"]*>(?:[^"<>]|{_QUOTED})*)?\Z', re.S
+    rf'[ \t]*(?:{_QUOTED})?[^"<>]*(?:<[^<>"]*>[^"<>]*(?:{_QUOTED}[^"<>]*)*)?\Z', re.S
 )
 _FOLD_RE = re.compile(rb"[ \t]*\r?\n[ \t]+")
 _VIA_RE = re.compile(
@@ -142,6 +142,10 @@ _NAME_CACHE: dict[bytes, str] = {}
 _NAME_CACHE_LIMIT = 4096
 
 
+_STR_NAMES: dict[str, str] = {}
+_LABELS: dict[str, str] = {}
+
+
 def canonical_name(name: Union[str, bytes]) -> str:
     """The lower-case long form of a header name (C{v} -> C{via})."""
     if isinstance(name, bytes):
@@ -149,13 +153,23 @@ def canonical_name(name: Union[str, bytes]) -> str:
         if cached is not None:
             return cached
         name = name.decode(_ENC, _ERRORS)
-    lower = name.strip().lower()
-    return COMPACT_FORMS.get(lower, lower)
+    canonical = _STR_NAMES.get(name)
+    if canonical is None:
+        lower = name.strip().lower()
+        canonical = COMPACT_FORMS.get(lower, lower)
+        if len(_STR_NAMES) < _NAME_CACHE_LIMIT:
+            _STR_NAMES[name] = canonical
+    return canonical
 
 
 def _label(name: str) -> str:
     """How we spell a header we add: C{Record-Route}, C{Call-ID}."""
-    return _CANONICAL_LABELS.get(name) or "-".join(p.capitalize() for p in name.split("-"))
+    label = _LABELS.get(name)
+    if label is None:
+        label = _CANONICAL_LABELS.get(name) or "-".join(p.capitalize() for p in name.split("-"))
+        if len(_LABELS) < _NAME_CACHE_LIMIT:
+            _LABELS[name] = label
+    return label
 
 
 def _learn_name(spelled: bytes) -> str:
@@ -282,12 +296,37 @@ class Via:
         return f"Via({str(self)!r})"
 
 
+_VIA_CACHE: dict[str, Via] = {}
+
+
 def parse_via(text: str) -> Via:
     """Parse one Via value; LWS around C{/}, C{:}, C{;} and C{=} is allowed.
+
+    The Vias of a transaction come back in each of its responses, so
+    parsed values are remembered; every call returns a fresh copy (a Via
+    is changed in place when it is stamped).
 
     @raise ParseError: when it does not follow the grammar, or has an empty
         or malformed parameter.
     """
+    known = _VIA_CACHE.get(text)
+    if known is not None:
+        via = Via.__new__(Via)
+        via.protocol = known.protocol
+        via.transport = known.transport
+        via.host = known.host
+        via.port = known.port
+        via.params = list(known.params)
+        via._text = text
+        return via
+    via = _parse_via(text)
+    if len(_VIA_CACHE) >= 8192:
+        _VIA_CACHE.clear()
+    _VIA_CACHE[text] = via
+    return parse_via(text)
+
+
+def _parse_via(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise ParseError(f"malformed Via {text[:80]!r}")
@@ -335,7 +374,11 @@ class Message:
 
     def _positions(self, name: str) -> list[int]:
         names = self._names
-        return [i for i, n in enumerate(names) if n == name] if name in names else []
+        if name not in names:
+            return []
+        if names.count(name) == 1:
+            return [names.index(name)]
+        return [i for i, n in enumerate(names) if n == name]
 
     def get(self, name: str) -> Optional[str]:
         """The first value of a header, or None."""
@@ -547,53 +590,113 @@ class Message:
 
     # validation ---------------------------------------------------------------
     def _validate(self) -> None:
-        """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on."""
+        """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
+
+        A header line that passed its check before is not checked again:
+        its bytes map to its checked values (the From, To and Call-ID of a
+        dialog come back in every message of it)."""
         names = self._names
+        first: dict[str, int] = {}
+        repeated = None
+        watched = _WATCHED
+        for i, name in enumerate(names):
+            if name in watched:
+                if name not in first:
+                    first[name] = i
+                elif name in _SINGLETON_SET:
+                    repeated = repeated or []
+                    repeated.append(name)
         for name in _REQUIRED:
-            if name not in names:
+            if name not in first:
                 raise ParseError(f"missing {_label(name)} header", message=self)
-        for name in SINGLETONS:
-            if names.count(name) > 1:
+        if repeated:
+            for name in repeated:
                 values = {" ".join(v.split()) for v in self.get_all(name)}
                 if len(values) > 1:
                     raise ParseError(f"conflicting {_label(name)} values", message=self)
-        # CSeq first: RFC 4475 3.1.2.4 answers 400 "due to the CSeq error"
-        # when Max-Forwards and Expires are out of range as well.
-        i = names.index("cseq")
-        cseq = self._decoded(i)[0]
-        m = _CSEQ_RE.match(cseq)
-        if m is None:
-            raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=self)
-        try:
-            number = int(m.group(1))
-        except ValueError:  # more digits than int() converts
-            number = 2**31
-        if number >= 2**31:
-            raise ParseError("CSeq number out of range", message=self)
-        canonical = f"{number} {m.group(2)}"
-        if canonical != cseq:
-            self._values[i] = [canonical]  # normalised for readers; raw kept
-        for name, limit in _NUMERIC_LIMITS:
-            if name in names:
-                value = self.get(name) or ""
-                try:
-                    bad = not value.isdigit() or not value.isascii() or int(value) > limit
-                except ValueError:  # more digits than int() converts
-                    bad = True
-                if bad:
-                    raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=self)
-        call_id = self.get("call-id") or ""
-        if not _CALLID_RE.match(call_id):
-            raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=self)
-        for name in ("from", "to"):
-            value = self.get(name) or ""
-            if ":" not in value or not _NAME_ADDR_SHAPE.match(value):
-                raise ParseError(f"malformed {_label(name)} {value[:60]!r}", message=self)
+        raws = self._raws
+        all_values = self._values
+        checked = _CHECKED_LINES
+        for name, check in _LINE_CHECKS:
+            i = first.get(name)
+            if i is not None:
+                raw = raws[i]
+                values = checked.get(raw)
+                if values is None:
+                    values = check(self._decoded(i), name, self)
+                    if len(checked) >= _CHECKED_LIMIT:
+                        checked.clear()
+                    checked[raw] = values
+                all_values[i] = values
+        if isinstance(self, Request):
+            method = all_values[first["cseq"]][0].partition(" ")[2]  # type: ignore[index]
+            if method != self._method:
+                raise ParseError(f"CSeq method {method} does not match request method {self._method}",
+                                 message=self)
         try:
             self.top_via()
         except ParseError as e:
             e.message = self
             raise
+
+
+def _check_cseq(values: list[str], name: str, message: Message) -> list[str]:
+    cseq = values[0] if values else ""
+    m = _CSEQ_RE.match(cseq)
+    if m is None:
+        raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=message)
+    try:
+        number = int(m.group(1))
+    except ValueError:  # more digits than int() converts
+        number = 2**31
+    if number >= 2**31:
+        raise ParseError("CSeq number out of range", message=message)
+    canonical = f"{number} {m.group(2)}"
+    return values if canonical == cseq else [canonical]  # normalised for readers; raw kept
+
+
+def _numeric_check(limit: int) -> Callable[[list[str], str, Message], list[str]]:
+    def check(values: list[str], name: str, message: Message) -> list[str]:
+        value = values[0] if values else ""
+        try:
+            bad = not value.isdigit() or not value.isascii() or int(value) > limit
+        except ValueError:  # more digits than int() converts
+            bad = True
+        if bad:
+            raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=message)
+        return values
+
+    return check
+
+
+def _check_call_id(values: list[str], name: str, message: Message) -> list[str]:
+    call_id = values[0] if values else ""
+    if not _CALLID_RE.match(call_id):
+        raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=message)
+    return values
+
+
+def _check_name_addr(values: list[str], name: str, message: Message) -> list[str]:
+    value = values[0] if values else ""
+    if ":" not in value or not _NAME_ADDR_SHAPE.match(value):
+        raise ParseError(f"malformed {_label(name)} {value[:60]!r}", message=message)
+    return values
+
+
+#: What parse() checks, in order: CSeq first, as RFC 4475 3.1.2.4 answers
+#: 400 "due to the CSeq error" when Max-Forwards and Expires are off too.
+_LINE_CHECKS = (
+    ("cseq", _check_cseq),
+    *((name, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS),
+    ("call-id", _check_call_id),
+    ("from", _check_name_addr),
+    ("to", _check_name_addr),
+)
+_SINGLETON_SET = frozenset(SINGLETONS)
+_WATCHED = frozenset((*_REQUIRED, *SINGLETONS, *(name for name, _ in _LINE_CHECKS)))
+#: Raw header line -> its checked values; bounded (cleared when full).
+_CHECKED_LINES: dict[bytes, list[str]] = {}
+_CHECKED_LIMIT = 8192
 
 
 class Request(Message):
@@ -862,7 +965,7 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     if message.version != "SIP/2.0":  # a request of another SIP version: 505, addressable
         raise ParseError(f"unsupported SIP version {message.version}", status=505, message=message)
     if "content-length" in names:
-        length_text = message.get("content-length") or ""
+        length_text = message._decoded(names.index("content-length"))[0]
         try:
             length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
         except ValueError:  # more digits than int() converts
@@ -879,12 +982,6 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     else:
         message.body = rest
     message._validate()
-    if isinstance(message, Request):
-        method = message.cseq[1]
-        if method != message.method:
-            raise ParseError(
-                f"CSeq method {method} does not match request method {message.method}", message=message
-            )
     return message
 
 

@@ -25,7 +25,7 @@ from sipproxy.contact import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
 from sipproxy.message import Message, ParseError, Request, Response
 from sipproxy.routing import RoutingError, response_hop
-from sipproxy.uri import URI, URIError, parse_name_addr, parse_uri
+from sipproxy.uri import URI, URIError, format_name_addr, parse_name_addr
 
 __all__ = ["StatelessProxy", "NATError"]
 
@@ -80,6 +80,8 @@ class StatelessProxy:
         elif not IContactRewriter.providedBy(rewrite_contact):
             rewrite_contact = CallableRewriter(rewrite_contact)
         self.rewriter: IContactRewriter = rewrite_contact
+        # token rewriting is deterministic, so its results can be remembered
+        self._contact_cache: Optional[dict] = {} if isinstance(rewrite_contact, ContactTokens) else None
         self.nathelper = nathelper
         self._nat_sessions: Any = None
         if nathelper is not None:
@@ -305,34 +307,49 @@ class StatelessProxy:
 
     # both -------------------------------------------------------------------------------
     def _rewrite_contacts(self, packet: Message, in_leg: Any, out_leg: Any) -> None:
-        """Replace each sip/sips Contact with what the rewriter gives."""
+        """Replace each sip/sips Contact with what the rewriter gives.
+
+        With the built-in token scheme the result is a function of the
+        Contact value and the two legs, so it is remembered: the Contact of
+        a dialog comes back in every request and response of it."""
         if "contact" not in packet._names:
             return
-        values = packet.get_all("contact")
+        cache = self._contact_cache
         changed = False
         new_values = []
-        for value in values:
-            new_value = value
-            if value.strip() != "*":
-                try:
-                    addr = parse_name_addr(value)
-                except URIError:
-                    addr = None
-                if addr is not None and addr.uri.is_sip and not (
-                        addr.uri.user is None and self.dispatcher.is_local(addr.uri.host, addr.uri.port)):
-                    uri = addr.uri
-                    text = str(uri)
-                    rewritten = self.rewriter.rewrite(text[len(uri.scheme) + 1:], in_leg, out_leg, self.force_rewrite)
-                    if rewritten is not None:
-                        new_uri = parse_uri(f"{uri.scheme}:{rewritten}")
-                        if out_leg.proto != "udp" and new_uri.transport is None and "@" in rewritten \
-                                and rewritten.split("@", 1)[1] == out_leg.sent_by:
-                            new_uri = new_uri.with_param("transport", out_leg.proto)
-                        new_value = str(addr.replace(uri=new_uri, bracketed=True))
-                        changed = True
+        for value in packet.get_all("contact"):
+            key = (value, in_leg.index, out_leg.index)
+            new_value = cache.get(key) if cache is not None else None
+            if new_value is None:
+                new_value = self._rewrite_contact(value, in_leg, out_leg)
+                if cache is not None:
+                    if len(cache) >= 20000:
+                        cache.clear()
+                    cache[key] = new_value
+            if new_value is not value:
+                changed = True
             new_values.append(new_value)
         if changed:
             packet.set_all("contact", new_values)
+
+    def _rewrite_contact(self, value: str, in_leg: Any, out_leg: Any) -> str:
+        """One Contact value rewritten (the same object when unchanged)."""
+        if value.strip() == "*":
+            return value
+        try:
+            addr = parse_name_addr(value)
+        except URIError:
+            return value
+        uri = addr.uri
+        if not uri.is_sip or (uri.user is None and self.dispatcher.is_local(uri.host, uri.port)):
+            return value
+        rewritten = self.rewriter.rewrite(str(uri)[len(uri.scheme) + 1:], in_leg, out_leg, self.force_rewrite)
+        if rewritten is None:
+            return value
+        new_uri = f"{uri.scheme}:{rewritten}"
+        if out_leg.proto != "udp" and rewritten.endswith("@" + out_leg.sent_by):
+            new_uri += f";transport={out_leg.proto}"  # a token naming a TCP leg
+        return format_name_addr(addr.display, new_uri, addr.params)
 
     def _deliver(self, packet: Message, in_leg: Any, out_leg: Any, dst: tuple[str, int],
                  addr: tuple[str, int]) -> None:

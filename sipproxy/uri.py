@@ -17,6 +17,7 @@ __all__ = [
     "NameAddr",
     "parse_uri",
     "parse_name_addr",
+    "format_name_addr",
     "parse_params",
     "format_params",
     "split_host_port",
@@ -34,6 +35,7 @@ Param = tuple[str, Optional[str]]
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
 _HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%[0-9A-Za-z._~-]+)?\]|[A-Za-z0-9_.\-]+)\Z")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
+_SIMPLE_PARAMS = re.compile(r"(?:;[A-Za-z0-9.!%*_+`'~\-]+(?:=[^;\s\"]*)?)+\Z")
 _WS = " \t\r\n"
 
 
@@ -124,6 +126,9 @@ def parse_params(text: str, strict: bool = True) -> list[Param]:
     C{;} and C{=} is allowed (RFC 3261 25.1). With C{strict}, an empty
     parameter (C{;;}) or a name that is not a token is an error.
     """
+    if _SIMPLE_PARAMS.match(text):  # the common case: no LWS, no quotes
+        return [(name, value if eq else None)
+                for name, eq, value in (item.partition("=") for item in text[1:].split(";"))]
     text = text.strip(_WS)
     if not text:
         return []
@@ -432,6 +437,12 @@ class NameAddr:
 
     def __repr__(self) -> str:
         return f"NameAddr({str(self)!r})"
+
+
+def format_name_addr(display: Optional[str], uri: str, params: Iterable[Param] = ()) -> str:
+    """C{display <uri>;params} (the display name as it is, quoted or not)."""
+    head = f"{display} <{uri}>" if display is not None else f"<{uri}>"
+    return head + format_params(params)
 
 
 def parse_name_addr(text: str) -> NameAddr:
