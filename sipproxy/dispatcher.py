@@ -117,8 +117,10 @@ class Dispatcher:
         self.legs: list[Any] = []
         self.receiver = receiver
         self.resolver = resolver if resolver is not None else ReactorHostResolver(reactor)
-        self.outgoing_proxy = outgoing_proxy
-        self.domain2proxy = dict(domain2proxy or {})
+        self._hops: dict[str, Hop] = {}
+        self._ip_targets: dict[tuple[Hop, int], list[Target]] = {}
+        self._outgoing_proxy = outgoing_proxy
+        self._domain2proxy = dict(domain2proxy or {})
         self._by_address: dict[tuple[str, int], list[Any]] = {}
         for leg in legs:
             self.add_leg(leg)
@@ -134,8 +136,30 @@ class Dispatcher:
         self.legs.append(leg)
         self.reindex()
 
+    @property
+    def outgoing_proxy(self) -> Optional[URI]:
+        return self._outgoing_proxy
+
+    @outgoing_proxy.setter
+    def outgoing_proxy(self, value: Optional[URI]) -> None:
+        self._outgoing_proxy = value
+        self.reindex()
+
+    @property
+    def domain2proxy(self) -> Mapping[str, URI]:
+        """Read-only view; assign a new mapping to change it."""
+        return dict(self._domain2proxy)
+
+    @domain2proxy.setter
+    def domain2proxy(self, value: Mapping[str, URI]) -> None:
+        self._domain2proxy = dict(value)
+        self.reindex()
+
     def reindex(self) -> None:
-        """Recompute address lookups (after a leg bound to port 0)."""
+        """Recompute address lookups and forget remembered routes (after a
+        leg bound to port 0, or the routing configuration changed)."""
+        self._hops = {}
+        self._ip_targets = {}
         self._by_address = {}
         for leg in self.legs:
             self._by_address.setdefault((leg.host, leg.port), []).append(leg)
@@ -241,8 +265,16 @@ class Dispatcher:
     # resolving -----------------------------------------------------------------
     def hop_for(self, uri: Union[URI, str]) -> Hop:
         """Next hop for a request URI under this dispatcher's configuration;
-        raises L{RoutingError}."""
-        return request_hop(uri, self.domain2proxy, self.outgoing_proxy)
+        raises L{RoutingError}. Remembered per URI (a dialog's requests all
+        go to the same place)."""
+        key = str(uri)
+        hop = self._hops.get(key)
+        if hop is None:
+            hop = request_hop(uri, self._domain2proxy, self._outgoing_proxy)
+            if len(self._hops) >= 8192:
+                self._hops.clear()
+            self._hops[key] = hop
+        return hop
 
     def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
         """(leg, address) pairs for a hop: a list at once when the host is
@@ -252,7 +284,14 @@ class Dispatcher:
             resolve, 503 when no leg can reach the address.
         """
         if hop.is_ip:
-            return self._targets(hop, [hop.host], leg_hint)
+            key = (hop, -1 if leg_hint is None else leg_hint.index)
+            targets = self._ip_targets.get(key)
+            if targets is None:
+                targets = self._targets(hop, [hop.host], leg_hint)
+                if len(self._ip_targets) >= 8192:
+                    self._ip_targets.clear()
+                self._ip_targets[key] = targets
+            return list(targets)
         d = self.resolver.resolve_host(hop.host)
         d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
         return d

@@ -326,11 +326,24 @@ def parse_via(text: str) -> Via:
     return parse_via(text)
 
 
+_SIMPLE_VIA_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(;[^\s\"]*)?\Z")
+
+
 def _parse_via(text: str) -> Via:
-    m = _VIA_RE.match(text)
-    if m is None:
-        raise ParseError(f"malformed Via {text[:80]!r}")
-    name, version, transport, host, port, params = m.groups()
+    m = _SIMPLE_VIA_RE.match(text)  # the usual spelling: no LWS, no quotes
+    if m is not None:
+        transport, host, port, params = m.groups()
+        name, version = "SIP", "2.0"
+    else:
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise ParseError(f"malformed Via {text[:80]!r}")
+        name, version, transport, host, port, params = m.groups()
+    return _make_via(text, name, version, transport, host, port, params)
+
+
+def _make_via(text: str, name: str, version: str, transport: str, host: str, port: Optional[str],
+              params: Optional[str]) -> Via:
     if host[0] == "[":
         host = host[1:-1]
     try:
@@ -489,7 +502,8 @@ class Message:
 
     def _rerender(self, i: int, values: list[str]) -> None:
         self._values[i] = values
-        self._raws[i] = f"{_label_of(self._raws[i])}: {', '.join(values)}".encode(_ENC, _ERRORS)
+        label = self._raws[i].partition(b":")[0].strip()
+        self._raws[i] = label + b": " + ", ".join(values).encode(_ENC, _ERRORS)
         if self._names[i] == "via":
             self._via = None
 
@@ -753,10 +767,20 @@ class Request(Message):
         self._parsed_uri = None
 
     def parsed_uri(self) -> URI:
-        """The Request-URI parsed (cached); raises L{URIError}."""
+        """The Request-URI parsed; raises L{URIError}.
+
+        The result is shared (the Request-URIs of a dialog repeat): read
+        it, or change a copy (L{URI.replace}), never change it in place."""
         uri = self._parsed_uri
         if uri is None:
-            uri = self._parsed_uri = parse_uri(self._uri)
+            text = self._uri
+            uri = _URI_CACHE.get(text)
+            if uri is None:
+                uri = parse_uri(text)
+                if len(_URI_CACHE) >= 8192:
+                    _URI_CACHE.clear()
+                _URI_CACHE[text] = uri
+            self._parsed_uri = uri
         return uri
 
     def _start_line(self) -> bytes:
@@ -812,6 +836,7 @@ class Request(Message):
         return f"<Request {self.method} {self._uri}>"
 
 
+_URI_CACHE: dict[str, URI] = {}
 _RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 _RESPONSE_COPIED_RR = _RESPONSE_COPIED | {"record-route"}
 
