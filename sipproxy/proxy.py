@@ -107,6 +107,8 @@ class StatelessProxy:
         self.dispatcher.respond(request, code, reason, leg, addr, headers)
 
     def _request(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+        if request.method == "ACK" and self._acks_our_answer(request):
+            return
         mf = request.get("max-forwards")
         if mf is not None and int(mf) == 0:
             self._refuse(request, 483, "Too Many Hops", leg, addr)
@@ -166,6 +168,13 @@ class StatelessProxy:
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
         else:
             self._forward_request(targets, request, leg, addr, loop)
+
+    def _acks_our_answer(self, request: Request) -> bool:
+        """True for the ACK of an error response this proxy generated: its
+        To tag is our stateless tag. It ends there (RFC 3261 17.2.1); the
+        next hop never saw the INVITE."""
+        to = request.get("to") or ""
+        return ";tag=sp" in to and request.to_tag == self.dispatcher.stateless_tag(request)
 
     def _route_failed(self, failure: Any, request: Request, leg: Any, addr: tuple[str, int]) -> None:
         error = failure.check(RoutingError)

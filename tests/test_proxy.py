@@ -96,6 +96,15 @@ class RequestForwardingTests(ProxyTestCase):
         message, _ = self.forward_invite(max_forwards=1)
         self.assertEqual(message.get("max-forwards"), "0")
 
+    def test_ack_of_our_own_error_response_is_absorbed(self) -> None:
+        self.a.receive(request(max_forwards=0), UAC)
+        response, _ = self.only(self.a)
+        self.a.receive(request("ACK", to=response.get("to"), contact=None), UAC)
+        self.assertEqual((self.a.sent, self.b.sent), ([], []))
+        # an ACK for someone else's answer still goes through
+        self.a.receive(request("ACK", to="<sip:bob@biloxi.example.com>;tag=bob1", contact=None), UAC)
+        self.assertEqual(len(self.b.sent), 1)
+
     def test_proxy_require_gets_420(self) -> None:
         self.a.receive(request(headers=[("Proxy-Require", "noodles, nuts")]), UAC)
         response, _ = self.only(self.a)
