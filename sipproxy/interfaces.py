@@ -105,35 +105,84 @@ class IContactRewriter(Interface):
 
 class INATHelper(Interface):
     """Media relay control used by the stateless proxy's C{do_nat}
-    (Net::SIP NATHelper API)."""
+    (Net::SIP NATHelper API), through L{sipproxy.nat.sessions.NATSessions}.
 
-    def allocate_sockets(session, side: int, local_ip: str, media):
+    Sessions are named by a L{sipproxy.nat.sessions.SessionKey}: Call-ID,
+    CSeq number (None: every transaction), C{idfrom}/C{idto} (a party's tag
+    or address of record plus the proxy leg facing it), the From/To
+    addresses of record and tags, and the IP addresses of the legs facing
+    each party. Every method may answer with a plain value or a Deferred of
+    it (a remote relay answers later).
+    """
+
+    def allocate_sockets(session, side: int, local_ip: str, sdp):
         """Reserve relay ports for the media of one side of a session.
 
-        @return: the new (address, port[, rtcp port]) per media, or a
-            Deferred of it; None or a failure when allocation fails."""
+        @param side: 0 for the SDP of a request (the From party's), 1 for
+            that of a response (the To party's).
+        @param local_ip: the IP address of the leg the SDP leaves through:
+            where the other party will send its media.
+        @param sdp: the parsed L{sipproxy.sdp.SessionDescription}, untouched;
+            do not change it (the caller rewrites it with the result).
+        @return: one L{sipproxy.sdp.MediaTarget} or None (leave that stream
+            alone) per media line, in order; or None when allocation failed.
+            A retransmission of the same SDP gets the same answer.
+        """
 
     def activate_session(session, param=None):
-        """Start forwarding between both sides of a session."""
+        """Start forwarding between both sides of a session.
 
-    def close_session(session):
-        """Stop forwarding and release the sockets of a session."""
+        @return: 1 when activated now, -1 when it already was, a false value
+            when one side is missing (or the session is unknown).
+        """
+
+    def close_session(session, reason=None):
+        """End the session(s) named by C{session}: with a CSeq, the session
+        to C{idto} in that transaction (CANCEL, error final); with CSeq None,
+        every session between C{idfrom} and C{idto} in either direction
+        (BYE). Sockets may linger for a short close delay.
+
+        @param reason: a word for the logs (C{"bye"}, C{"cancel"}, ...).
+        @return: the number of sessions ended (or a Deferred of it)."""
 
     def expire(now: float = None):
-        """Expire idle and unused sessions; return what was expired."""
+        """Expire idle and unused sessions; return infos of what was ended."""
 
 
 class ILocationStore(Interface):
-    """Where a registrar keeps bindings (address-of-record to contacts)."""
+    """Where a registrar keeps bindings (address-of-record to contacts,
+    L{sipproxy.location.Binding}).
 
-    def get_bindings(aor: str):
-        """Deferred list of the current bindings for C{aor}."""
+    Every method returns a Deferred. A backend that cannot be reached
+    errbacks with L{sipproxy.location.StoreUnavailable} (the registrar
+    answers 503 with Retry-After); nothing else is expected to fail.
+    """
 
-    def set_bindings(aor: str, bindings, ttl: float):
-        """Deferred: replace the bindings of C{aor}."""
+    def lookup(aor: str):
+        """Deferred list of the current (unexpired) bindings of C{aor},
+        each with its remaining seconds in C{expires}."""
 
-    def remove(aor: str):
-        """Deferred: drop every binding of C{aor}."""
+    def update(aor: str, call_id: str, cseq: int, changes, remove_all: bool = False):
+        """Apply one REGISTER atomically (RFC 3261 10.3 steps 6 to 7).
+
+        @param changes: (key, binding, ttl) triples: add or refresh
+            C{binding} under C{key} for C{ttl} seconds, or remove the
+            binding filed under C{key} when C{ttl} is 0.
+        @param remove_all: remove every binding of C{aor} (C{Contact: *}).
+        @return: Deferred list of the bindings of C{aor} after the update.
+            Errbacks with L{sipproxy.location.OutOfOrder}, changing
+            nothing, when a touched binding holds the same Call-ID and a
+            higher CSeq (an equal CSeq is a retransmission and is applied
+            again).
+        """
+
+    def has_contact(contact_key: str):
+        """Deferred bool: some unexpired binding has this contact
+        (L{sipproxy.location.contact_key}); for the relay policy."""
+
+    def close():
+        """Release connections and threads; a Deferred that fires when
+        done."""
 
 
 class ICredentialStore(Interface):
@@ -141,4 +190,5 @@ class ICredentialStore(Interface):
 
     def get_ha1(user: str, realm: str, algorithm: str):
         """The hex HA1 for user@realm with C{algorithm} ('MD5' or
-        'SHA-256'), or None if the user is unknown; may be a Deferred."""
+        'SHA-256'), or None if the user is unknown or has no HA1 for that
+        algorithm; may be a Deferred."""

@@ -1,0 +1,147 @@
+"""The receivers in front of the proxy, put together from one
+configuration: what C{twistd sipproxy --registrar --domain ... --users ...}
+runs, and what an application embedding sipproxy can reuse::
+
+    door = FrontDoor(clock=reactor, store=MemoryStore(reactor), registrar=True,
+                     domains=["office.example"], users=Users.from_file("users"),
+                     realm="office.example", secret=secret)
+    service = ProxyService(reactor, legs, secret=secret, receivers=[door])
+
+The chain, in order (each part only when configured):
+
+1. L{Dropper} (rate limit per source, header patterns): silent drops;
+   then L{OwnAcks}: ACKs to answers given by this chain end here;
+2. L{Blocker}: fixed answers per method;
+3. L{RelayGuard} (with domains): 403 for requests neither to nor from a
+   served domain nor to a registered contact;
+4. L{Authorize} with 401 for the REGISTERs the registrar answers: a user
+   may only register itself (To is From, From user is the auth user);
+5. L{Authorize} with 407 for new requests from a served domain (every new
+   request without domains): the From user must be the auth user;
+6. L{Registrar}: answers REGISTER, routes requests to bindings, 404 for
+   unknown users of a served domain;
+7. L{Redirect} (instead of routing): 302 with the contacts.
+
+The proxy comes last (L{sipproxy.service.ProxyService} appends it).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from sipproxy.auth import Authorize, Nonces
+from sipproxy.chain import ReceiveChain
+from sipproxy.interfaces import ICredentialStore, ILocationStore
+from sipproxy.policy import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
+from sipproxy.receivers import Blocker, ByField, ByIPPort, Dropper, Redirect
+from sipproxy.registrar import Registrar
+
+__all__ = ["FrontDoor", "DEFAULT_REALM"]
+
+DEFAULT_REALM = "sipproxy"
+
+
+class FrontDoor:
+    """Configuration of the receivers before the proxy; calling it with a
+    dispatcher builds them (so it can be given to C{ProxyService} as a
+    receiver factory).
+
+    @param clock: C{IReactorTime} for nonces, refresh times and rate
+        limits.
+    @param store: the L{ILocationStore} of the registrar.
+    @param registrar: answer REGISTER for the served domains.
+    @param redirect: answer requests for registered users with 302
+        instead of routing them (implies C{registrar}).
+    @param domains: served domains; None serves every domain (and then no
+        request is refused as relaying).
+    @param users: an L{ICredentialStore}; None turns authentication off.
+    @param realm: digest realm (default: the first domain, else
+        C{"sipproxy"}).
+    @param secret: seals digest nonces (the proxy secret).
+    @param block: method to C{"DDD [reason]"}.
+    @param rate_limit: (attempts, interval seconds) per source IP and port.
+    @param drop_fields: header name to regular expression.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        store: Optional[ILocationStore] = None,
+        registrar: bool = False,
+        redirect: bool = False,
+        domains: Optional[Iterable[str]] = None,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        users: Optional[ICredentialStore] = None,
+        realm: Optional[str] = None,
+        secret: Optional[bytes] = None,
+        block: Optional[Mapping[str, Union[int, str]]] = None,
+        rate_limit: Optional[tuple[int, float]] = None,
+        rate_limit_db: Optional[str] = None,
+        drop_fields: Optional[Mapping[str, str]] = None,
+        nonce_lifetime: float = 300.0,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.redirect = redirect
+        self.registrar = registrar or redirect
+        self.domains = list(domains) if domains else None
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.users = users
+        self.realm = realm or (self.domains[0] if self.domains else DEFAULT_REALM)
+        self.secret = secret
+        self.block = dict(block or {})
+        self.rate_limit = rate_limit
+        self.rate_limit_db = rate_limit_db
+        self.drop_fields = dict(drop_fields or {})
+        self.nonce_lifetime = nonce_lifetime
+        #: set by L{__call__}: the parts, for inspection and tests
+        self.parts: dict[str, Any] = {}
+
+    def __call__(self, dispatcher: Any) -> list[Any]:
+        return self.build(dispatcher)
+
+    def build(self, dispatcher: Any) -> list[Any]:
+        """The receivers, in chain order."""
+        parts = self.parts = {}
+        chain: list[Any] = []
+        domains = parts["domains"] = Domains(self.domains, dispatcher)
+        checks: list[Any] = []
+        if self.rate_limit is not None:
+            attempts, interval = self.rate_limit
+            checks.append(ByIPPort(interval, attempts, database=self.rate_limit_db, clock=self.clock))
+        if self.drop_fields:
+            checks.append(ByField(self.drop_fields))
+        if checks:
+            chain.append(Dropper(checks))
+            parts["dropper"] = chain[-1]
+        chain.append(OwnAcks(dispatcher))
+        if self.block:
+            chain.append(Blocker(dispatcher, self.block))
+            parts["blocker"] = chain[-1]
+        if not domains.everything:
+            chain.append(RelayGuard(dispatcher, domains, self.store if self.registrar else None))
+            parts["relay_guard"] = chain[-1]
+        if self.users is not None:
+            # one nonce memory for both: a nonce is good for either challenge
+            nonces = parts["nonces"] = Nonces(self.secret or os.urandom(32), self.clock, self.nonce_lifetime)
+            common = dict(users=self.users, realm=self.realm, clock=self.clock, nonces=nonces)
+            if self.registrar:
+                registrar_auth = Authorize(dispatcher, filter={"REGISTER": [["ToIsFrom", "FromIsAuthUser"]]},
+                                           **common)
+                chain.append(ReceiveChain([registrar_auth], filter=registrar_request(domains)))
+                parts["registrar_auth"] = registrar_auth
+            proxy_auth = Authorize(dispatcher, i_am_proxy=True, filter={"*": "FromIsAuthUser"}, **common)
+            chain.append(ReceiveChain([proxy_auth], filter=proxy_auth_needed(domains, dispatcher, self.registrar)))
+            parts["proxy_auth"] = proxy_auth
+        if self.registrar:
+            registrar = Registrar(dispatcher, self.store, self.clock, domains, self.min_expires, self.max_expires,
+                                  route=not self.redirect)
+            chain.append(registrar)
+            parts["registrar"] = registrar
+            if self.redirect:
+                chain.append(Redirect(dispatcher, registrar))
+                parts["redirect"] = chain[-1]
+        return chain
+

@@ -1,0 +1,257 @@
+"""The registrar (RFC 3261 10.3), after Net::SIP's Registrar.
+
+Where Net::SIP replaces an address-of-record's contacts with those of each
+REGISTER, this one follows the RFC: bindings are merged, ordered by
+Call-ID and CSeq, removed with C{Contact: *} and C{Expires: 0}, queried by
+a REGISTER without Contact; a too-brief interval gets 423 with
+C{Min-Expires}; the 200 lists every binding with its remaining time.
+Bindings keep their C{+sip.instance}/C{reg-id} parameters and the Path of
+their REGISTER (RFC 3327, RFC 5626).
+
+Like Net::SIP's registrar in front of a proxy, it also routes: a new
+request for a registered address-of-record gets the best binding as its
+Request-URI (highest q, then the most recently refreshed) and goes on to
+the next receiver (the proxy). An unknown user of a configured domain gets
+404; anything else goes on unchanged.
+
+Bindings live in an L{ILocationStore}; time comes from an injected
+C{IReactorTime}, so tests drive it with C{task.Clock}.
+"""
+from __future__ import annotations
+
+import email.utils
+from typing import Any, Iterable, Optional, Union
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipproxy.interfaces import ILocationStore, IReceiver
+from sipproxy.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first
+from sipproxy.message import Request
+from sipproxy.policy import Domains
+from sipproxy.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
+
+__all__ = ["Registrar", "SUPPORTED"]
+
+log = Logger()
+
+#: Option tags the registrar supports (a Require naming others gets 420).
+SUPPORTED = frozenset(["path"])
+
+#: RFC 3261 10.3 step 7: only intervals below one hour may be refused.
+_ONE_HOUR = 3600
+
+
+@implementer(IReceiver)
+class Registrar:
+    """Answers REGISTER for the served domains and routes requests to
+    registered users.
+
+    @param dispatcher: answers go out through its C{respond}.
+    @param store: the L{ILocationStore} (in memory if None).
+    @param clock: C{IReactorTime} for C{Date} and refresh times (the
+        wall clock when None).
+    @param domains: a L{Domains}, or domain names; None serves every
+        domain (as Net::SIP without C{domains}).
+    @param min_expires: shorter non-zero intervals get 423.
+    @param max_expires: longer ones are cut to this.
+    @param default_expires: when the REGISTER names no interval.
+    @param route: also route non-REGISTER requests to bindings (off for a
+        registrar behind L{sipproxy.receivers.Redirect}).
+    """
+
+    def __init__(
+        self,
+        dispatcher: Any,
+        store: Optional[ILocationStore] = None,
+        clock: Any = None,
+        domains: Union[Domains, Iterable[str], None] = None,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: Optional[int] = None,
+        route: bool = True,
+    ) -> None:
+        if min_expires < 0 or max_expires < 1 or min_expires > max_expires:
+            raise ValueError(f"want 0 <= min_expires ({min_expires}) <= max_expires ({max_expires})")
+        if store is None:  # a convenience; the store layer sits above this one
+            from sipproxy.stores.memory import MemoryStore
+
+            store = MemoryStore(clock)
+        if clock is None:
+            clock = WallClock()
+        self.dispatcher = dispatcher
+        self.store = store
+        self.clock = clock
+        self.domains = domains if isinstance(domains, Domains) else Domains(domains, dispatcher)
+        if self.domains.dispatcher is None:
+            self.domains.dispatcher = dispatcher
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = min(default_expires or max_expires, max_expires)
+        self.route = route
+
+    # -- names ------------------------------------------------------------------------
+    def aor(self, uri: URI) -> str:
+        """The address-of-record C{uri} is filed under: C{scheme:user@host},
+        host in lower case, user unescaped; a port only when it is neither
+        the scheme's default nor one of our legs."""
+        from urllib.parse import unquote
+
+        port = uri.port
+        if port is not None and (port == (5061 if uri.scheme == "sips" else 5060)
+                                 or self.domains.is_local(uri.host, port)):
+            port = None
+        user = f"{unquote(uri.user)}@" if uri.user else ""
+        return f"{uri.scheme}:{user}{format_host_port(uri.host.lower(), port)}"
+
+    def lookup(self, target: Union[URI, str]) -> Deferred:
+        """Deferred list of the bindings of an address-of-record (a URI or
+        its text), best first."""
+        uri = parse_uri(target) if isinstance(target, str) else target
+        return self.store.lookup(self.aor(uri)).addCallback(best_first)
+
+    # -- IReceiver --------------------------------------------------------------------
+    def receive(self, packet: Any, leg: Any, addr: tuple[str, int]) -> Any:
+        if not isinstance(packet, Request):
+            return False
+        if packet.method == "REGISTER":
+            return self._register(packet, leg, addr)
+        if self.route:
+            return self._route(packet, leg, addr)
+        return False
+
+    def _respond(self, request: Request, code: int, reason: Optional[str], leg: Any, addr: tuple[str, int],
+                 headers: Iterable[tuple[str, str]] = ()) -> bool:
+        self.dispatcher.respond(request, code, reason, leg, addr, tuple(headers))
+        return True
+
+    # -- REGISTER ---------------------------------------------------------------------
+    def _register(self, request: Request, leg: Any, addr: tuple[str, int]) -> Any:
+        try:
+            target = request.parsed_uri()
+        except URIError:
+            return False  # the proxy answers 400
+        if not target.is_sip or not self.domains.served(target.host, target.port):
+            return False  # RFC 3261 10.3 step 1: not ours, the proxy forwards it
+        try:
+            to = request.name_addr("to")
+        except URIError as e:
+            return self._respond(request, 400, f"Bad To ({e})"[:100], leg, addr)
+        if to is None or not to.uri.is_sip or not to.uri.user:
+            return self._respond(request, 404, "Not Found (To is not a SIP address-of-record)", leg, addr)
+        if not self.domains.served(to.uri.host, to.uri.port):
+            return self._respond(request, 404, "Not Found (domain not served here)", leg, addr)
+        unsupported = [tag for tag in request.get_all("require") if tag.strip().lower() not in SUPPORTED]
+        if unsupported:
+            return self._respond(request, 420, "Bad Extension", leg, addr, [("Unsupported", ", ".join(unsupported))])
+        aor = self.aor(to.uri)
+        values = request.get_all("contact")
+        if not values:
+            return self._answer(self.store.lookup(aor), request, aor, leg, addr)
+        call_id = request.call_id
+        cseq = request.cseq[0]
+        header = request.get("expires")
+        if any(v.strip() == "*" for v in values):
+            if len(values) != 1 or header is None or int(header) != 0:
+                return self._respond(request, 400, "Bad Request (Contact * needs Expires: 0 and no other Contact)",
+                                     leg, addr)
+            return self._answer(self.store.update(aor, call_id, cseq, [], remove_all=True), request, aor, leg, addr)
+        now = self.clock.seconds()
+        path = tuple(request.get_all("path"))
+        source = f"{leg.proto}:{format_host_port(addr[0])}:{addr[1]}"
+        changes: dict[str, tuple[str, Optional[Binding], float]] = {}
+        for value in values:
+            try:
+                contact = parse_name_addr(value)
+            except URIError as e:
+                return self._respond(request, 400, f"Bad Contact ({e})"[:100], leg, addr)
+            expires = self._expires(contact.param("expires"), header)
+            if 0 < expires < self.min_expires and expires < _ONE_HOUR:
+                return self._respond(request, 423, "Interval Too Brief", leg, addr,
+                                     [("Min-Expires", str(self.min_expires))])
+            params = format_params((n, v) for n, v in contact.params if n.lower() != "expires")
+            binding = Binding(contact=str(contact.uri), params=params, expires=expires, call_id=call_id, cseq=cseq,
+                              registered=now, path=path, source=source)
+            changes[binding.key] = (binding.key, binding if expires else None, expires)
+        return self._answer(self.store.update(aor, call_id, cseq, list(changes.values())), request, aor, leg, addr)
+
+    def _expires(self, param: Optional[str], header: Optional[str]) -> int:
+        """RFC 3261 10.3 step 7: the contact's expires parameter, else the
+        Expires header, else the default; never above the maximum."""
+        for value in (param, header):
+            if value is not None and value.strip().isdigit():
+                return min(int(value), self.max_expires)
+        return self.default_expires
+
+    def _answer(self, result: Deferred, request: Request, aor: str, leg: Any, addr: tuple[str, int]) -> Deferred:
+        def ok(bindings: list[Binding]) -> bool:
+            headers = [("Contact", b.header_value()) for b in best_first(bindings)]
+            if "path" in (t.strip().lower() for t in request.get_all("supported")):
+                headers += [("Path", p) for p in request.get_all("path")]
+            headers.append(("Date", email.utils.formatdate(self.clock.seconds(), usegmt=True)))
+            log.info("REGISTER {aor} from {source}: {count} binding(s)", aor=aor, source=addr, count=len(bindings))
+            return self._respond(request, 200, "OK", leg, addr, headers)
+
+        def failed(failure: Failure) -> bool:
+            if failure.check(OutOfOrder):
+                log.info("REGISTER {aor} from {source}: {error}", aor=aor, source=addr, error=failure.value)
+                return self._respond(request, 500, "Server Internal Error (REGISTER out of order)", leg, addr)
+            return self._unavailable(failure, request, leg, addr)
+
+        return result.addCallbacks(ok, failed)
+
+    def _unavailable(self, failure: Failure, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+        if request.method == "ACK":
+            return True
+        if failure.check(StoreUnavailable):
+            log.warn("location store unavailable for {method} from {source}: {reason}", method=request.method,
+                     source=addr, reason=failure.value.reason)
+            return self._respond(request, 503, "Service Unavailable (location service)", leg, addr,
+                                 [("Retry-After", str(failure.value.retry_after))])
+        log.failure("location store failed for {method} from {source}", failure, method=request.method, source=addr)
+        return self._respond(request, 500, "Server Internal Error (location service)", leg, addr)
+
+    # -- routing ----------------------------------------------------------------------
+    def _route(self, request: Request, leg: Any, addr: tuple[str, int]) -> Any:
+        if request.to_tag:
+            return False  # inside a dialog: the proxy follows Route and the remote target
+        try:
+            uri = request.parsed_uri()
+        except URIError:
+            return False
+        if not uri.is_sip or not uri.user or uri.maddr:
+            return False
+        local = self.domains.is_local(uri.host, uri.port)
+        if not (local or self.domains.matches(uri.host)):
+            return False
+        d = self.store.lookup(self.aor(uri))
+        d.addCallbacks(self._routed, self._unavailable, callbackArgs=(request, leg, addr, local),
+                       errbackArgs=(request, leg, addr))
+        return d
+
+    def _routed(self, bindings: list[Binding], request: Request, leg: Any, addr: tuple[str, int],
+                local: bool) -> bool:
+        for binding in best_first(bindings):
+            try:
+                target = binding.uri()
+            except URIError:
+                continue
+            if not target.is_sip:
+                continue
+            # RFC 3261 19.1.5: a Request-URI carries no headers, and a
+            # Route header asked for in a contact is not honoured
+            if target.headers:
+                target = target.replace(headers=[])
+            request.uri = str(target)
+            if binding.path:  # RFC 3327 5.3: the Path becomes the route set
+                request.set_all("route", [*binding.path, *request.get_all("route")])
+            return False
+        if local or self.domains.everything:
+            return False  # for the proxy: its own contact tokens, or forward as Net::SIP does
+        if request.method == "ACK":
+            return True
+        log.info("{method} {uri} from {source}: answered 404, not registered", method=request.method,
+                 uri=request.uri, source=addr)
+        return self._respond(request, 404, "Not Found", leg, addr)
