@@ -67,7 +67,12 @@ class ProxyService(MultiService):
     @param secret: key material shared by workers and nodes; or
         C{secret_file}, read (or created) at construction.
     @param receivers: receivers tried before the proxy (registrar,
-        authorizer, ...), as a L{ReceiveChain}.
+        authorizer, ...), as a L{ReceiveChain}. An item may also be a
+        factory: a callable taking the dispatcher and returning a receiver
+        or a list of them (e.g. L{sipproxy.frontdoor.FrontDoor}).
+    @param nathelper: an L{sipproxy.interfaces.INATHelper} (e.g.
+        L{sipproxy.nat.LocalRelay} or L{sipproxy.nat.NgClient}); when it is
+        a C{Service} without a parent it becomes a child of this one.
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """
@@ -106,7 +111,24 @@ class ProxyService(MultiService):
             LegService(leg, reactor).setServiceParent(self)
         self.proxy = StatelessProxy(self.dispatcher, rewrite_contact=rewrite_contact, nathelper=nathelper,
                                     force_rewrite=force_rewrite, secret=secret)
+        if isinstance(nathelper, Service) and nathelper.parent is None:
+            nathelper.setServiceParent(self)  # the relay's expiry timer / the ng client's socket
+        receivers = _built(receivers, self.dispatcher)
         if receivers:
             self.dispatcher.set_receiver(ReceiveChain([*receivers, self.proxy]))
         else:
             self.dispatcher.set_receiver(self.proxy)
+
+
+def _built(receivers: Sequence[Any], dispatcher: Any) -> list[Any]:
+    """Receivers, with factories called with the dispatcher."""
+    from sipproxy.interfaces import IReceiver
+
+    out: list[Any] = []
+    for item in receivers:
+        if not IReceiver.providedBy(item) and callable(item):
+            made = item(dispatcher)
+            out.extend(made if isinstance(made, (list, tuple)) else [made])
+        else:
+            out.append(item)
+    return out

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from sipproxy.legs import DEFAULT_BUFFER
 from sipproxy.legspec import LegSpec, LegSpecError, parse_leg_list
+from sipproxy.nat.config import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
 from sipproxy.routing import parse_proxy
 from sipproxy.secret import SecretError, load_or_create
 
@@ -44,10 +45,23 @@ class Options(usage.Options):
         "(default) or tcp, port 5060 by default, IPv6 as [::1]. A request leaves "
         "through the leg that reaches its target; when a packet changes legs its "
         "Contact is rewritten into a token so in-dialog requests return through "
-        "the proxy. Example: twistd -n sipproxy --legs udp:127.0.0.1:5060,udp:127.0.0.2:5060"
+        "the proxy. Example: twistd -n sipproxy --legs udp:127.0.0.1:5060,udp:127.0.0.2:5060\n\n"
+        "Registrar and access control: --registrar answers REGISTER for the served domains and routes "
+        "calls to registered phones (unknown users of a served domain get 404). Served domains are the "
+        "--domain values (a domain also covers its subdomains) and the proxy's own addresses. NOT AN OPEN "
+        "RELAY: with --domain, a request that is neither to nor from a served domain (nor to a registered "
+        "phone) gets 403, and with --users a request from a served domain must authenticate (407) before it "
+        "is forwarded. Without --domain every domain counts as served: the proxy forwards anything, as "
+        "Net::SIP does, and with --users REGISTER gets 401 and every other new request 407 until it "
+        "authenticates. Example for a small office: twistd -n sipproxy --legs udp:192.168.1.10:5060 "
+        "--registrar --domain office.example --users /etc/sipproxy/users --store sqlite:/var/lib/sipproxy/reg.db"
     )
     optFlags = [
         ["force-rewrite", None, "Rewrite Contact headers even when a packet leaves through the leg it came in on."],
+        *NAT_FLAGS,
+        ["registrar", None, "Answer REGISTER for the served domains and route requests to registered phones."],
+        ["redirect", None, "Answer requests for registered users with 302 and their contacts instead of "
+                           "proxying them (implies --registrar)."],
     ]
     optParameters = [
         ["outgoing-proxy", None, None, "Send every request to this proxy: host[:port] or a sip: URI "
@@ -59,12 +73,29 @@ class Options(usage.Options):
          _number(int, "udp-buffer", "an integer")],
         ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.",
          _number(float, "tcp-idle", "a number")],
+        ["min-expires", None, 60, "Registrar: refuse shorter registrations with 423 (seconds).",
+         _number(int, "min-expires", "an integer")],
+        ["max-expires", None, 3600, "Registrar: cut longer registrations to this (seconds); also the interval "
+                                    "granted when a phone asks for none.", _number(int, "max-expires", "an integer")],
+        ["store", None, "memory", "Registrar bindings: memory (lost at restart), sqlite:PATH (one node, survives "
+                                  "a restart) or redis://HOST:PORT/DB (shared by several nodes; while Redis is "
+                                  "down requests needing it get 503 with Retry-After)."],
+        ["users", None, None, "Require digest authentication (MD5, SHA-256) with the users in FILE: lines "
+                              "user:password, or user:realm:HA1 as htdigest writes them; # starts a comment."],
+        ["realm", None, None, "Digest realm (default: the first --domain, else 'sipproxy')."],
+        ["rate-limit", None, None, "ATTEMPTS/SECONDS: silently drop packets from a source IP:port that sent "
+                                   "ATTEMPTS or more within SECONDS (off by default; 50/10 suits an office)."],
+        ["rate-limit-db", None, None, "Keep the --rate-limit counts and blocks in this JSON file across restarts."],
+        *NAT_PARAMETERS,
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["legs"] = []
         self["domain2proxy"] = {}
+        self["domains"] = []
+        self["block"] = {}
+        self["drop_headers"] = {}
 
     def opt_legs(self, value: str) -> None:
         """Comma-separated legs, [proto:]host[:port] (repeatable; default udp:127.0.0.1:5060)."""
@@ -81,7 +112,86 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--domain2proxy {item!r}: {e}") from None
 
+    def opt_domain(self, value: str) -> None:
+        """A domain this proxy serves (and its subdomains); comma list, repeatable."""
+        for domain in filter(None, (part.strip() for part in value.split(","))):
+            if any(c in domain for c in " @;:/<>") and not domain.startswith("["):
+                raise usage.UsageError(f"--domain {domain!r}: want a domain name or an IP address")
+            self["domains"].append(domain)
+
+    def opt_block(self, value: str) -> None:
+        """METHOD=CODE[ reason]: answer requests of METHOD with CODE (300-699), e.g. MESSAGE=405; repeatable."""
+        from sipproxy.receivers import parse_block
+
+        method, sep, code = value.partition("=")
+        method = method.strip().upper()
+        if not sep or not method or not method.isalpha():
+            raise usage.UsageError(f"--block {value!r}: want METHOD=CODE")
+        try:
+            parse_block(code)
+        except ValueError as e:
+            raise usage.UsageError(f"--block {value!r}: {e}") from None
+        self["block"][method] = code.strip()
+
+    def opt_drop_header(self, value: str) -> None:
+        """NAME=REGEX: silently drop packets whose header NAME matches REGEX (e.g. User-Agent=friendly-scanner); repeatable."""
+        import re
+
+        name, sep, pattern = value.partition("=")
+        if not sep or not name.strip() or not pattern:
+            raise usage.UsageError(f"--drop-header {value!r}: want NAME=REGEX")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise usage.UsageError(f"--drop-header {value!r}: bad regular expression ({e})") from None
+        self["drop_headers"][name.strip()] = pattern
+
+    def _check_front_door(self) -> None:
+        """Validate the registrar, authentication and filter options."""
+        from sipproxy.auth import Users, UsersFileError
+        from sipproxy.stores import StoreSpecError, parse_store_spec
+
+        if self["redirect"]:
+            self["registrar"] = True
+        if self["min-expires"] < 0:
+            raise usage.UsageError("--min-expires must not be negative")
+        if self["max-expires"] < 1:
+            raise usage.UsageError("--max-expires must be at least 1")
+        if self["min-expires"] > self["max-expires"]:
+            raise usage.UsageError(f"--min-expires {self['min-expires']} is above --max-expires "
+                                   f"{self['max-expires']}")
+        try:
+            kind, _ = parse_store_spec(self["store"])
+        except StoreSpecError as e:
+            raise usage.UsageError(f"--store: {e}") from None
+        if kind != "memory" and not self["registrar"]:
+            raise usage.UsageError("--store needs --registrar (or --redirect)")
+        self["realm"] = self["realm"] or (self["domains"][0] if self["domains"] else "sipproxy")
+        if '"' in self["realm"] or "\\" in self["realm"]:
+            raise usage.UsageError("--realm must not contain quotes or backslashes")
+        self["credentials"] = None
+        if self["users"]:
+            try:
+                self["credentials"] = Users.from_file(self["users"], self["realm"])
+            except UsersFileError as e:
+                raise usage.UsageError(f"--users {e}") from None
+            if not len(self["credentials"]):
+                raise usage.UsageError(f"--users {self['users']}: no users in the file")
+        self["rate_limit"] = None
+        if self["rate-limit"]:
+            attempts, sep, seconds = self["rate-limit"].partition("/")
+            try:
+                limit = (int(attempts), float(seconds))
+            except ValueError:
+                limit = None
+            if not sep or limit is None or limit[0] < 1 or not 0 < limit[1] < float("inf"):
+                raise usage.UsageError(f"--rate-limit {self['rate-limit']!r}: want ATTEMPTS/SECONDS, e.g. 50/10")
+            self["rate_limit"] = limit
+        elif self["rate-limit-db"]:
+            raise usage.UsageError("--rate-limit-db needs --rate-limit")
+
     def postOptions(self) -> None:
+        self._check_front_door()
         try:
             self["leg_specs"] = parse_leg_list(self["legs"] or [DEFAULT_LEG])
         except LegSpecError as e:
@@ -100,6 +210,7 @@ class Options(usage.Options):
             raise usage.UsageError("--udp-buffer must not be negative")
         if not 0 < self["tcp-idle"] < float("inf"):
             raise usage.UsageError("--tcp-idle must be a positive number of seconds")
+        check_nat_options(self)
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
         """Parse, and on a mistake print one line and exit 2 (twistd would
@@ -139,8 +250,15 @@ def check_bindable(spec: LegSpec) -> Optional[str]:
 def makeService(options: Any) -> Any:
     from twisted.internet import reactor
 
+    from sipproxy.nat.config import make_nathelper, make_relay_service, ng_bind_problem
     from sipproxy.service import ProxyService
 
+    if options["nat"]["ng_server"]:
+        problem = ng_bind_problem(options["nat"]["ng_server"])
+        if problem:
+            _fail(problem)
+    if options["relay-only"]:
+        return make_relay_service(reactor, options)
     for spec in options["leg_specs"]:
         problem = check_bindable(spec)
         if problem:
@@ -149,13 +267,62 @@ def makeService(options: Any) -> Any:
         secret = load_or_create(options["secret-file"])
     except SecretError as e:
         _fail(str(e))
-    return ProxyService(
+    door, store = _front_door(options, reactor, secret)
+    nathelper, nat_services = make_nathelper(reactor, options)
+    service = ProxyService(
         reactor,
         options["leg_specs"],
+        receivers=[door] if door is not None else (),
         secret=secret,
         outgoing_proxy=options["outgoing_proxy"],
         domain2proxy=options["domain2proxy"],
         force_rewrite=bool(options["force-rewrite"]),
         udp_buffer=options["udp-buffer"],
         tcp_idle=options["tcp-idle"],
+        nathelper=nathelper,
     )
+    for extra in nat_services:
+        extra.setServiceParent(service)
+    if store is not None:
+        from sipproxy.stores import StoreService
+
+        StoreService(store).setServiceParent(service)
+    return service
+
+
+def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
+    """The registrar/auth/filter receivers the options ask for (None when
+    none) and the location store to close at stop."""
+    from sipproxy.frontdoor import FrontDoor
+    from sipproxy.stores import open_store
+
+    wanted = (options["registrar"] or options["credentials"] is not None or options["domains"]
+              or options["block"] or options["rate_limit"] or options["drop_headers"])
+    if not wanted:
+        return None, None
+    store = None
+    if options["registrar"]:
+        if options["store"].startswith("sqlite:"):
+            problem = _sqlite_problem(options["store"][len("sqlite:"):])
+            if problem:
+                _fail(problem)
+        store = open_store(options["store"], reactor)
+    door = FrontDoor(
+        clock=reactor, store=store, registrar=options["registrar"], redirect=options["redirect"],
+        domains=options["domains"] or None, min_expires=options["min-expires"], max_expires=options["max-expires"],
+        users=options["credentials"], realm=options["realm"], secret=secret, block=options["block"],
+        rate_limit=options["rate_limit"], rate_limit_db=options["rate-limit-db"], drop_fields=options["drop_headers"],
+    )
+    return door, store
+
+
+def _sqlite_problem(path: str) -> Optional[str]:
+    """Why the SQLite store file cannot be used, or None (checked before
+    the reactor runs, so the user gets one line)."""
+    import sqlite3
+
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as e:
+        return f"--store sqlite:{path}: {e}"
+    return None
