@@ -60,6 +60,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet import error as ierror
+from twisted.internet import udp
+from twisted.internet.base import BasePort
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -108,6 +111,41 @@ def _is_ip(address: Optional[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _QuietPort(udp.Port):
+    """A UDP port that does not log its opening and closing: Twisted logs
+    both for every port, and the relay opens and closes four per call."""
+
+    def _bindSocket(self) -> None:
+        try:
+            sock = self.createInternetSocket()
+            sock.bind((self.interface, self.port))
+        except OSError as e:
+            raise ierror.CannotListenError(self.interface, self.port, e)
+        self._realPortNumber = sock.getsockname()[1]
+        self.connected = 1
+        self.socket = sock
+        self.fileno = sock.fileno
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        BasePort.connectionLost(self, reason)
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+
+
+def _listen_udp(reactor: Any, port: int, protocol: DatagramProtocol, interface: str) -> Any:
+    """C{reactor.listenUDP} without the two log lines per port, on a real
+    reactor; a fake reactor (tests) gets the plain call."""
+    if isinstance(reactor, PosixReactorBase):
+        listening = _QuietPort(port, protocol, interface, reactor=reactor)
+        listening.startListening()
+        return listening
+    return reactor.listenUDP(port, protocol, interface=interface)
 
 
 class RelayPort(DatagramProtocol):
@@ -670,7 +708,7 @@ class LocalRelay(Service):
             try:
                 for number in numbers:
                     proto = RelayPort(address, number)
-                    proto.listening = self.reactor.listenUDP(number, proto, interface=address)
+                    proto.listening = _listen_udp(self.reactor, number, proto, address)
                     ports.append(proto)
             except ierror.CannotListenError as e:
                 self._close_ports(ports)
