@@ -79,14 +79,22 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
     proto = "udp"
     noisy = False
 
-    def __init__(self, host: str, port: int = 5060, buffer_size: int = DEFAULT_BUFFER) -> None:
+    def __init__(self, host: str, port: int = 5060, buffer_size: int = DEFAULT_BUFFER,
+                 reuse_port: bool = False) -> None:
         self._set_address(host, port)
         self.buffer_size = buffer_size
+        self.reuse_port = reuse_port
         self._port: Any = None
 
     def listen(self, reactor: Any) -> None:
-        """Bind the socket (port 0 lets the kernel choose)."""
-        self._port = reactor.listenUDP(self.port, self, interface=self.host)
+        """Bind the socket (port 0 lets the kernel choose); with
+        C{reuse_port}, worker processes share the address."""
+        if self.reuse_port:
+            sock = _reusable_socket(self.host, self.port, socket.SOCK_DGRAM)
+            self._port = reactor.adoptDatagramPort(sock.fileno(), sock.family, self)
+            sock.close()  # the reactor holds its own duplicate
+        else:
+            self._port = reactor.listenUDP(self.port, self, interface=self.host)
         self._set_address(self.host, self._port.getHost().port)
         if self.buffer_size:
             _size_buffers(self._port.socket, self.buffer_size, self.key)
@@ -116,6 +124,27 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
 #: Linux's SO_RCVBUFFORCE and SO_SNDBUFFORCE (not in the socket module):
 #: as root they go beyond net.core.rmem_max / wmem_max.
 _FORCE = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32} if sys.platform.startswith("linux") else {}
+
+
+def _reusable_socket(host: str, port: int, kind: int) -> socket.socket:
+    """A bound socket with SO_REUSEPORT (and listening, for TCP), for
+    worker processes sharing one address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(100)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        from twisted.internet.error import CannotListenError
+
+        raise CannotListenError(host, port, e) from None
+    return sock
 
 
 def _size_buffers(sock: socket.socket, size: int, name: str) -> None:
@@ -235,9 +264,11 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
     protocol = SIPStreamProtocol  # type: ignore[assignment]
     connect_timeout = 10
 
-    def __init__(self, host: str, port: int = 5060, idle_timeout: float = 120.0) -> None:
+    def __init__(self, host: str, port: int = 5060, idle_timeout: float = 120.0,
+                 reuse_port: bool = False) -> None:
         self._set_address(host, port)
         self.idle_timeout = idle_timeout
+        self.reuse_port = reuse_port
         self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
         self._aliases: dict[tuple[str, int], SIPStreamProtocol] = {}
         self.clock: Any = None
@@ -251,7 +282,12 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         from twisted.internet.task import LoopingCall
 
         self._reactor = self.clock = reactor
-        self._port = reactor.listenTCP(self.port, self, backlog=100, interface=self.host)
+        if self.reuse_port:
+            sock = _reusable_socket(self.host, self.port, socket.SOCK_STREAM)
+            self._port = reactor.adoptStreamPort(sock.fileno(), sock.family, self)
+            sock.close()
+        else:
+            self._port = reactor.listenTCP(self.port, self, backlog=100, interface=self.host)
         self._set_address(self.host, self._port.getHost().port)
         self._sweeper = LoopingCall(self.expire_idle)
         self._sweeper.clock = reactor
@@ -334,9 +370,12 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
 
 def make_leg(spec: LegSpec, **options: Any) -> Any:
     """The leg object for a specification (not yet listening)."""
+    reuse_port = options.get("reuse_port", False)
     if spec.proto == "udp":
-        return UDPLeg(spec.host, spec.port, buffer_size=options.get("buffer_size", DEFAULT_BUFFER))
+        return UDPLeg(spec.host, spec.port, buffer_size=options.get("buffer_size", DEFAULT_BUFFER),
+                      reuse_port=reuse_port)
     if spec.proto == "tcp":
-        return StreamLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0))
+        return StreamLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0),
+                         reuse_port=reuse_port)
     raise ValueError(f"transport {spec.proto} is not supported yet")
 

@@ -73,6 +73,8 @@ class ProxyService(MultiService):
     @param nathelper: an L{sipproxy.interfaces.INATHelper} (e.g.
         L{sipproxy.nat.LocalRelay} or L{sipproxy.nat.NgClient}); when it is
         a C{Service} without a parent it becomes a child of this one.
+    @param reuse_port: bind legs with C{SO_REUSEPORT}, so several worker
+        processes share them (see L{sipproxy.workers}).
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """
@@ -93,6 +95,7 @@ class ProxyService(MultiService):
         receivers: Sequence[Any] = (),
         udp_buffer: int = DEFAULT_BUFFER,
         tcp_idle: float = 120.0,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__()
         specs = [leg if isinstance(leg, LegSpec) else None for leg in legs]
@@ -105,7 +108,8 @@ class ProxyService(MultiService):
         table = {d.lower(): parse_proxy(p) if isinstance(p, str) else p for d, p in (domain2proxy or {}).items()}
         self.dispatcher = Dispatcher(reactor, resolver=resolver, outgoing_proxy=outgoing_proxy,
                                      domain2proxy=table)
-        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle) for spec in specs]
+        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle, reuse_port=reuse_port)
+                     for spec in specs]
         for leg in self.legs:
             self.dispatcher.add_leg(leg)
             LegService(leg, reactor).setServiceParent(self)

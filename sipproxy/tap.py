@@ -73,6 +73,12 @@ class Options(usage.Options):
          _number(int, "udp-buffer", "an integer")],
         ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.",
          _number(float, "tcp-idle", "a number")],
+        ["workers", None, 1, "Run this many proxy processes sharing the legs (SO_REUSEPORT); the kernel "
+                             "spreads traffic over them by source address. Needs legs with explicit ports, "
+                             "a shared --store (sqlite or redis) with --registrar, and --nathelper-ng instead "
+                             "of --nathelper.", _number(int, "workers", "an integer")],
+        ["worker-index", None, 0, "(internal) which worker this process is; set by --workers.",
+         _number(int, "worker-index", "an integer")],
         ["min-expires", None, 60, "Registrar: refuse shorter registrations with 423 (seconds).",
          _number(int, "min-expires", "an integer")],
         ["max-expires", None, 3600, "Registrar: cut longer registrations to this (seconds); also the interval "
@@ -211,6 +217,26 @@ class Options(usage.Options):
         if not 0 < self["tcp-idle"] < float("inf"):
             raise usage.UsageError("--tcp-idle must be a positive number of seconds")
         check_nat_options(self)
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Several processes share sockets, nothing else: refuse what would
+        need in-process state shared between them."""
+        workers = self["workers"]
+        if not 1 <= workers <= 64:
+            raise usage.UsageError("--workers must be between 1 and 64")
+        if workers == 1 and not self["worker-index"]:
+            return
+        if self["relay-only"]:
+            raise usage.UsageError("--workers: run the relay (--relay-only) as one process")
+        if self["nathelper"]:
+            raise usage.UsageError("--workers: each worker would have its own relay; run one relay process "
+                                   "(--relay-only --ng) and give the workers --nathelper-ng")
+        if self["registrar"] and self["store"] == "memory":
+            raise usage.UsageError("--workers with --registrar needs a shared --store (sqlite:PATH or redis://)")
+        for spec in self["leg_specs"]:
+            if spec.port == 0:
+                raise usage.UsageError(f"--workers: leg {spec} needs an explicit port")
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
         """Parse, and on a mistake print one line and exit 2 (twistd would
@@ -227,7 +253,7 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def check_bindable(spec: LegSpec) -> Optional[str]:
+def check_bindable(spec: LegSpec, reuse_port: bool = False) -> Optional[str]:
     """Why a leg cannot be bound (address in use, not local, ...), or None.
 
     Checked before twistd starts, so the user gets one line, not a
@@ -238,6 +264,8 @@ def check_bindable(spec: LegSpec) -> Optional[str]:
     with socket.socket(family, kind) as sock:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # sibling workers hold the address with SO_REUSEPORT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((spec.host, spec.port))
         except OSError as e:
@@ -259,8 +287,13 @@ def makeService(options: Any) -> Any:
             _fail(problem)
     if options["relay-only"]:
         return make_relay_service(reactor, options)
+    sharing = options["workers"] > 1 or options["worker-index"] > 0
+    if options["worker-index"]:
+        from sipproxy.workers import die_with_parent
+
+        die_with_parent()
     for spec in options["leg_specs"]:
-        problem = check_bindable(spec)
+        problem = check_bindable(spec, reuse_port=sharing)
         if problem:
             _fail(problem)
     try:
@@ -280,7 +313,12 @@ def makeService(options: Any) -> Any:
         udp_buffer=options["udp-buffer"],
         tcp_idle=options["tcp-idle"],
         nathelper=nathelper,
+        reuse_port=sharing,
     )
+    if options["workers"] > 1 and not options["worker-index"]:
+        from sipproxy.workers import WorkerPool
+
+        WorkerPool(reactor, sys.argv, options["workers"] - 1).setServiceParent(service)
     for extra in nat_services:
         extra.setServiceParent(service)
     if store is not None:

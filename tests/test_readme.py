@@ -42,7 +42,8 @@ class ReadmeTests(SynchronousTestCase):
 
     def test_every_option_is_documented(self) -> None:
         options = Options()
-        names = [flag[0] for flag in options.optFlags] + [param[0] for param in options.optParameters]
+        names = [flag[0] for flag in options.optFlags] + [param[0] for param in options.optParameters
+                                                          if not param[3].startswith("(internal)")]
         names += [name[4:].replace("_", "-") for name in dir(options)
                   if name.startswith("opt_") and name not in ("opt_help", "opt_version")]
         missing = [name for name in names if f"``--{name}" not in self.readme]

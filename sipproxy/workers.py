@@ -1,0 +1,171 @@
+"""Worker processes: several sipproxy processes on the same legs.
+
+With C{--workers N} the first process starts N-1 more, each a complete
+proxy with the same options, all binding their legs with C{SO_REUSEPORT}.
+The kernel spreads datagrams and connections over them by source address
+and port, so one peer's messages keep their order. A stateless proxy needs
+nothing from its siblings: each one decodes the others' Contact tokens and
+recognises their Via branches, because all of them read the same secret
+file. What must be shared across processes lives outside them: bindings in
+SQLite or Redis, media in a relay reached over ng (an edge module).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+__all__ = ["WorkerPool", "worker_argv", "die_with_parent"]
+
+log = Logger()
+
+#: How long a stopping parent waits for its workers before killing them.
+STOP_TIMEOUT = 5.0
+#: A worker that dies is started again after this many seconds.
+RESTART_DELAY = 1.0
+
+
+def worker_argv(argv: Sequence[str], index: int) -> list[str]:
+    """The command line of worker C{index}: the parent's twistd command
+    with logging to stdout (the parent relays it), no pid file, no
+    C{--workers}, and C{--worker-index}."""
+    args = list(argv)
+    try:
+        plugin = args.index("sipproxy")
+    except ValueError:
+        raise ValueError("--workers needs twistd's command line with 'sipproxy' in it") from None
+    twistd_args: list[str] = []
+    skip = False
+    for arg in args[1:plugin]:  # drop the parent's pid file and log file
+        if skip:
+            skip = False
+        elif arg in ("-l", "--logfile", "--pidfile"):
+            skip = True
+        elif not arg.startswith(("--logfile=", "--pidfile=", "-l")):
+            twistd_args.append(arg)
+    plugin_args: list[str] = []
+    skip = False
+    for arg in args[plugin + 1 :]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        plugin_args.append(arg)
+    return [sys.executable, args[0], *twistd_args, "--nodaemon", "--pidfile=", "--logfile=-", "sipproxy",
+            *plugin_args, f"--worker-index={index}"]
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies, so no
+    worker outlives a killed parent."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        log.warn("worker: cannot ask to die with the parent process")
+
+
+class _WorkerProtocol(protocol.ProcessProtocol):
+    """Relays a worker's log lines into the parent's log."""
+
+    def __init__(self, pool: "WorkerPool", index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.ended: defer.Deferred = defer.Deferred()
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text[:1].isdigit():  # the worker's own time stamp: ours is enough
+                text = text.partition(" ")[2]
+            if text:
+                log.info("worker {index}: {line}", index=self.index, line=text)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+        self.pool.worker_ended(self, reason)
+
+
+class WorkerPool(Service):
+    """Starts, watches and stops the extra worker processes.
+
+    @param argv: the parent's command line (C{sys.argv}).
+    @param count: how many extra processes (workers minus one).
+    """
+
+    name = "workers"
+
+    def __init__(self, reactor: Any, argv: Sequence[str], count: int) -> None:
+        self.reactor = reactor
+        self.argv = list(argv)
+        self.count = count
+        self.workers: dict[int, _WorkerProtocol] = {}
+        self._transports: dict[int, Any] = {}
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        for index in range(1, self.count + 1):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        argv = worker_argv(self.argv, index)
+        proto = _WorkerProtocol(self, index)
+        self._transports[index] = self.reactor.spawnProcess(proto, argv[0], argv, env=os.environ.copy())
+        self.workers[index] = proto
+        log.info("started worker {index} (pid {pid})", index=index, pid=self._transports[index].pid)
+
+    def worker_ended(self, proto: _WorkerProtocol, reason: Any) -> None:
+        if self.workers.get(proto.index) is proto:
+            del self.workers[proto.index]
+            self._transports.pop(proto.index, None)
+        if not self._stopping:
+            log.error("worker {index} ended ({reason}); starting it again in {delay} s",
+                      index=proto.index, reason=reason.getErrorMessage(), delay=RESTART_DELAY)
+            self.reactor.callLater(RESTART_DELAY, self._restart, proto.index)
+
+    def _restart(self, index: int) -> None:
+        if not self._stopping and index not in self.workers:
+            self._spawn(index)
+
+    def stopService(self) -> Optional[defer.Deferred]:
+        super().stopService()
+        self._stopping = True
+        ended = [proto.ended for proto in self.workers.values()]
+        for transport in list(self._transports.values()):
+            try:
+                transport.signalProcess("TERM")
+            except Exception:  # already gone
+                pass
+        if not ended:
+            return None
+        done = defer.DeferredList(ended)
+        killer = self.reactor.callLater(STOP_TIMEOUT, self._kill_stragglers)
+        done.addBoth(lambda result: killer.active() and killer.cancel())
+        return done
+
+    def _kill_stragglers(self) -> None:
+        for transport in list(self._transports.values()):
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
