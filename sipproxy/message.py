@@ -507,6 +507,15 @@ class Message:
         if self._names[i] == "via":
             self._via = None
 
+    def insert_line(self, name: str, line: bytes, value: str) -> None:
+        """L{insert} with the header line already rendered (C{name} in its
+        canonical form): for lines a proxy adds to every message."""
+        self._names.insert(0, name)
+        self._raws.insert(0, line)
+        self._values.insert(0, [value])
+        if name == "via":
+            self._via = None
+
     def insert(self, name: str, value: str) -> None:
         """Put a header value above every other line (a new top Via or
         Record-Route)."""
@@ -549,7 +558,12 @@ class Message:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of a (list) header, keeping the others."""
-        name = canonical_name(name)
+        names = self._names
+        if name not in names:
+            name = canonical_name(name)
+        if name in names and name not in LIST_HEADERS:  # a one-value line: just re-render it
+            self._rerender(names.index(name), [value])
+            return
         for i in self._positions(name):
             values = self._decoded(i)
             if values:
@@ -990,7 +1004,9 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     if message.version != "SIP/2.0":  # a request of another SIP version: 505, addressable
         raise ParseError(f"unsupported SIP version {message.version}", status=505, message=message)
     if "content-length" in names:
-        length_text = message._decoded(names.index("content-length"))[0]
+        i = names.index("content-length")
+        checked = _CHECKED_LINES.get(lines[i])
+        length_text = checked[0] if checked else message._decoded(i)[0]
         try:
             length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
         except ValueError:  # more digits than int() converts
@@ -1028,14 +1044,19 @@ def _parse_request_line(start: bytes) -> Request:
     parts = start.split(b" ")
     if len(parts) != 3 or not all(parts):
         raise ParseError("malformed request line (want 'METHOD SP Request-URI SP SIP/2.0')")
-    method, uri, version = parts
-    if not _TOKEN_RE.match(method):
-        raise ParseError(f"malformed method {method[:20]!r}")
+    method_bytes, uri, version = parts
+    method = _METHODS.get(method_bytes)
+    if method is None:
+        if not _TOKEN_RE.match(method_bytes):
+            raise ParseError(f"malformed method {method_bytes[:20]!r}")
+        method = method_bytes.decode("ascii")
     if uri[:1] == b"<" or b":" not in uri or b"\t" in uri:
         raise ParseError(f"malformed Request-URI {uri[:60]!r}")
     request = Request.__new__(Request)
-    Message.__init__(request)
-    request._method = method.decode("ascii")
+    request._names = request._raws = request._values = None  # type: ignore[assignment]
+    request.body = b""
+    request._via = None
+    request._method = method
     request._uri = uri.decode(_ENC, _ERRORS)
     request._start = start
     request._parsed_uri = None
@@ -1049,6 +1070,9 @@ def _parse_request_line(start: bytes) -> Request:
 
 
 _VERSION_RE = re.compile(rb"SIP/[0-9]+\.[0-9]+\Z", re.I)
+_METHODS = {m.encode(): m for m in (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "INFO",
+    "MESSAGE", "UPDATE", "PRACK", "PUBLISH")}
 
 
 def _partial_request(start: bytes) -> Optional[Request]:
@@ -1076,7 +1100,9 @@ def _parse_status_line(start: bytes) -> Response:
     if len(code) != 3 or not code.isdigit() or not (b"100" <= code <= b"699"):
         raise ParseError(f"bad status code {code[:20]!r}")
     response = Response.__new__(Response)
-    Message.__init__(response)
+    response._names = response._raws = response._values = None  # type: ignore[assignment]
+    response.body = b""
+    response._via = None
     response._code = int(code)
     response._reason = parts[2].decode(_ENC, _ERRORS) if len(parts) == 3 else ""
     response._version = "SIP/2.0"

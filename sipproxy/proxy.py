@@ -188,7 +188,8 @@ class StatelessProxy:
         """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
         request's means it came back unchanged (a loop, not a spiral)."""
         prefix = self.branches.prefix
-        if not any(prefix.encode() in raw for raw in request.raw_lines("via")):
+        marker = self.branches.prefix_bytes
+        if not any(marker in raw for name, raw in zip(request._names, request._raws) if name == "via"):
             return False
         for value in request.get_all("via"):
             if prefix in value:
@@ -250,13 +251,13 @@ class StatelessProxy:
         else:
             request.replace_first("max-forwards", str(int(mf) - 1))
         if request.method != "REGISTER" and "tag=" not in (request.get("to") or ""):
-            request.insert("record-route", f"<{in_leg.contact};lr>")
+            request.insert_line("record-route", *_record_route(in_leg))
             if out_leg is not in_leg:
-                request.insert("record-route", f"<{out_leg.contact};lr>")
+                request.insert_line("record-route", *_record_route(out_leg))
         if out_leg is not in_leg or self.force_rewrite:
             self._rewrite_contacts(request, in_leg, out_leg)
-        branch = self.branches.branch(request, in_leg.index, loop)
-        request.insert("via", f"{out_leg.via_prefix}{branch}")
+        via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
+        request.insert_line("via", b"Via: " + via.encode(), via)
         self._deliver(request, in_leg, out_leg, dst, addr)
 
     # responses -----------------------------------------------------------------------
@@ -393,6 +394,16 @@ class StatelessProxy:
         if self._nat_sessions is None or incoming_leg is outgoing_leg:
             return None
         return self._nat_sessions.do_nat(packet, incoming_leg, outgoing_leg)
+
+
+def _record_route(leg: Any) -> tuple[bytes, str]:
+    """The Record-Route line naming a leg, and its value (rendered once
+    per leg)."""
+    line = getattr(leg, "_record_route", None)
+    if line is None or line[1] != f"<{leg.contact};lr>":
+        value = f"<{leg.contact};lr>"
+        line = leg._record_route = (f"Record-Route: {value}".encode(), value)
+    return line
 
 
 def _route_proto(uri: URI) -> str:
