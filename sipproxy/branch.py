@@ -40,7 +40,6 @@ class BranchMaker:
 
     def __init__(self, secret: bytes) -> None:
         self.prefix = MAGIC_COOKIE + derive(secret, "via-branch", 3).hex()
-        self.prefix_bytes = self.prefix.encode()
         self._leg_at = len(self.prefix)
         self._loop_at = self._leg_at + _LEG_HEX
         self._txn_at = self._loop_at + _LOOP_HEX

@@ -96,8 +96,7 @@ REASONS = {
     604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }
 
-_TOKEN_RE = re.compile(rb"[A-Za-z0-9.!%*_+`'~\-]+\Z")
-_STR_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
 _CSEQ_RE = re.compile(r"([0-9]+)[ \t\r\n]+([A-Za-z0-9.!%*_+`'~\-]+)\Z")
 _CALLID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?\Z")
 _QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # unrolled: no backtracking per character
@@ -106,7 +105,7 @@ _QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # unrolled: no backtracking per character
 _NAME_ADDR_SHAPE = re.compile(
     rf'[ \t]*(?:{_QUOTED})?[^"<>]*(?:<[^<>"]*>[^"<>]*(?:{_QUOTED}[^"<>]*)*)?\Z', re.S
 )
-_FOLD_RE = re.compile(rb"[ \t]*\r?\n[ \t]+")
+_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 _VIA_RE = re.compile(
     r"[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)[ \t]*/[ \t]*([0-9.]+)[ \t]*/[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)"
     r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?:[ \t]*:[ \t]*(\d{1,5}))?[ \t]*(;.*)?\Z",
@@ -138,7 +137,7 @@ class ParseError(ValueError):
 # -- header names --------------------------------------------------------
 #: Raw spelling of a header name (as it appears before the colon) to its
 #: canonical name; bounded so junk names cannot grow it without end.
-_NAME_CACHE: dict[bytes, str] = {}
+_NAME_CACHE: dict[str, str] = {}
 _NAME_CACHE_LIMIT = 4096
 
 
@@ -172,9 +171,9 @@ def _label(name: str) -> str:
     return label
 
 
-def _learn_name(spelled: bytes) -> str:
+def _learn_name(spelled: str) -> str:
     """Canonical name for the raw text before a header's colon."""
-    name = spelled.rstrip(b" \t")
+    name = spelled.rstrip(" \t")
     if not name or not _TOKEN_RE.match(name):
         raise ParseError(f"malformed header name {name[:40]!r}")
     canonical = canonical_name(name)
@@ -214,13 +213,13 @@ def split_list(value: str) -> list[str]:
     return items
 
 
-def _decode_line(name: str, raw: bytes) -> list[str]:
+def _decode_line(name: str, raw: str) -> list[str]:
     """The values of one raw header line: unfolded, stripped, and split
     on commas for list headers (empty list elements dropped)."""
-    text = raw.partition(b":")[2]
-    if b"\n" in text:
-        text = _FOLD_RE.sub(b" ", text)
-    value = text.strip().decode(_ENC, _ERRORS)
+    text = raw.partition(":")[2]
+    if "\n" in text:
+        text = _FOLD_RE.sub(" ", text)
+    value = text.strip()
     if name in LIST_HEADERS:
         if "," not in value:
             return [value] if value else []
@@ -228,8 +227,8 @@ def _decode_line(name: str, raw: bytes) -> list[str]:
     return [value]
 
 
-def _label_of(raw: bytes) -> str:
-    return raw.partition(b":")[0].strip().decode(_ENC, _ERRORS)
+def _label_of(raw: str) -> str:
+    return raw.partition(":")[0].strip()
 
 
 # -- Via -------------------------------------------------------------------
@@ -363,8 +362,9 @@ class Message:
     """What requests and responses share: headers and body.
 
     Headers live in three parallel lists, one entry per header line: the
-    canonical name, the raw bytes, and the decoded values (None until
-    read). Header names are case-insensitive and compact forms count as
+    canonical name, the raw line (text decoded once for the whole header
+    block, with C{surrogateescape} so any octet comes back unchanged), and
+    the values (None until read). Header names are case-insensitive and compact forms count as
     their long names. List headers are read value by value (a line
     C{Via: a, b} gives two values).
     """
@@ -373,7 +373,7 @@ class Message:
 
     def __init__(self) -> None:
         self._names: list[str] = []
-        self._raws: list[bytes] = []
+        self._raws: list[str] = []
         self._values: list[Optional[list[str]]] = []
         self.body = b""
         self._via: Optional[Via] = None
@@ -439,7 +439,7 @@ class Message:
 
     def raw_lines(self, name: str) -> list[bytes]:
         """The raw header lines of one header, as received or rendered."""
-        return [self._raws[i] for i in self._positions(canonical_name(name))]
+        return [self._raws[i].encode(_ENC, _ERRORS) for i in self._positions(canonical_name(name))]
 
     @property
     def call_id(self) -> str:
@@ -488,7 +488,7 @@ class Message:
     # changing -------------------------------------------------------------
     def _put(self, position: int, name: str, value: str) -> None:
         self._names.insert(position, name)
-        self._raws.insert(position, f"{_label(name)}: {value}".encode(_ENC, _ERRORS))
+        self._raws.insert(position, f"{_label(name)}: {value}")
         self._values.insert(position, [value])
         if name == "via":
             self._via = None
@@ -502,12 +502,12 @@ class Message:
 
     def _rerender(self, i: int, values: list[str]) -> None:
         self._values[i] = values
-        label = self._raws[i].partition(b":")[0].strip()
-        self._raws[i] = label + b": " + ", ".join(values).encode(_ENC, _ERRORS)
+        label = self._raws[i].partition(":")[0].strip()
+        self._raws[i] = f"{label}: {', '.join(values)}"
         if self._names[i] == "via":
             self._via = None
 
-    def insert_line(self, name: str, line: bytes, value: str) -> None:
+    def insert_line(self, name: str, line: str, value: str) -> None:
         """L{insert} with the header line already rendered (C{name} in its
         canonical form): for lines a proxy adds to every message."""
         self._names.insert(0, name)
@@ -594,7 +594,7 @@ class Message:
             self.set("content-type", content_type)
 
     # serialising -------------------------------------------------------------
-    def _start_line(self) -> bytes:
+    def _start_line(self) -> str:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
@@ -607,7 +607,7 @@ class Message:
             values = self._decoded(i)
             if names.count("content-length") > 1 or not values or int(values[0]) != len(body):
                 self.set("content-length", str(len(body)))
-        return b"\r\n".join([self._start_line(), *self._raws, b""]) + b"\r\n" + body
+        return "\r\n".join([self._start_line(), *self._raws, "", ""]).encode(_ENC, _ERRORS) + body
 
     def _copy_into(self, other: "Message") -> None:
         other._names = list(self._names)
@@ -763,7 +763,7 @@ class Request(Message):
         self.method = method
         self._uri = str(uri)
         self.version = version
-        self._start: Optional[bytes] = None
+        self._start: Optional[str] = None
         self._parsed_uri = None
         for name, value in headers:
             self.add(name, value)
@@ -797,10 +797,10 @@ class Request(Message):
             self._parsed_uri = uri
         return uri
 
-    def _start_line(self) -> bytes:
+    def _start_line(self) -> str:
         start = self._start
         if start is None:
-            start = self._start = f"{self.method} {self._uri} {self.version}".encode(_ENC, _ERRORS)
+            start = self._start = f"{self.method} {self._uri} {self.version}"
         return start
 
     def copy(self) -> "Request":
@@ -900,7 +900,7 @@ class Response(Message):
         self.code = code
         self.reason = REASONS.get(code, "Unknown") if reason is None else reason
         self.version = version
-        self._start: Optional[bytes] = None
+        self._start: Optional[str] = None
         for name, value in headers:
             self.add(name, value)
         if body:
@@ -911,10 +911,10 @@ class Response(Message):
         """The method of the request this answers (from CSeq)."""
         return self.cseq[1]
 
-    def _start_line(self) -> bytes:
+    def _start_line(self) -> str:
         start = self._start
         if start is None:
-            start = self._start = f"{self.version} {self.code} {self.reason}".encode(_ENC, _ERRORS)
+            start = self._start = f"{self.version} {self.code} {self.reason}"
         return start
 
     def copy(self) -> "Response":
@@ -960,14 +960,15 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
             head, rest = data[:-2], b""
         else:
             raise ParseError("no end of headers (missing empty line)")
+    text = head.decode(_ENC, _ERRORS)  # once for the whole block; any octet survives
     if head.count(b"\r\n") == head.count(b"\n"):
-        lines = head.split(b"\r\n")
+        lines = text.split("\r\n")
     else:  # bare LF line ends, all or some: read them, write CRLF
-        lines = head.replace(b"\r\n", b"\n").split(b"\n")
+        lines = text.replace("\r\n", "\n").split("\n")
     start = lines[0]
     message: Message
     start_error: Optional[ParseError] = None
-    if start[:4].upper() == b"SIP/":
+    if start[:4].upper() == "SIP/":
         message = _parse_status_line(start)
     else:
         try:
@@ -983,15 +984,15 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     if b"\n " in head or b"\n\t" in head:
         lines = _join_folded(lines, message)
     cache = _NAME_CACHE
-    names = [cache.get(line.partition(b":")[0]) for line in lines]
+    names = [cache.get(line.partition(":")[0]) for line in lines]
     if None in names:
         for i, name in enumerate(names):
             if name is None:
                 line = lines[i]
-                if b":" not in line:
+                if ":" not in line:
                     raise ParseError(f"header line without colon: {line[:40]!r}", message=message)
                 try:
-                    names[i] = _learn_name(line.partition(b":")[0])
+                    names[i] = _learn_name(line.partition(":")[0])
                 except ParseError as e:
                     e.message = message
                     raise
@@ -1026,85 +1027,82 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     return message
 
 
-def _join_folded(lines: list[bytes], message: Message) -> list[bytes]:
+def _join_folded(lines: list[str], message: Message) -> list[str]:
     """Glue continuation lines (leading SP/HT) to the line they continue,
-    keeping the raw bytes (RFC 3261 7.3.1)."""
-    joined: list[bytes] = []
+    keeping them as they were (RFC 3261 7.3.1)."""
+    joined: list[str] = []
     for line in lines:
-        if line[:1] in (b" ", b"\t"):
+        if line[:1] in (" ", "\t"):
             if not joined:
                 raise ParseError("continuation line before any header", message=message)
-            joined[-1] += b"\r\n" + line
+            joined[-1] += "\r\n" + line
         else:
             joined.append(line)
     return joined
 
 
-def _parse_request_line(start: bytes) -> Request:
-    parts = start.split(b" ")
+def _parse_request_line(start: str) -> Request:
+    parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
         raise ParseError("malformed request line (want 'METHOD SP Request-URI SP SIP/2.0')")
-    method_bytes, uri, version = parts
-    method = _METHODS.get(method_bytes)
-    if method is None:
-        if not _TOKEN_RE.match(method_bytes):
-            raise ParseError(f"malformed method {method_bytes[:20]!r}")
-        method = method_bytes.decode("ascii")
-    if uri[:1] == b"<" or b":" not in uri or b"\t" in uri:
+    method, uri, version = parts
+    if method not in _METHODS and not _TOKEN_RE.match(method):
+        raise ParseError(f"malformed method {method[:20]!r}")
+    if uri[:1] == "<" or ":" not in uri or "\t" in uri:
         raise ParseError(f"malformed Request-URI {uri[:60]!r}")
     request = Request.__new__(Request)
     request._names = request._raws = request._values = None  # type: ignore[assignment]
     request.body = b""
     request._via = None
     request._method = method
-    request._uri = uri.decode(_ENC, _ERRORS)
+    request._uri = uri
     request._start = start
     request._parsed_uri = None
     request._version = "SIP/2.0"
-    if version.upper() != b"SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         if not _VERSION_RE.match(version):
             raise ParseError(f"malformed SIP version {version[:20]!r}")
         # SIP/x.y: refused with 505 by parse() once the headers are split
-        request._version = version.decode(_ENC, _ERRORS)
+        request._version = version
     return request
 
 
-_VERSION_RE = re.compile(rb"SIP/[0-9]+\.[0-9]+\Z", re.I)
-_METHODS = {m.encode(): m for m in (
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.I)
+_METHODS = frozenset((
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "INFO",
-    "MESSAGE", "UPDATE", "PRACK", "PUBLISH")}
+    "MESSAGE", "UPDATE", "PRACK", "PUBLISH"))
 
 
-def _partial_request(start: bytes) -> Optional[Request]:
+def _partial_request(start: str) -> Optional[Request]:
     """What can be read of a malformed request line that still looks like
     one (a method token first, C{SIP/2.0} last), so the request can be
     answered; None for anything else (binary junk)."""
-    method, sep, rest = start.partition(b" ")
-    if not sep or not _TOKEN_RE.match(method) or not start.rstrip().upper().endswith(b"SIP/2.0"):
+    method, sep, rest = start.partition(" ")
+    if not sep or not _TOKEN_RE.match(method) or not start.rstrip().upper().endswith("SIP/2.0"):
         return None
     request = Request.__new__(Request)
     Message.__init__(request)
-    request._method = method.decode("ascii")
-    request._uri = rest.rstrip()[: -len(b"SIP/2.0")].strip().decode(_ENC, _ERRORS)
+    request._method = method
+    request._uri = rest.rstrip()[: -len("SIP/2.0")].strip()
     request._start = start
     request._parsed_uri = None
     request._version = "SIP/2.0"
     return request
 
 
-def _parse_status_line(start: bytes) -> Response:
-    parts = start.split(b" ", 2)
-    if len(parts) < 2 or parts[0].upper() != b"SIP/2.0":
+def _parse_status_line(start: str) -> Response:
+    parts = start.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
         raise ParseError(f"malformed status line {start[:40]!r}")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not (b"100" <= code <= b"699"):
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not ("100" <= code <= "699"):
         raise ParseError(f"bad status code {code[:20]!r}")
     response = Response.__new__(Response)
     response._names = response._raws = response._values = None  # type: ignore[assignment]
     response.body = b""
     response._via = None
     response._code = int(code)
-    response._reason = parts[2].decode(_ENC, _ERRORS) if len(parts) == 3 else ""
+    response._reason = parts[2] if len(parts) == 3 else ""
     response._version = "SIP/2.0"
     response._start = start
     return response

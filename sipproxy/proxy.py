@@ -24,6 +24,7 @@ from sipproxy.branch import BranchMaker
 from sipproxy.contact import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
 from sipproxy.message import Message, ParseError, Request, Response
+from sipproxy.nat.sessions import NATError, NATSessions
 from sipproxy.routing import RoutingError, response_hop
 from sipproxy.uri import URI, URIError, format_name_addr, parse_name_addr
 
@@ -33,18 +34,6 @@ log = Logger()
 
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 _ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
-
-
-class NATError(Exception):
-    """Raised (or used to errback) by C{do_nat}: the packet cannot be NATed.
-    A request gets C{code} (with C{retry_after}, if set); a response is
-    dropped."""
-
-    def __init__(self, code: int, reason: str, retry_after: Optional[int] = None) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 @implementer(IReceiver)
@@ -83,11 +72,7 @@ class StatelessProxy:
         # token rewriting is deterministic, so its results can be remembered
         self._contact_cache: Optional[dict] = {} if isinstance(rewrite_contact, ContactTokens) else None
         self.nathelper = nathelper
-        self._nat_sessions: Any = None
-        if nathelper is not None:
-            from sipproxy.nat.sessions import NATSessions
-
-            self._nat_sessions = NATSessions(nathelper)
+        self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
         self.branches = BranchMaker(secret)
 
@@ -188,8 +173,7 @@ class StatelessProxy:
         """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
         request's means it came back unchanged (a loop, not a spiral)."""
         prefix = self.branches.prefix
-        marker = self.branches.prefix_bytes
-        if not any(marker in raw for name, raw in zip(request._names, request._raws) if name == "via"):
+        if not any(prefix in raw for name, raw in zip(request._names, request._raws) if name == "via"):
             return False
         for value in request.get_all("via"):
             if prefix in value:
@@ -257,7 +241,7 @@ class StatelessProxy:
         if out_leg is not in_leg or self.force_rewrite:
             self._rewrite_contacts(request, in_leg, out_leg)
         via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
-        request.insert_line("via", b"Via: " + via.encode(), via)
+        request.insert_line("via", "Via: " + via, via)
         self._deliver(request, in_leg, out_leg, dst, addr)
 
     # responses -----------------------------------------------------------------------
@@ -396,13 +380,13 @@ class StatelessProxy:
         return self._nat_sessions.do_nat(packet, incoming_leg, outgoing_leg)
 
 
-def _record_route(leg: Any) -> tuple[bytes, str]:
+def _record_route(leg: Any) -> tuple[str, str]:
     """The Record-Route line naming a leg, and its value (rendered once
     per leg)."""
     line = getattr(leg, "_record_route", None)
     if line is None or line[1] != f"<{leg.contact};lr>":
         value = f"<{leg.contact};lr>"
-        line = leg._record_route = (f"Record-Route: {value}".encode(), value)
+        line = leg._record_route = (f"Record-Route: {value}", value)
     return line
 
 

@@ -47,11 +47,23 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sipproxy.message import Message, ParseError, Request
-from sipproxy.proxy import NATError
 from sipproxy.sdp import SDPError, SessionDescription, parse_sdp
 from sipproxy.uri import URIError
 
-__all__ = ["SessionKey", "NATSessions", "sdp_body"]
+__all__ = ["NATError", "SessionKey", "NATSessions", "sdp_body"]
+
+
+class NATError(Exception):
+    """Raised (or used to errback) by C{do_nat}: the packet cannot be NATed.
+    A request gets C{code} (with C{retry_after}, if set); a response is
+    dropped."""
+
+    def __init__(self, code: int, reason: str, retry_after: Optional[int] = None) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+
 
 log = Logger()
 
