@@ -295,66 +295,65 @@ class Via:
         return f"Via({str(self)!r})"
 
 
-_VIA_CACHE: dict[str, Via] = {}
+_VIA_CACHE: dict[str, tuple] = {}
 
 
 def parse_via(text: str) -> Via:
     """Parse one Via value; LWS around C{/}, C{:}, C{;} and C{=} is allowed.
 
     The Vias of a transaction come back in each of its responses, so
-    parsed values are remembered; every call returns a fresh copy (a Via
+    parsed values are remembered; every call returns a fresh L{Via} (one
     is changed in place when it is stamped).
 
     @raise ParseError: when it does not follow the grammar, or has an empty
         or malformed parameter.
     """
-    known = _VIA_CACHE.get(text)
-    if known is not None:
-        via = Via.__new__(Via)
-        via.protocol = known.protocol
-        via.transport = known.transport
-        via.host = known.host
-        via.port = known.port
-        via.params = list(known.params)
-        via._text = text
-        return via
-    via = _parse_via(text)
-    if len(_VIA_CACHE) >= 8192:
-        _VIA_CACHE.clear()
-    _VIA_CACHE[text] = via
-    return parse_via(text)
+    fields = _VIA_CACHE.get(text)
+    if fields is None:
+        fields = _parse_via(text)
+        if len(_VIA_CACHE) >= 8192:
+            _VIA_CACHE.clear()
+        _VIA_CACHE[text] = fields
+    via = Via.__new__(Via)
+    via.protocol, via.transport, via.host, via.port, params = fields
+    via.params = list(params)
+    via._text = text
+    return via
 
 
-_SIMPLE_VIA_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(;[^\s\"]*)?\Z")
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]+"
+#: The usual spelling, no LWS, no quotes, every parameter a token with an
+#: optional plain value: one match checks it all.
+_SIMPLE_VIA_RE = re.compile(
+    rf"SIP/2\.0/({_TOKEN}) ([A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_TOKEN}(?:=[^;\s\",]*)?)*)\Z"
+)
 
 
-def _parse_via(text: str) -> Via:
-    m = _SIMPLE_VIA_RE.match(text)  # the usual spelling: no LWS, no quotes
+def _parse_via(text: str) -> tuple:
+    """(protocol, transport, host, port, params) of one Via value."""
+    m = _SIMPLE_VIA_RE.match(text)
     if m is not None:
         transport, host, port, params = m.groups()
-        name, version = "SIP", "2.0"
+        parsed = [(name, value if eq else None)
+                  for name, eq, value in (item.partition("=") for item in params[1:].split(";"))] if params else []
+        protocol = "SIP/2.0"
     else:
         m = _VIA_RE.match(text)
         if m is None:
             raise ParseError(f"malformed Via {text[:80]!r}")
         name, version, transport, host, port, params = m.groups()
-    return _make_via(text, name, version, transport, host, port, params)
-
-
-def _make_via(text: str, name: str, version: str, transport: str, host: str, port: Optional[str],
-              params: Optional[str]) -> Via:
+        try:
+            parsed = parse_params(params) if params else []
+        except URIError as e:
+            raise ParseError(f"malformed Via parameters ({e})") from None
+        protocol = f"{name.upper()}/{version}"
     if host[0] == "[":
         host = host[1:-1]
-    try:
-        parsed = parse_params(params) if params else []
-    except URIError as e:
-        raise ParseError(f"malformed Via parameters ({e})") from None
     port_number = int(port) if port else None
     if port_number is not None and port_number > 65535:
         raise ParseError(f"bad port in Via {text[:80]!r}")
-    via = Via(transport, host, port_number, parsed, f"{name.upper()}/{version}")
-    via._text = text
-    return via
+    return protocol, transport.upper(), host, port_number, tuple(parsed)
 
 
 # -- messages ----------------------------------------------------------------
@@ -617,6 +616,15 @@ class Message:
         other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
+    def _check(self, i: int, name: str, check: Callable[[list[str], str, "Message"], list[str]]) -> list[str]:
+        """Check header line C{i} and remember its text as checked; the
+        checked (possibly normalised) values."""
+        values = check(self._decoded(i), name, self)
+        if len(_CHECKED_LINES) >= _CHECKED_LIMIT:
+            _CHECKED_LINES.clear()
+        _CHECKED_LINES[self._raws[i]] = values
+        return values
+
     def _validate(self) -> None:
         """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
 
@@ -624,40 +632,34 @@ class Message:
         its bytes map to its checked values (the From, To and Call-ID of a
         dialog come back in every message of it)."""
         names = self._names
-        first: dict[str, int] = {}
-        repeated = None
-        watched = _WATCHED
-        for i, name in enumerate(names):
-            if name in watched:
-                if name not in first:
-                    first[name] = i
-                elif name in _SINGLETON_SET:
-                    repeated = repeated or []
-                    repeated.append(name)
-        for name in _REQUIRED:
-            if name not in first:
-                raise ParseError(f"missing {_label(name)} header", message=self)
-        if repeated:
-            for name in repeated:
+        try:
+            i_from = names.index("from")
+            i_to = names.index("to")
+            i_call_id = names.index("call-id")
+            i_cseq = names.index("cseq")
+            if "via" not in names:
+                raise ValueError
+        except ValueError:
+            missing = next(name for name in _REQUIRED if name not in names)
+            raise ParseError(f"missing {_label(missing)} header", message=self) from None
+        for name in SINGLETONS:
+            if names.count(name) > 1:
                 values = {" ".join(v.split()) for v in self.get_all(name)}
                 if len(values) > 1:
                     raise ParseError(f"conflicting {_label(name)} values", message=self)
         raws = self._raws
-        all_values = self._values
-        checked = _CHECKED_LINES
-        for name, check in _LINE_CHECKS:
-            i = first.get(name)
-            if i is not None:
-                raw = raws[i]
-                values = checked.get(raw)
-                if values is None:
-                    values = check(self._decoded(i), name, self)
-                    if len(checked) >= _CHECKED_LIMIT:
-                        checked.clear()
-                    checked[raw] = values
-                all_values[i] = values
+        values = self._values
+        known = _CHECKED_LINES.get  # a line seen before is not checked again
+        values[i_cseq] = known(raws[i_cseq]) or self._check(i_cseq, "cseq", _check_cseq)
+        for name, check in _NUMERIC_CHECKS:
+            if name in names:
+                i = names.index(name)
+                values[i] = known(raws[i]) or self._check(i, name, check)
+        values[i_call_id] = known(raws[i_call_id]) or self._check(i_call_id, "call-id", _check_call_id)
+        values[i_from] = known(raws[i_from]) or self._check(i_from, "from", _check_name_addr)
+        values[i_to] = known(raws[i_to]) or self._check(i_to, "to", _check_name_addr)
         if isinstance(self, Request):
-            method = all_values[first["cseq"]][0].partition(" ")[2]  # type: ignore[index]
+            method = self._values[i_cseq][0].partition(" ")[2]  # type: ignore[index]
             if method != self._method:
                 raise ParseError(f"CSeq method {method} does not match request method {self._method}",
                                  message=self)
@@ -670,6 +672,10 @@ class Message:
 
 def _check_cseq(values: list[str], name: str, message: Message) -> list[str]:
     cseq = values[0] if values else ""
+    number, space, method = cseq.partition(" ")
+    if (space and number.isdigit() and number.isascii() and len(number) < 10 and number[0] != "0"
+            and (method in _METHODS or _TOKEN_RE.match(method))):
+        return values  # the usual spelling: "314159 INVITE"
     m = _CSEQ_RE.match(cseq)
     if m is None:
         raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=message)
@@ -711,19 +717,11 @@ def _check_name_addr(values: list[str], name: str, message: Message) -> list[str
     return values
 
 
-#: What parse() checks, in order: CSeq first, as RFC 4475 3.1.2.4 answers
-#: 400 "due to the CSeq error" when Max-Forwards and Expires are off too.
-_LINE_CHECKS = (
-    ("cseq", _check_cseq),
-    *((name, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS),
-    ("call-id", _check_call_id),
-    ("from", _check_name_addr),
-    ("to", _check_name_addr),
-)
-_SINGLETON_SET = frozenset(SINGLETONS)
-_WATCHED = frozenset((*_REQUIRED, *SINGLETONS, *(name for name, _ in _LINE_CHECKS)))
+#: Numeric headers parse() checks, after CSeq: RFC 4475 3.1.2.4 answers 400
+#: "due to the CSeq error" when Max-Forwards and Expires are off too.
+_NUMERIC_CHECKS = tuple((name, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS)
 #: Raw header line -> its checked values; bounded (cleared when full).
-_CHECKED_LINES: dict[bytes, list[str]] = {}
+_CHECKED_LINES: dict[str, list[str]] = {}
 _CHECKED_LIMIT = 8192
 
 
