@@ -30,6 +30,7 @@ import os
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from sipproxy.auth import Authorize, Nonces
+from sipproxy.blocklist import JSONFile
 from sipproxy.chain import ReceiveChain
 from sipproxy.interfaces import ICredentialStore, ILocationStore
 from sipproxy.policy import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
@@ -110,7 +111,8 @@ class FrontDoor:
         checks: list[Any] = []
         if self.rate_limit is not None:
             attempts, interval = self.rate_limit
-            checks.append(ByIPPort(interval, attempts, database=self.rate_limit_db, clock=self.clock))
+            database = JSONFile(self.rate_limit_db) if self.rate_limit_db else None
+            checks.append(ByIPPort(interval, attempts, database=database, clock=self.clock))
         if self.drop_fields:
             checks.append(ByField(self.drop_fields))
         if checks:

@@ -9,10 +9,7 @@
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Pattern, Sequence, Union
 
@@ -168,13 +165,14 @@ class ByIPPort:
     its IP, which is how L{block} shuts out a whole address.
 
     @param methods: only count these (C{""} for responses); all if None.
-    @param database: a JSON file keeping the counts across restarts,
-        written at most every C{save_interval} seconds and by L{save}.
+    @param database: keeps the counts across restarts: an object with
+        C{load()} and C{save(data)} (L{sipproxy.blocklist.JSONFile}),
+        saved at most every C{save_interval} seconds and by L{save}.
     @param clock: C{seconds()}; the wall clock when None.
     """
 
     def __init__(self, interval: float, attempts: int, methods: Optional[Sequence[str]] = None,
-                 database: Optional[str] = None, clock: Any = None, save_interval: float = 10.0) -> None:
+                 database: Any = None, clock: Any = None, save_interval: float = 10.0) -> None:
         if interval <= 0 or attempts < 1:
             raise ValueError("want interval > 0 and attempts >= 1")
         self.interval = interval
@@ -187,6 +185,7 @@ class ByIPPort:
         self.data: dict[str, dict[int, dict[int, int]]] = {}
         self._dirty = False
         self._saved_at = 0.0
+        self._expired_at = 0.0
         if database is not None:
             self.load()
 
@@ -195,7 +194,8 @@ class ByIPPort:
 
     def run(self, packet: Any, leg: Any, addr: Any) -> bool:
         now = self._now()
-        self.expire(now)
+        if now - self._expired_at >= 1.0:  # a sweep a second, not one per packet
+            self.expire(now)
         if self.methods is not None and _method_of(packet) not in self.methods:
             return False
         ip, port = addr[0], int(addr[1])
@@ -203,7 +203,9 @@ class ByIPPort:
         second = int(now)
         buckets[second] = buckets.get(second, 0) + 1
         self._dirty = True
-        count = sum(buckets.values()) + sum(self.data[ip].get(0, {}).values())
+        horizon = now - self.interval
+        count = (sum(c for s, c in buckets.items() if s > horizon)
+                 + sum(c for s, c in self.data[ip].get(0, {}).items() if s > horizon))
         self._maybe_save(now)
         if count >= self.attempts:
             if count == self.attempts:
@@ -225,7 +227,10 @@ class ByIPPort:
         self.save()
 
     def expire(self, now: Optional[float] = None) -> None:
-        horizon = (now if now is not None else self._now()) - self.interval
+        """Forget counts older than the interval."""
+        now = now if now is not None else self._now()
+        self._expired_at = now
+        horizon = now - self.interval
         for ip in list(self.data):
             ports = self.data[ip]
             for port in list(ports):
@@ -244,33 +249,28 @@ class ByIPPort:
             self.save()
 
     def save(self) -> None:
-        """Write the counts to the database file (atomically)."""
+        """Hand the counts to the database."""
         if self.database is None:
             return
         self._saved_at = self._now()
         self._dirty = False
-        data = {ip: {str(port): {str(s): c for s, c in buckets.items()} for port, buckets in ports.items()}
-                for ip, ports in self.data.items()}
-        directory = os.path.dirname(os.path.abspath(self.database))
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".dropper-", dir=directory)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.database)
-        except OSError as e:
-            log.warn("cannot save the drop list to {path}: {error}", path=self.database, error=e)
+        self.database.save({ip: {str(port): {str(s): c for s, c in buckets.items()}
+                                 for port, buckets in ports.items()}
+                            for ip, ports in self.data.items()})
 
     def load(self) -> None:
-        """Read the database file (a missing file is an empty list)."""
-        try:
-            with open(self.database) as f:  # type: ignore[arg-type]
-                raw = json.load(f)
-        except FileNotFoundError:
+        """Take the counts from the database (nothing saved: no counts).
+
+        @raise ValueError: when what was saved cannot be understood."""
+        raw = self.database.load()
+        if raw is None:
             return
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read drop database {self.database}: {e}") from None
-        self.data = {ip: {int(port): {int(s): int(c) for s, c in buckets.items()} for port, buckets in ports.items()}
-                     for ip, ports in raw.items()}
+        try:
+            self.data = {ip: {int(port): {int(s): int(c) for s, c in buckets.items()}
+                              for port, buckets in ports.items()}
+                         for ip, ports in raw.items()}
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ValueError(f"cannot understand the drop database: {e}") from None
 
 
 class ByField:

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipproxy.chain import ReceiveChain
 from sipproxy.message import parse
 from sipproxy.policy import Domains
+from sipproxy.blocklist import JSONFile
 from sipproxy.receivers import Blocker, ByField, ByIPPort, Dropper, parse_block
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.registrar_harness import OUTSIDE, PHONE, FrontDoorHarness
@@ -99,10 +100,10 @@ class DropperTests(SynchronousTestCase):
 
     def test_block_whole_ip_and_persist(self) -> None:
         path = os.path.join(temp_dir(self), "drop.json")
-        check = ByIPPort(interval=60, attempts=5, database=path, clock=self.clock)
+        check = ByIPPort(interval=60, attempts=5, database=JSONFile(path), clock=self.clock)
         check.block("198.51.100.66", until=1000 + 3600)
         self.assertTrue(os.path.exists(path))
-        again = ByIPPort(interval=60, attempts=5, database=path, clock=self.clock)
+        again = ByIPPort(interval=60, attempts=5, database=JSONFile(path), clock=self.clock)
         self.assertTrue(again.run(self.packet(), None, ("198.51.100.66", 40000)))
         self.clock.advance(3000)
         self.assertTrue(again.run(self.packet(), None, ("198.51.100.66", 40001)))
