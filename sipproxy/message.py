@@ -12,7 +12,7 @@ What is checked at parse time is what a proxy must refuse before acting
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from sipproxy.uri import (
     URI,
@@ -725,29 +725,30 @@ _CHECKED_LINES: dict[str, list[str]] = {}
 _CHECKED_LIMIT = 8192
 
 
+class _StartLineField:
+    """A part of the start line (method, code, ...), kept in the slot of
+    the same name with a leading underscore; setting it re-renders the
+    line that is sent."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, message: Any, owner: Optional[type] = None) -> Any:
+        return self if message is None else getattr(message, self.slot)
+
+    def __set__(self, message: Any, value: Any) -> None:
+        setattr(message, self.slot, value)
+        message._start = None
+
+
 class Request(Message):
     """A SIP request. Changing C{method}, C{uri} or C{version} changes the
     request line that is sent."""
 
     __slots__ = ("_method", "_uri", "_version", "_start", "_parsed_uri")
 
-    @property
-    def method(self) -> str:
-        return self._method
-
-    @method.setter
-    def method(self, value: str) -> None:
-        self._method = value
-        self._start = None
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @version.setter
-    def version(self, value: str) -> None:
-        self._version = value
-        self._start = None
+    method = _StartLineField()
+    version = _StartLineField()
 
     def __init__(
         self,
@@ -859,32 +860,9 @@ class Response(Message):
 
     __slots__ = ("_code", "_reason", "_version", "_start")
 
-    @property
-    def code(self) -> int:
-        return self._code
-
-    @code.setter
-    def code(self, value: int) -> None:
-        self._code = value
-        self._start = None
-
-    @property
-    def reason(self) -> str:
-        return self._reason
-
-    @reason.setter
-    def reason(self, value: str) -> None:
-        self._reason = value
-        self._start = None
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @version.setter
-    def version(self, value: str) -> None:
-        self._version = value
-        self._start = None
+    code = _StartLineField()
+    reason = _StartLineField()
+    version = _StartLineField()
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "SDPError",
@@ -418,6 +418,21 @@ def _find(lines: List[_Line], kind: type) -> Optional[int]:
     return None
 
 
+def _set_connection(lines: List[_Line], connection: Optional[Connection],
+                    goes_before: "Callable[[_Line], bool]") -> None:
+    """Replace, remove or insert the C{c=} line of a section: a new one goes
+    before the first line for which C{goes_before} is true."""
+    i = _find(lines, Connection)
+    if connection is None:
+        if i is not None:
+            del lines[i]
+    elif i is not None:
+        lines[i] = connection
+    else:
+        pos = next((n for n, line in enumerate(lines) if goes_before(line)), len(lines))
+        lines.insert(pos, connection)
+
+
 def _attributes(lines: List[_Line]) -> List[str]:
     return [_render(line)[2:] for line in lines if _line_type(line) == "a"]
 
@@ -509,17 +524,8 @@ class Media:
 
     @connection.setter
     def connection(self, connection: Optional[Connection]) -> None:
-        i = _find(self._lines, Connection)
-        if connection is None:
-            if i is not None:
-                del self._lines[i]
-        elif i is not None:
-            self._lines[i] = connection
-        else:  # RFC 4566 5: m=, i=, then c=
-            pos = 0
-            while pos < len(self._lines) and _line_type(self._lines[pos]) == "i":
-                pos += 1
-            self._lines.insert(pos, connection)
+        # RFC 4566 5: m=, i=, then c=
+        _set_connection(self._lines, connection, lambda line: _line_type(line) != "i")
 
     def _effective_connection(self) -> Optional[Connection]:
         own = self.connection
@@ -677,18 +683,8 @@ class SessionDescription:
 
     @connection.setter
     def connection(self, connection: Optional[Connection]) -> None:
-        i = _find(self._lines, Connection)
-        if connection is None:
-            if i is not None:
-                del self._lines[i]
-        elif i is not None:
-            self._lines[i] = connection
-        else:  # RFC 4566 5: c= comes before b=, t=, r=, z=, k=, a=
-            pos = next(
-                (n for n, line in enumerate(self._lines) if _line_type(line) in _AFTER_SESSION_C),
-                len(self._lines),
-            )
-            self._lines.insert(pos, connection)
+        # RFC 4566 5: c= comes before b=, t=, r=, z=, k=, a=
+        _set_connection(self._lines, connection, lambda line: _line_type(line) in _AFTER_SESSION_C)
 
     @property
     def session_lines(self) -> List[str]:

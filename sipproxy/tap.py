@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from twisted.python import usage
 
+from sipproxy.cli import number
 from sipproxy.legs import DEFAULT_BUFFER
 from sipproxy.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.nat.config import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
@@ -22,19 +23,6 @@ from sipproxy.secret import SecretError, load_or_create
 __all__ = ["Options", "makeService"]
 
 DEFAULT_LEG = "udp:127.0.0.1:5060"
-
-
-def _number(kind: Any, option: str, what: str) -> Any:
-    """A coerce function whose error names the option (usage.Options' own
-    message would only quote int()'s)."""
-
-    def coerce(value: str) -> Any:
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"--{option} wants {what}, not {value!r}") from None
-
-    return coerce
 
 
 class Options(usage.Options):
@@ -70,19 +58,19 @@ class Options(usage.Options):
          "File with the secret that seals Contact tokens and Via branches; created (mode 0600) if "
          "missing. Give every worker and node that must understand each other the same file."],
         ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
-         _number(int, "udp-buffer", "an integer")],
+         number(int, "udp-buffer", "an integer")],
         ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.",
-         _number(float, "tcp-idle", "a number")],
+         number(float, "tcp-idle", "a number")],
         ["workers", None, 1, "Run this many proxy processes sharing the legs (SO_REUSEPORT); the kernel "
                              "spreads traffic over them by source address. Needs legs with explicit ports, "
                              "a shared --store (sqlite or redis) with --registrar, and --nathelper-ng instead "
-                             "of --nathelper.", _number(int, "workers", "an integer")],
+                             "of --nathelper.", number(int, "workers", "an integer")],
         ["worker-index", None, 0, "(internal) which worker this process is; set by --workers.",
-         _number(int, "worker-index", "an integer")],
+         number(int, "worker-index", "an integer")],
         ["min-expires", None, 60, "Registrar: refuse shorter registrations with 423 (seconds).",
-         _number(int, "min-expires", "an integer")],
+         number(int, "min-expires", "an integer")],
         ["max-expires", None, 3600, "Registrar: cut longer registrations to this (seconds); also the interval "
-                                    "granted when a phone asks for none.", _number(int, "max-expires", "an integer")],
+                                    "granted when a phone asks for none.", number(int, "max-expires", "an integer")],
         ["store", None, "memory", "Registrar bindings: memory (lost at restart), sqlite:PATH (one node, survives "
                                   "a restart) or redis://HOST:PORT/DB (shared by several nodes; while Redis is "
                                   "down requests needing it get 503 with Retry-After)."],

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from twisted.python import usage
 
+from sipproxy.cli import number
 from sipproxy.nat.ng import DEFAULT_NG_PORT, parse_ng_address
 from sipproxy.nat.relay import DEFAULT_PORT_RANGE, parse_port_range
 
@@ -23,17 +24,6 @@ __all__ = ["NAT_FLAGS", "NAT_PARAMETERS", "check_nat_options", "make_nathelper",
 
 _RANGE = f"{DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}"
 
-
-def _number(kind: Any, option: str, what: str) -> Any:
-    """A coerce function whose error message names the option."""
-
-    def coerce(value: str) -> Any:
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"--{option} wants {what}, not {value!r}") from None
-
-    return coerce
 
 NAT_FLAGS = [
     ["nathelper", None, "Relay RTP between legs in this process (Net::SIP's NATHelper): SDP in INVITE, "
@@ -55,20 +45,20 @@ NAT_PARAMETERS = [
                                 "leg's (with --relay-only: the address used when ng 'direction' names none; "
                                 "default the --ng host)."],
     ["rtp-idle", None, 30.0, "End a relayed session after this many seconds without media.",
-     _number(float, "rtp-idle", "a number of seconds")],
+     number(float, "rtp-idle", "a number of seconds")],
     ["rtp-unused", None, 180.0, "Release relay ports never used in a session after this many seconds.",
-     _number(float, "rtp-unused", "a number of seconds")],
+     number(float, "rtp-unused", "a number of seconds")],
     ["rtp-close-delay", None, 1.0, "Release a session's relay ports this many seconds after BYE, CANCEL or "
                                    "an error.",
-     _number(float, "rtp-close-delay", "a number of seconds")],
+     number(float, "rtp-close-delay", "a number of seconds")],
     ["rtp-max-sockets", None, 0, "At most this many relay sockets in total (0: no limit but the port range); "
                                  "beyond it calls are refused with 503.",
-     _number(int, "rtp-max-sockets", "an integer")],
+     number(int, "rtp-max-sockets", "an integer")],
     ["rtp-max-call-sockets", None, 0, "At most this many relay sockets per call (0: no limit).",
-     _number(int, "rtp-max-call-sockets", "an integer")],
+     number(int, "rtp-max-call-sockets", "an integer")],
     ["ng-timeout", None, 3.0, "With --nathelper-ng: give up on an unanswered ng request after this many "
                               "seconds (the call gets 503).",
-     _number(float, "ng-timeout", "a number of seconds")],
+     number(float, "ng-timeout", "a number of seconds")],
 ]
 
 
