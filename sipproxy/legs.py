@@ -24,7 +24,8 @@ from sipproxy.interfaces import ILeg
 from sipproxy.legspec import LegSpec
 from sipproxy.uri import format_host_port
 
-__all__ = ["UDPLeg", "StreamLeg", "SIPStreamProtocol", "make_leg", "MAX_HEADER", "MAX_BODY"]
+__all__ = ["UDPLeg", "StreamLeg", "TLSLeg", "TLSOptions", "SIPStreamProtocol", "make_leg", "MAX_HEADER",
+           "MAX_BODY"]
 
 log = Logger()
 
@@ -58,9 +59,11 @@ class _LegIdentity:
         self.port = port
         self.family = 6 if ":" in host else 4
         self.sent_by = format_host_port(host, port)
-        transport = "" if self.proto == "udp" else f";transport={self.proto}"
-        scheme = "sips" if self.proto == "tls" else "sip"
-        self.contact = f"{scheme}:{self.sent_by}{transport}"
+        if self.proto == "tls":  # sips: implies TLS (RFC 3261 19.1; transport=tls is deprecated)
+            self.contact = f"sips:{self.sent_by}"
+        else:
+            transport = "" if self.proto == "udp" else f";transport={self.proto}"
+            self.contact = f"sip:{self.sent_by}{transport}"
         self.key = f"{self.proto}:{self.sent_by}"
         self.via_prefix = f"SIP/2.0/{self.proto.upper()} {self.sent_by};branch="
 
@@ -282,12 +285,13 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         from twisted.internet.task import LoopingCall
 
         self._reactor = self.clock = reactor
+        factory = self._server_factory()
         if self.reuse_port:
             sock = _reusable_socket(self.host, self.port, socket.SOCK_STREAM)
-            self._port = reactor.adoptStreamPort(sock.fileno(), sock.family, self)
+            self._port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
             sock.close()
         else:
-            self._port = reactor.listenTCP(self.port, self, backlog=100, interface=self.host)
+            self._port = reactor.listenTCP(self.port, factory, backlog=100, interface=self.host)
         self._set_address(self.host, self._port.getHost().port)
         self._sweeper = LoopingCall(self.expire_idle)
         self._sweeper.clock = reactor
@@ -356,9 +360,18 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         self._open(addr, _OutboundFactory(self, addr, conn))
         return conn
 
+    def _server_factory(self) -> protocol.Factory:
+        """What the listening socket serves (TLS legs wrap it)."""
+        return self
+
+    def _client_factory(self, factory: protocol.ClientFactory) -> protocol.ClientFactory:
+        """What an outbound connection runs (TLS legs wrap it)."""
+        return factory
+
     def _open(self, addr: tuple[str, int], factory: protocol.ClientFactory) -> None:
         self._connecting[addr] = self._reactor.connectTCP(
-            addr[0], addr[1], factory, timeout=self.connect_timeout, bindAddress=(self.host, 0))
+            addr[0], addr[1], self._client_factory(factory), timeout=self.connect_timeout,
+            bindAddress=(self.host, 0))
 
     def connect_failed(self, addr: tuple[str, int], conn: SIPStreamProtocol, reason: Failure) -> None:
         self._connecting.pop(addr, None)
@@ -366,6 +379,63 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
             del self.connections[addr]
         log.warn("leg {leg}: cannot connect to {dst}: {reason}; {count} message(s) dropped",
                  leg=self.key, dst=addr, reason=reason.getErrorMessage(), count=len(conn._pending))
+
+
+class TLSOptions:
+    """Certificates for TLS legs: ours (presented as server and as client,
+    as Net::SIP does) and, optionally, the CAs peers must be signed by.
+
+    @param verify_peers: refuse peers whose certificate is not signed by
+        C{ca_file} (servers we connect to always; clients that connect to
+        us too). Without it nothing is verified (the usual SIP practice);
+        the host name is never checked, the proxy connects to addresses.
+    """
+
+    def __init__(self, cert_file: str, key_file: Optional[str] = None, ca_file: Optional[str] = None,
+                 verify_peers: bool = False) -> None:
+        from twisted.internet import ssl
+
+        with open(cert_file, "rb") as f:
+            cert_pem = f.read()
+        key_pem = cert_pem
+        if key_file is not None:
+            with open(key_file, "rb") as f:
+                key_pem = f.read()
+        ours = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        kwargs: dict[str, Any] = {"privateKey": ours.privateKey.original, "certificate": ours.original}
+        if ca_file is not None:
+            with open(ca_file, "rb") as f:
+                ca = ssl.Certificate.loadPEM(f.read())
+            kwargs["caCerts"] = [ca.original]
+        self.verify_peers = verify_peers and ca_file is not None
+        self.server = ssl.CertificateOptions(verify=self.verify_peers, requireCertificate=self.verify_peers,
+                                             **kwargs)
+        self.client = ssl.CertificateOptions(verify=self.verify_peers, **kwargs)
+
+
+@implementer(ILeg)
+class TLSLeg(StreamLeg):
+    """A TLS leg: a TCP leg whose connections, inbound and outbound, run
+    TLS (RFC 3261 26.2) with the certificates in L{TLSOptions}."""
+
+    proto = "tls"
+
+    def __init__(self, host: str, port: int = 5061, idle_timeout: float = 120.0, reuse_port: bool = False,
+                 tls: Optional[TLSOptions] = None) -> None:
+        if tls is None:
+            raise ValueError("a TLS leg needs TLSOptions (a certificate and key)")
+        self.tls = tls
+        super().__init__(host, port, idle_timeout, reuse_port)
+
+    def _server_factory(self) -> protocol.Factory:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return TLSMemoryBIOFactory(self.tls.server, False, self)
+
+    def _client_factory(self, factory: protocol.ClientFactory) -> protocol.ClientFactory:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return TLSMemoryBIOFactory(self.tls.client, True, factory)
 
 
 def make_leg(spec: LegSpec, **options: Any) -> Any:
@@ -377,5 +447,8 @@ def make_leg(spec: LegSpec, **options: Any) -> Any:
     if spec.proto == "tcp":
         return StreamLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0),
                          reuse_port=reuse_port)
+    if spec.proto == "tls":
+        return TLSLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0),
+                      reuse_port=reuse_port, tls=options.get("tls"))
     raise ValueError(f"transport {spec.proto} is not supported yet")
 

@@ -75,6 +75,7 @@ class ProxyService(MultiService):
         a C{Service} without a parent it becomes a child of this one.
     @param reuse_port: bind legs with C{SO_REUSEPORT}, so several worker
         processes share them (see L{sipproxy.workers}).
+    @param tls: L{sipproxy.legs.TLSOptions} for C{tls:} legs.
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """
@@ -96,6 +97,7 @@ class ProxyService(MultiService):
         udp_buffer: int = DEFAULT_BUFFER,
         tcp_idle: float = 120.0,
         reuse_port: bool = False,
+        tls: Any = None,
     ) -> None:
         super().__init__()
         specs = [leg if isinstance(leg, LegSpec) else None for leg in legs]
@@ -108,7 +110,7 @@ class ProxyService(MultiService):
         table = {d.lower(): parse_proxy(p) if isinstance(p, str) else p for d, p in (domain2proxy or {}).items()}
         self.dispatcher = Dispatcher(reactor, resolver=resolver, outgoing_proxy=outgoing_proxy,
                                      domain2proxy=table)
-        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle, reuse_port=reuse_port)
+        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle, reuse_port=reuse_port, tls=tls)
                      for spec in specs]
         for leg in self.legs:
             self.dispatcher.add_leg(leg)

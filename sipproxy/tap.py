@@ -7,6 +7,7 @@ line and exits with status 1. No traceback either way.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from typing import Any, Optional
@@ -30,7 +31,7 @@ class Options(usage.Options):
     longdesc = (
         "Run a stateless SIP proxy (after Net::SIP's StatelessProxy). Each leg is a "
         "socket the proxy listens and sends on: [proto:]host[:port], proto udp "
-        "(default) or tcp, port 5060 by default, IPv6 as [::1]. A request leaves "
+        "(default), tcp or tls, port 5060 by default (5061 for tls), IPv6 as [::1]. A request leaves "
         "through the leg that reaches its target; when a packet changes legs its "
         "Contact is rewritten into a token so in-dialog requests return through "
         "the proxy. Example: twistd -n sipproxy --legs udp:127.0.0.1:5060,udp:127.0.0.2:5060\n\n"
@@ -46,6 +47,8 @@ class Options(usage.Options):
     )
     optFlags = [
         ["force-rewrite", None, "Rewrite Contact headers even when a packet leaves through the leg it came in on."],
+        ["tls-verify", None, "Refuse TLS peers, servers and clients, whose certificate --tls-ca did not sign "
+                             "(default: no verification, the usual SIP practice; host names are never checked)."],
         *NAT_FLAGS,
         ["registrar", None, "Answer REGISTER for the served domains and route requests to registered phones."],
         ["redirect", None, "Answer requests for registered users with 302 and their contacts instead of "
@@ -65,6 +68,10 @@ class Options(usage.Options):
                              "spreads traffic over them by source address. Needs legs with explicit ports, "
                              "a shared --store (sqlite or redis) with --registrar, and --nathelper-ng instead "
                              "of --nathelper.", number(int, "workers", "an integer")],
+        ["tls-cert", None, None, "PEM certificate of TLS legs (with the key, unless --tls-key); presented to "
+                                 "clients and, as a client certificate, to the servers the proxy connects to."],
+        ["tls-key", None, None, "PEM private key of --tls-cert, if not in the same file."],
+        ["tls-ca", None, None, "PEM CA certificate that TLS peers must be signed by (with --tls-verify)."],
         ["worker-index", None, 0, "(internal) which worker this process is; set by --workers.",
          number(int, "worker-index", "an integer")],
         ["min-expires", None, 60, "Registrar: refuse shorter registrations with 423 (seconds).",
@@ -190,9 +197,7 @@ class Options(usage.Options):
             self["leg_specs"] = parse_leg_list(self["legs"] or [DEFAULT_LEG])
         except LegSpecError as e:
             raise usage.UsageError(str(e)) from None
-        for spec in self["leg_specs"]:
-            if spec.proto == "tls":
-                raise usage.UsageError(f"leg {spec}: TLS legs are not supported yet")
+        self._check_tls()
         if self["outgoing-proxy"]:
             try:
                 self["outgoing_proxy"] = parse_proxy(self["outgoing-proxy"])
@@ -206,6 +211,18 @@ class Options(usage.Options):
             raise usage.UsageError("--tcp-idle must be a positive number of seconds")
         check_nat_options(self)
         self._check_workers()
+
+    def _check_tls(self) -> None:
+        """TLS legs need a certificate; the files must be readable."""
+        tls_legs = [spec for spec in self["leg_specs"] if spec.proto == "tls"]
+        if tls_legs and not self["tls-cert"]:
+            raise usage.UsageError(f"leg {tls_legs[0]}: a TLS leg needs --tls-cert (and --tls-key)")
+        if self["tls-verify"] and not self["tls-ca"]:
+            raise usage.UsageError("--tls-verify needs --tls-ca")
+        for option in ("tls-cert", "tls-key", "tls-ca"):
+            path = self[option]
+            if path and not os.access(path, os.R_OK):
+                raise usage.UsageError(f"--{option} {path}: cannot read it")
 
     def _check_workers(self) -> None:
         """Several processes share sockets, nothing else: refuse what would
@@ -288,6 +305,7 @@ def makeService(options: Any) -> Any:
         secret = load_or_create(options["secret-file"])
     except SecretError as e:
         _fail(str(e))
+    tls = _tls_options(options)
     door, store = _front_door(options, reactor, secret)
     nathelper, nat_services = make_nathelper(reactor, options)
     service = ProxyService(
@@ -302,6 +320,7 @@ def makeService(options: Any) -> Any:
         tcp_idle=options["tcp-idle"],
         nathelper=nathelper,
         reuse_port=sharing,
+        tls=tls,
     )
     if options["workers"] > 1 and not options["worker-index"]:
         from sipproxy.workers import WorkerPool
@@ -314,6 +333,18 @@ def makeService(options: Any) -> Any:
 
         StoreService(store).setServiceParent(service)
     return service
+
+
+def _tls_options(options: Any) -> Any:
+    """The certificates of TLS legs, or None; a bad file is one line."""
+    if not options["tls-cert"]:
+        return None
+    from sipproxy.legs import TLSOptions
+
+    try:
+        return TLSOptions(options["tls-cert"], options["tls-key"], options["tls-ca"], bool(options["tls-verify"]))
+    except Exception as e:  # pyOpenSSL raises its own errors for bad PEM
+        _fail(f"--tls-cert/--tls-key/--tls-ca: cannot load the certificates ({e})")
 
 
 def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:

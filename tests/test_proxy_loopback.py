@@ -3,12 +3,15 @@ IPv4 and IPv6, UDP and TCP), with our own small endpoints on both ends."""
 from __future__ import annotations
 
 import socket
+import tempfile
 
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
+from sipproxy.legs import TLSOptions
 from sipproxy.message import Request, parse
 from sipproxy.service import ProxyService
+from tests.certs import make_certificates
 from tests.sip import SDP_OFFER, request
 
 
@@ -99,7 +102,11 @@ class _CallThroughProxy:
     def start_proxy(self, proto: str) -> ProxyService:
         hosts = (self.host_a, self.host_b) if self.two_legs else (self.host_a,)
         legs = [f"{proto}:[{h}]:0" if ":" in h else f"{proto}:{h}:0" for h in hosts]
-        service = ProxyService(reactor, legs, secret=b"L" * 32)
+        tls = None
+        if proto == "tls":
+            self.certs = make_certificates(tempfile.mkdtemp(prefix="sipproxy-tls-"), tuple(dict.fromkeys(hosts)))
+            tls = TLSOptions(self.certs["cert"], ca_file=self.certs["ca"], verify_peers=True)
+        service = ProxyService(reactor, legs, secret=b"L" * 32, tls=tls)
         service.startService()
         self.addCleanup(service.stopService)
         return service
@@ -112,7 +119,7 @@ class _CallThroughProxy:
         uac, uas, uac_addr, uas_addr = yield self.endpoints(proto, leg_a)
         host_b = f"[{self.host_b}]" if ":" in self.host_b else self.host_b
         host_a = f"[{self.host_a}]" if ":" in self.host_a else self.host_a
-        transport = "" if proto == "udp" else ";transport=tcp"
+        transport = {"udp": "", "tcp": ";transport=tcp", "tls": ";transport=tls"}[proto]
         invite = request(
             uri=f"sip:bob@{host_b}:{uas_addr[1]}{transport}",
             via=f"SIP/2.0/{via_proto} {host_a}:{uac_addr[1]};branch=z9hG4bKloop1",
@@ -172,9 +179,15 @@ class _CallThroughProxy:
             return proto_
 
         factory.buildProtocol = build
-        port_b = reactor.listenTCP(0, factory, interface=self.host_b)
+        if proto == "tls":  # the endpoints use the proxy's certificates: the proxy verifies them
+            options = TLSOptions(self.certs["cert"], ca_file=self.certs["ca"], verify_peers=True)
+            port_b = reactor.listenSSL(0, factory, options.server, interface=self.host_b)
+            uac = yield protocol.ClientCreator(reactor, StreamEndpoint).connectSSL(leg_a.host, leg_a.port,
+                                                                                   options.client)
+        else:
+            port_b = reactor.listenTCP(0, factory, interface=self.host_b)
+            uac = yield protocol.ClientCreator(reactor, StreamEndpoint).connectTCP(leg_a.host, leg_a.port)
         self.addCleanup(port_b.stopListening)
-        uac = yield protocol.ClientCreator(reactor, StreamEndpoint).connectTCP(leg_a.host, leg_a.port)
         self.addCleanup(uac.transport.loseConnection)
         uas = _LazyStream(uas_holder)
         self.addCleanup(uas.close)
@@ -209,6 +222,9 @@ class IPv4CallTests(_CallThroughProxy, TestCase):
 
     def test_tcp_call_between_two_legs(self):
         return self.run_call("tcp")
+
+    def test_tls_call_between_two_legs(self):
+        return self.run_call("tls")
 
 
 class IPv6CallTests(_CallThroughProxy, TestCase):

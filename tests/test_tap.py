@@ -148,7 +148,7 @@ class CommandLineTests(unittest.SynchronousTestCase):
             (["--legs", "0.0.0.0:5060"], "wildcard"),
             (["--legs", "udp:127.0.0.1:99999"], "99999"),
             (["--legs", "udp:127.0.0.1:5070", "--legs", "127.0.0.1:5070"], "given twice"),
-            (["--legs", "tls:127.0.0.1"], "TLS legs are not supported"),
+            (["--legs", "tls:127.0.0.1"], "a TLS leg needs --tls-cert"),
             (["--legs", ""], "legs"),
             (["--domain2proxy", "example.com"], "want DOMAIN=PROXY"),
             (["--domain2proxy", "example.com=sip:"], "--domain2proxy"),
