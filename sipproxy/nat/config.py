@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from sipproxy.cli import number
 from sipproxy.nat.ng import DEFAULT_NG_PORT, parse_ng_address
-from sipproxy.nat.relay import DEFAULT_PORT_RANGE, parse_port_range
+from sipproxy.nat.relay import DEFAULT_PORT_RANGE, DEFAULT_RELAY_BUFFER, parse_port_range
 
 __all__ = ["NAT_FLAGS", "NAT_PARAMETERS", "check_nat_options", "make_nathelper", "make_relay_service",
            "ng_bind_problem"]
@@ -56,6 +56,8 @@ NAT_PARAMETERS = [
      number(int, "rtp-max-sockets", "an integer")],
     ["rtp-max-call-sockets", None, 0, "At most this many relay sockets per call (0: no limit).",
      number(int, "rtp-max-call-sockets", "an integer")],
+    ["rtp-buffer", None, DEFAULT_RELAY_BUFFER, "Receive and send buffer of each relay socket, in bytes "
+                                               "(0: the kernel's default).", number(int, "rtp-buffer", "an integer")],
     ["ng-timeout", None, 3.0, "With --nathelper-ng: give up on an unanswered ng request after this many "
                               "seconds (the call gets 503).",
      number(float, "ng-timeout", "a number of seconds")],
@@ -102,6 +104,8 @@ def check_nat_options(options: Any) -> None:
     for name in ("rtp-idle", "rtp-unused", "rtp-close-delay", "ng-timeout"):
         if not 0 < options[name] < float("inf"):
             raise usage.UsageError(f"--{name} must be a positive number of seconds")
+    if options["rtp-buffer"] < 0:
+        raise usage.UsageError("--rtp-buffer must not be negative")
     for name in ("rtp-max-sockets", "rtp-max-call-sockets"):
         if options[name] < 0:
             raise usage.UsageError(f"--{name} must not be negative")
@@ -119,7 +123,7 @@ def _relay(reactor: Any, options: Any) -> Any:
         reactor, port_range=nat["port_range"], address=nat["address"],
         idle_timeout=options["rtp-idle"], unused_timeout=options["rtp-unused"],
         close_delay=options["rtp-close-delay"], max_sockets=options["rtp-max-sockets"] or None,
-        max_sockets_per_call=options["rtp-max-call-sockets"] or None,
+        max_sockets_per_call=options["rtp-max-call-sockets"] or None, buffer_size=options["rtp-buffer"],
     )
 
 

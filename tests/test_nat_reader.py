@@ -1,0 +1,88 @@
+"""The relay's shared epoll reader, on the real reactor and real sockets."""
+from __future__ import annotations
+
+import select
+import socket
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest, TestCase
+
+from sipproxy.nat.relay import RelayPort, _EpollReader
+from tests.util import wait_until
+
+
+class EpollReaderTests(TestCase):
+    timeout = 10
+
+    def setUp(self) -> None:
+        if not hasattr(select, "epoll"):
+            raise SkipTest("epoll is Linux only; elsewhere the relay uses one Twisted port per socket")
+        self.reader = _EpollReader(reactor)
+        self.addCleanup(self.reader.close)
+
+    def peer(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        self.addCleanup(sock.close)
+        return sock
+
+    def pair(self, a: socket.socket, b: socket.socket) -> tuple[RelayPort, RelayPort]:
+        """Two relay sockets: what A sends to the first goes to B from the
+        second, and back."""
+        ports = []
+        for _ in range(2):
+            port = RelayPort("127.0.0.1", 0)
+            port.listening = self.reader.listen(0, port, "127.0.0.1", 256 * 1024)
+            port.number = port.listening.getHost().port
+            ports.append(port)
+        to_b, to_a = ports
+        to_b.wire(to_a, b.getsockname(), a.getsockname(), None)
+        to_a.wire(to_b, a.getsockname(), b.getsockname(), None)
+        return to_b, to_a
+
+    def test_many_streams_are_forwarded_and_counted(self):
+        streams = []
+        for _ in range(20):
+            a, b = self.peer(), self.peer()
+            streams.append((a, b, *self.pair(a, b)))
+        self.assertIn(self.reader, reactor.getReaders())
+        for a, b, to_b, _ in streams:
+            for n in range(5):
+                a.sendto(b"rtp %d" % n, ("127.0.0.1", to_b.number))
+
+        def all_arrived():
+            return all(port.packets == 5 for _, _, port, _ in streams)
+
+        d = wait_until(all_arrived, timeout=5, what="100 packets through 20 streams")
+
+        def check(_):
+            for a, b, to_b, to_a in streams:
+                got = []
+                while True:
+                    try:
+                        data, addr = b.recvfrom(100)
+                    except BlockingIOError:
+                        break
+                    got.append(data)
+                    self.assertEqual(addr[1], to_a.number)  # symmetric: sent from the partner socket
+                self.assertEqual(got, [b"rtp %d" % n for n in range(5)])
+                self.assertEqual(to_b.source, a.getsockname())
+        return d.addCallback(check)
+
+    def test_the_reactor_stops_watching_when_the_last_socket_closes(self):
+        a, b = self.peer(), self.peer()
+        to_b, to_a = self.pair(a, b)
+        self.assertIn(self.reader, reactor.getReaders())
+        to_b.listening.stopListening()
+        self.assertIn(self.reader, reactor.getReaders())
+        to_a.listening.stopListening()
+        self.assertNotIn(self.reader, reactor.getReaders())
+        self.assertEqual(self.reader.ports, {})
+
+    def test_buffers_are_enlarged(self):
+        port = RelayPort("127.0.0.1", 0)
+        port.listening = self.reader.listen(0, port, "127.0.0.1", 1024 * 1024)
+        self.addCleanup(port.listening.stopListening)
+        size = port.listening.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.assertGreaterEqual(size, 1024 * 1024)  # Linux doubles what was asked
