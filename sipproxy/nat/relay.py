@@ -155,13 +155,14 @@ class _EpollReader:
     logging context) and read each datagram with a second C{recvfrom} that
     fails with EAGAIN; with many streams that framing costs more than the
     forwarding. Here a round reads up to C{burst} datagrams from every
-    ready socket; rounds repeat while sockets are ready, at most C{rounds}
-    times per wake-up, so SIP on the same reactor still gets its turn.
-    Linux only (the relay falls back to one Twisted port per socket).
+    ready socket; rounds repeat while sockets are ready, until C{budget}
+    datagrams were handled in this wake-up, so SIP on the same reactor
+    still gets its turn within a millisecond or so. Linux only (the relay
+    falls back to one Twisted port per socket).
     """
 
-    burst = 16
-    rounds = 32
+    burst = 8
+    budget = 256
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
@@ -181,7 +182,8 @@ class _EpollReader:
         poll = self.epoll.poll
         ports = self.ports
         burst = self.burst
-        for _ in range(self.rounds):
+        left = self.budget
+        while left > 0:
             ready = poll(0)
             if not ready:
                 return
@@ -199,6 +201,7 @@ class _EpollReader:
                     except OSError:  # e.g. an ICMP error reported on the socket
                         break
                     handle(data, addr)
+                    left -= 1
 
     def connectionLost(self, reason: Any) -> None:
         self.close()
