@@ -9,12 +9,24 @@
     L{NgServer}, which puts a L{LocalRelay} behind ng;
   - L{sipproxy.nat.bencode}: the ng protocol's encoding.
 
-Only the names below are imported here; importing this package does not
-import the reactor.
+The names below are imported when first used, so the SIP logic
+(L{sipproxy.nat.sessions}) can be imported without the socket code.
 """
-from sipproxy.nat.ng import NgClient, NgServer, parse_ng_address
-from sipproxy.nat.relay import LocalRelay, parse_port_range
-from sipproxy.nat.sessions import NATSessions, SessionKey
+from __future__ import annotations
 
-__all__ = ["LocalRelay", "NATSessions", "NgClient", "NgServer", "SessionKey", "parse_ng_address",
-           "parse_port_range"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LocalRelay": "sipproxy.nat.relay", "parse_port_range": "sipproxy.nat.relay",
+    "NgClient": "sipproxy.nat.ng", "NgServer": "sipproxy.nat.ng", "parse_ng_address": "sipproxy.nat.ng",
+    "NATSessions": "sipproxy.nat.sessions", "NATError": "sipproxy.nat.sessions", "SessionKey": "sipproxy.nat.sessions",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sipproxy.nat' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
