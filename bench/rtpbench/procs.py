@@ -7,9 +7,7 @@ CPU and memory come from bench/sipbench/procfs.py (per process, from
 """
 from __future__ import annotations
 
-import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -119,17 +117,7 @@ class Child:
         """SIGTERM the root, SIGKILL after grace_s, then any descendant still alive
         (checked by PID and start time)."""
         if self.popen.returncode is None:
-            family = [p for p in map(procfs.process_id, procfs.process_tree(self.pid)) if p is not None]
-            if self.popen.poll() is None:
-                self.popen.send_signal(signal.SIGTERM)
-                try:
-                    self.popen.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait(timeout=grace_s)
-            for orphan in family[1:]:
-                if procfs.is_alive(orphan):
-                    os.kill(orphan.pid, signal.SIGKILL)
+            procfs.terminate(self.popen, procfs.process_tree(self.pid), grace_s)
         if self.popen.stdin is not None:
             try:
                 self.popen.stdin.close()

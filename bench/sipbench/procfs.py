@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -74,6 +76,23 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, ()))
     return tree
+
+
+def terminate(popen: "subprocess.Popen", tree: list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM a process, SIGKILL it after grace_s, then SIGKILL what is
+    left of its descendants (C{tree}: its process tree, root first),
+    checked by PID and start time so no recycled PID is hit."""
+    family = [p for p in map(process_id, tree) if p is not None]
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout=grace_s)
+    for orphan in family[1:]:
+        if is_alive(orphan):
+            os.kill(orphan.pid, signal.SIGKILL)
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,17 +121,7 @@ class ManagedProcess:
         """SIGTERM the root, SIGKILL it after grace_s, then any descendant left."""
         if self.popen is None or self.popen.returncode is not None:
             return
-        family = [p for p in map(procfs.process_id, self.tree()) if p is not None]
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=grace_s)
-        for orphan in family[1:]:
-            if procfs.is_alive(orphan):
-                os.kill(orphan.pid, signal.SIGKILL)
+        procfs.terminate(self.popen, self.tree(), grace_s)
 
 
 def wait_for_sockets(process: ManagedProcess, transport: str, port: int, count: int,
