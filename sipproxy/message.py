@@ -295,6 +295,19 @@ class Via:
         return f"Via({str(self)!r})"
 
 
+_CACHE_LIMIT = 8192
+
+
+def _remember(cache: dict, key: Any, value: Any) -> Any:
+    """Store C{value} in one of the parser's caches and return it; a full
+    cache is emptied first, so what junk traffic puts there cannot grow
+    without end."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 _VIA_CACHE: dict[str, tuple] = {}
 
 
@@ -310,10 +323,7 @@ def parse_via(text: str) -> Via:
     """
     fields = _VIA_CACHE.get(text)
     if fields is None:
-        fields = _parse_via(text)
-        if len(_VIA_CACHE) >= 8192:
-            _VIA_CACHE.clear()
-        _VIA_CACHE[text] = fields
+        fields = _remember(_VIA_CACHE, text, _parse_via(text))
     via = Via.__new__(Via)
     via.protocol, via.transport, via.host, via.port, params = fields
     via.params = list(params)
@@ -619,11 +629,7 @@ class Message:
     def _check(self, i: int, name: str, check: Callable[[list[str], str, "Message"], list[str]]) -> list[str]:
         """Check header line C{i} and remember its text as checked; the
         checked (possibly normalised) values."""
-        values = check(self._decoded(i), name, self)
-        if len(_CHECKED_LINES) >= _CHECKED_LIMIT:
-            _CHECKED_LINES.clear()
-        _CHECKED_LINES[self._raws[i]] = values
-        return values
+        return _remember(_CHECKED_LINES, self._raws[i], check(self._decoded(i), name, self))
 
     def _validate(self) -> None:
         """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
@@ -722,7 +728,6 @@ def _check_name_addr(values: list[str], name: str, message: Message) -> list[str
 _NUMERIC_CHECKS = tuple((name, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS)
 #: Raw header line -> its checked values; bounded (cleared when full).
 _CHECKED_LINES: dict[str, list[str]] = {}
-_CHECKED_LIMIT = 8192
 
 
 class _StartLineField:
@@ -789,10 +794,7 @@ class Request(Message):
             text = self._uri
             uri = _URI_CACHE.get(text)
             if uri is None:
-                uri = parse_uri(text)
-                if len(_URI_CACHE) >= 8192:
-                    _URI_CACHE.clear()
-                _URI_CACHE[text] = uri
+                uri = _remember(_URI_CACHE, text, parse_uri(text))
             self._parsed_uri = uri
         return uri
 
