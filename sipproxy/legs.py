@@ -14,8 +14,9 @@ import socket
 import sys
 from typing import Any, Optional
 
-from twisted.internet import error, protocol
+from twisted.internet import error, protocol, udp
 from twisted.internet.interfaces import IAddress
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -36,6 +37,11 @@ MAX_BODY = 64 * 1024
 #: Default socket buffer size for UDP legs: bursts of several thousand
 #: datagrams must not overflow the kernel queue while the reactor is busy.
 DEFAULT_BUFFER = 4 * 1024 * 1024
+
+#: The largest UDP payload: SIP over UDP may use all of it (RFC 3261 18.1.1
+#: only asks senders to prefer TCP above the path MTU); Twisted's default
+#: of 8192 would cut longer datagrams.
+MAX_DATAGRAM = 65535
 
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
 
@@ -88,19 +94,34 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
         self.buffer_size = buffer_size
         self.reuse_port = reuse_port
         self._port: Any = None
+        self._sendto: Any = None
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sendable: dict[str, bool] = {}
 
     def listen(self, reactor: Any) -> None:
         """Bind the socket (port 0 lets the kernel choose); with
         C{reuse_port}, worker processes share the address."""
+        lean = isinstance(reactor, PosixReactorBase)
         if self.reuse_port:
             sock = _reusable_socket(self.host, self.port, socket.SOCK_DGRAM)
-            self._port = reactor.adoptDatagramPort(sock.fileno(), sock.family, self)
+            if lean:
+                self._port = _SIPDatagramPort._fromListeningDescriptor(
+                    reactor, sock.fileno(), sock.family, self, maxPacketSize=MAX_DATAGRAM)
+                self._port.startListening()
+            else:
+                self._port = reactor.adoptDatagramPort(sock.fileno(), sock.family, self, MAX_DATAGRAM)
             sock.close()  # the reactor holds its own duplicate
+        elif lean:
+            self._port = _SIPDatagramPort(self.port, self, self.host, MAX_DATAGRAM, reactor)
+            self._port.startListening()
         else:
-            self._port = reactor.listenUDP(self.port, self, interface=self.host)
+            self._port = reactor.listenUDP(self.port, self, interface=self.host, maxPacketSize=MAX_DATAGRAM)
         self._set_address(self.host, self._port.getHost().port)
         if self.buffer_size:
             _size_buffers(self._port.socket, self.buffer_size, self.key)
+        self._family = self._port.socket.family
+        self._sendto = self._port.socket.sendto if lean else None
+        self._sendable = {}
 
     def stop(self) -> Any:
         if self._port is not None:
@@ -111,17 +132,76 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         if len(data) < 13:
             return
-        self.dispatcher.message_received(data, self, (addr[0], addr[1]))
+        self.dispatcher.message_received(data, self, addr)
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
-        transport = self.transport
-        if transport is None:
+        sendto = self._sendto
+        if self._port is None or self.transport is None:
             log.warn("leg {leg} is closed; dropped {size} octets to {dst}", leg=self.key, size=len(data), dst=addr)
             return
+        if sendto is None:
+            self._send_through_transport(data, addr)
+            return
+        if addr[0] not in self._sendable and not self._can_send_to(addr[0]):
+            log.warn("leg {leg}: not an address of its family, dropped {size} octets to {dst}",
+                     leg=self.key, size=len(data), dst=addr)
+            return
         try:
-            transport.write(data, addr)
-        except OSError as e:
+            sendto(data, addr)
+        except OSError as e:  # a full send buffer, a message too long, an unreachable network
             log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+
+    def _can_send_to(self, host: str) -> bool:
+        """True for an IP address of the socket's family: the socket is
+        used directly, and a host name would block on a DNS lookup."""
+        try:
+            socket.inet_pton(self._family, host)
+        except (OSError, ValueError):
+            return False
+        if len(self._sendable) >= 4096:
+            self._sendable.clear()
+        self._sendable[host] = True
+        return True
+
+    def _send_through_transport(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Sending on reactors that are not posix: Twisted's C{write}."""
+        try:
+            self.transport.write(data, addr)
+        except (OSError, error.InvalidAddressError, error.MessageLengthError) as e:
+            log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+
+
+class _SIPDatagramPort(udp.Port):
+    """Twisted's UDP port with a shorter path per datagram, for SIP legs.
+
+    It reads at most C{burst} datagrams per wake-up, so one busy leg leaves
+    the reactor to the others, and catches only what a non-blocking read
+    raises; the leg sends through the socket directly, having checked each
+    destination address once (Twisted's C{write} re-checks it per
+    datagram). Used on posix reactors; others get Twisted's own port."""
+
+    burst = 128
+
+    def doRead(self) -> None:
+        receive = self.socket.recvfrom
+        size = self.maxPacketSize
+        handle = self.protocol.datagramReceived
+        v6 = self.addressFamily == socket.AF_INET6
+        for _ in range(self.burst):
+            try:
+                data, addr = receive(size)
+            except BlockingIOError:
+                return
+            except OSError as e:  # ICMP errors of earlier sends surface here: not fatal
+                log.debug("leg {leg}: receive failed: {error}", leg=self.protocol.key, error=e)
+                return
+            if v6:
+                addr = addr[:2]
+            try:
+                handle(data, addr)
+            except Exception:
+                log.failure("leg {leg}: handling a datagram from {source} failed", leg=self.protocol.key,
+                            source=addr)
 
 
 #: Linux's SO_RCVBUFFORCE and SO_SNDBUFFORCE (not in the socket module):

@@ -277,6 +277,53 @@ class UDPLegTestsMixin:
         self.assertEqual(got, data)
         self.assertEqual(source, (leg.host, leg.port))
 
+    @inlineCallbacks
+    def test_datagram_over_8k_arrives_whole(self) -> Any:
+        # SIP over UDP may fill a datagram (Twisted's default port cuts at 8192)
+        leg, dispatcher, recorder = self.make_leg()
+        peer = self.make_peer()
+        body = b"x" * 20000
+        big = request_bytes(self.host, peer.address[1], "big-1", body=body, proto="UDP")
+        self.send(peer, leg, big)
+        ((packet, _, _),) = yield recorder.wait(1)
+        self.assertEqual(dispatcher.raw, [big])
+        self.assertEqual(packet.body, body)
+
+    @inlineCallbacks
+    def test_burst_of_datagrams_all_handled(self) -> Any:
+        # more than one wake-up's worth of reads: the rest come on the next
+        leg, _, recorder = self.make_leg()
+        peer = self.make_peer()
+        count = 300
+        for n in range(count):
+            self.send(peer, leg, sip_options(self.host, leg.port, peer.address[1], call_id=f"burst-{n}"))
+        items = yield recorder.wait(count)
+        self.assertEqual([packet.call_id for packet, _, _ in items], [f"burst-{n}" for n in range(count)])
+
+    @inlineCallbacks
+    def test_send_to_host_name_refused_with_log(self) -> Any:
+        # the socket is used directly: a name would mean a blocking DNS lookup
+        leg, _, _ = self.make_leg()
+        peer = self.make_peer()
+        logs = LogCapture(self)
+        leg.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", ("localhost", peer.address[1]))
+        other_family = "127.0.0.1" if ":" in self.host else "::1"
+        leg.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", (other_family, peer.address[1]))
+        self.assertEqual(len(logs.items), 2, logs.items)
+        self.assertIn("not an address of its family", logs.items[0])
+        leg.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", peer.address)  # still sends
+        ((got, _),) = yield peer.datagrams.wait(1)
+        self.assertTrue(got.startswith(b"SIP/2.0 200 OK"))
+
+    def test_send_after_stop_logged(self) -> Any:
+        leg, _, _ = self.make_leg()
+        logs = LogCapture(self)
+        d = leg.stop()
+        leg.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", (self.host, 9))
+        self.assertEqual(len(logs.items), 1)
+        self.assertIn("is closed", logs.items[0])
+        return d
+
     def test_socket_buffers_enlarged(self) -> None:
         size = 2 * 1024 * 1024
         leg, _, _ = self.make_leg(buffer_size=size)
