@@ -52,7 +52,7 @@ class BranchMaker:
             request.call_id,
             request.get("from") or "",
             cseq.partition(" ")[0],
-            ",".join(request.get_all("route")),
+            ",".join(request.get_all("route")) if "route" in request._names else "",
         )[:_LOOP_HEX]
 
     @staticmethod
@@ -61,8 +61,10 @@ class BranchMaker:
         when RFC 3261 compliant, else the fields RFC 3261 17.2.3 falls back
         on (without the To tag, which the ACK of a non-2xx adds)."""
         via = request.top_via()
-        if via is not None and via.rfc3261_branch:
-            return _md5(via.branch or "", via.sent_by)[:_TXN_HEX]
+        if via is not None:
+            branch = via.branch
+            if branch and len(branch) > len(MAGIC_COOKIE) and branch.startswith(MAGIC_COOKIE):
+                return _md5(branch, via.sent_by)[:_TXN_HEX]
         cseq = request.get("cseq") or ""
         return _md5(
             request.get("via") or "",

@@ -358,8 +358,15 @@ class Dispatcher:
     def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
         """True if host:port is one of our legs (without a port: the
         default port of the leg's transport)."""
-        host = host.strip("[]")
+        if host[:1] == "[":
+            host = host.strip("[]")
         if port is None:
             return any(leg.port == _DEFAULT_PORTS[leg.proto] and (proto is None or proto == leg.proto)
                        for leg in self.legs_at(host, 5060) + self.legs_at(host, 5061))
-        return any(proto is None or proto == leg.proto for leg in self.legs_at(host, port))
+        legs = self._by_address.get((host, port))
+        if legs is None:
+            legs = self.legs_at(host, port)
+        for leg in legs:
+            if proto is None or proto == leg.proto:
+                return True
+        return False

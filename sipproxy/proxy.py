@@ -173,7 +173,10 @@ class StatelessProxy:
         """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
         request's means it came back unchanged (a loop, not a spiral)."""
         prefix = self.branches.prefix
-        if not any(prefix in raw for name, raw in zip(request._names, request._raws) if name == "via"):
+        for name, raw in zip(request._names, request._raws):
+            if name == "via" and prefix in raw:
+                break
+        else:
             return False
         for value in request.get_all("via"):
             if prefix in value:
@@ -233,7 +236,7 @@ class StatelessProxy:
         if mf is None:
             request.add("max-forwards", "70")
         else:
-            request.replace_first("max-forwards", str(int(mf) - 1))
+            request.replace_first("max-forwards", _DECREMENTED.get(mf) or str(int(mf) - 1))
         if request.method != "REGISTER" and "tag=" not in (request.get("to") or ""):
             request.insert_line("record-route", *_record_route(in_leg))
             if out_leg is not in_leg:
@@ -352,7 +355,9 @@ class StatelessProxy:
         except NATError as e:
             self._nat_failed(e, packet, in_leg, addr)
             return
-        if isinstance(result, Deferred):
+        if result is None:
+            self.dispatcher.send(packet, out_leg, dst)
+        elif isinstance(result, Deferred):
             result.addCallbacks(lambda _: self.dispatcher.send(packet, out_leg, dst),
                                 lambda f: self._nat_failed(f.value, packet, in_leg, addr)
                                 if f.check(NATError) else log.failure("NAT handling failed", f))
@@ -388,6 +393,10 @@ def _record_route(leg: Any) -> tuple[str, str]:
         value = f"<{leg.contact};lr>"
         line = leg._record_route = (f"Record-Route: {value}", value)
     return line
+
+
+#: Max-Forwards values as text, to the text one lower: the usual ones.
+_DECREMENTED = {str(n): str(n - 1) for n in range(1, 256)}
 
 
 def _route_proto(uri: URI) -> str:

@@ -178,16 +178,33 @@ def response_hop(via: Via) -> Hop:
     """Where a response goes: the Via's C{maddr}, else C{received}, else its
     sent-by host; C{rport} with a value, else the sent-by port, else the
     default port (RFC 3261 18.2.2, RFC 3581 4)."""
-    proto = via.transport.lower()
-    if proto not in _TRANSPORTS:
-        raise RoutingError(503, f"transport {via.transport} is not supported")
-    maddr = via.param("maddr")
-    received = via.param("received")
-    host = (maddr or received or via.host).strip("[]")
+    proto = _PROTO_OF.get(via.transport)
+    if proto is None:
+        proto = via.transport.lower()
+        if proto not in _TRANSPORTS:
+            raise RoutingError(503, f"transport {via.transport} is not supported")
+    maddr = received = rport = None
+    for name, value in via.params:  # one pass: these are rare beside branch
+        name = _HOP_PARAMS.get(name) or _HOP_PARAMS.get(name.lower())
+        if name is None:
+            continue
+        value = value or ""
+        if name == "maddr":
+            maddr = maddr if maddr is not None else value
+        elif name == "received":
+            received = received if received is not None else value
+        elif rport is None:
+            rport = value
+    host = maddr or received or via.host
+    if host[:1] == "[":
+        host = host.strip("[]")
     port = via.port
-    rport = via.param("rport")
     if rport and not maddr:
         if not rport.isdigit() or int(rport) > 65535:
             raise RoutingError(400, f"bad rport {rport!r}")
         port = int(rport)
     return Hop(proto, host, port)
+
+
+_PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
+_HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}
