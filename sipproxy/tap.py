@@ -7,6 +7,7 @@ line and exits with status 1. No traceback either way.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import socket
 import sys
@@ -332,7 +333,18 @@ def makeService(options: Any) -> Any:
         from sipproxy.stores import StoreService
 
         StoreService(store).setServiceParent(service)
+    _settle_heap()
     return service
+
+
+def _settle_heap() -> None:
+    """Collect once, then hide what startup made (Twisted, the crypto
+    libraries, the configuration: some 40,000 objects that live as long as
+    the process) from the cyclic garbage collector. Its full passes then
+    scan only what traffic made, instead of pausing the proxy for about
+    15 ms every few thousand calls."""
+    gc.collect()
+    gc.freeze()
 
 
 def _tls_options(options: Any) -> Any:
