@@ -40,7 +40,8 @@ def stamp_via(request: Request, source: tuple[str, int]) -> None:
     if via is None:
         return
     host, port = source
-    wants_rport = via.param("rport") == ""
+    text = str(via)
+    wants_rport = ("rport" in text or "rport" in text.lower()) and via.param("rport") == ""
     if not wants_rport and _same_host(via.host, host):
         return
     if wants_rport:

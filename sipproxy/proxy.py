@@ -173,11 +173,16 @@ class StatelessProxy:
         """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
         request's means it came back unchanged (a loop, not a spiral)."""
         prefix = self.branches.prefix
-        for name, raw in zip(request._names, request._raws):
-            if name == "via" and prefix in raw:
-                break
+        names = request._names
+        if names.count("via") == 1:  # usual: one Via line, from the sender
+            if prefix not in request._raws[names.index("via")]:
+                return False
         else:
-            return False
+            for name, raw in zip(names, request._raws):
+                if name == "via" and prefix in raw:
+                    break
+            else:
+                return False
         for value in request.get_all("via"):
             if prefix in value:
                 try:
