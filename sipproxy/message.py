@@ -8,11 +8,18 @@ rest, and forwards every header it did not change byte for byte.
 What is checked at parse time is what a proxy must refuse before acting
 (RFC 4475 3.1.2): the start line, the headers that identify the transaction
 (Via, From, To, Call-ID, CSeq), the numeric headers and Content-Length.
+
+The parser runs for every datagram, so the usual message takes a short
+way: one pass over the header lines looks up names already seen in the
+same spelling, the layout of the lines (their names, in order) is
+remembered, and one regex match vouches for CSeq, Call-ID, From, To and the
+top Via as most messages spell them. What it does not vouch for is checked
+header by header, with the same outcome.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
 
 from sipproxy.uri import (
     URI,
@@ -68,6 +75,7 @@ _NUMERIC_LIMITS = (
     ("min-expires", 2**32 - 1),
 )
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET = frozenset(_REQUIRED)
 
 #: How new headers are spelled when we write them.
 _CANONICAL_LABELS = {
@@ -219,7 +227,12 @@ def _decode_line(name: str, raw: str) -> list[str]:
     text = raw.partition(":")[2]
     if "\n" in text:
         text = _FOLD_RE.sub(" ", text)
-    value = text.strip()
+    return _split_value(name, text.strip())
+
+
+def _split_value(name: str, value: str) -> list[str]:
+    """The values of a stripped header value: one, or for a list header
+    its comma-separated elements (none for an empty one)."""
     if name in LIST_HEADERS:
         if "," not in value:
             return [value] if value else []
@@ -234,9 +247,13 @@ def _label_of(raw: str) -> str:
 # -- Via -------------------------------------------------------------------
 class Via:
     """One Via value (RFC 3261 20.42): protocol, transport, sent-by and
-    parameters in their order."""
+    parameters in their order.
 
-    __slots__ = ("protocol", "transport", "host", "port", "params", "_text")
+    A parsed Via splits its parameters only when they are first read: the
+    parser has already checked them, and most Vias a proxy passes on are
+    never looked into."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "_params", "_ptext", "_text")
 
     def __init__(
         self,
@@ -250,8 +267,21 @@ class Via:
         self.transport = transport.upper()
         self.host = host
         self.port = port
-        self.params = params if params is not None else []
+        self._params = params if params is not None else []
+        self._ptext = ""
         self._text: Optional[str] = None
+
+    @property
+    def params(self) -> list[tuple[str, Optional[str]]]:
+        """(name, value) of each parameter, value None for a flag."""
+        params = self._params
+        if params is None:
+            params = self._params = _split_via_params(self._ptext)
+        return params
+
+    @params.setter
+    def params(self, params: list[tuple[str, Optional[str]]]) -> None:
+        self._params = params
 
     def param(self, name: str) -> Optional[str]:
         """Value of a parameter (any case), C{""} for a flag, None if
@@ -264,16 +294,21 @@ class Via:
 
     def set_param(self, name: str, value: Optional[str]) -> None:
         name = name.lower()
-        for i, (n, _) in enumerate(self.params):
+        params = self.params
+        for i, (n, _) in enumerate(params):
             if n.lower() == name:
-                self.params[i] = (n, value)
+                params[i] = (n, value)
                 break
         else:
-            self.params.append((name, value))
+            params.append((name, value))
         self._text = None
 
     @property
     def branch(self) -> Optional[str]:
+        text = self._ptext
+        if text.startswith(";branch=") and self._params is None:
+            # where branch usually is, first: read without splitting
+            return text[8:].partition(";")[0]
         return self.param("branch")
 
     @property
@@ -295,6 +330,18 @@ class Via:
         return f"Via({str(self)!r})"
 
 
+def _split_via_params(text: str) -> list[tuple[str, Optional[str]]]:
+    """The parameters of C{;name=value;flag}, already checked by
+    L{_SIMPLE_VIA_RE}."""
+    params: list[tuple[str, Optional[str]]] = []
+    if not text:
+        return params
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params.append((name, value if eq else None))
+    return params
+
+
 _CACHE_LIMIT = 8192
 
 
@@ -308,7 +355,9 @@ def _remember(cache: dict, key: Any, value: Any) -> Any:
     return value
 
 
-_VIA_CACHE: dict[str, tuple] = {}
+#: Via text -> the Via parsed from it, kept as a template (never handed
+#: out: L{parse_via} gives copies).
+_VIA_CACHE: dict[str, Via] = {}
 
 
 def parse_via(text: str) -> Via:
@@ -321,49 +370,85 @@ def parse_via(text: str) -> Via:
     @raise ParseError: when it does not follow the grammar, or has an empty
         or malformed parameter.
     """
-    fields = _VIA_CACHE.get(text)
-    if fields is None:
-        fields = _remember(_VIA_CACHE, text, _parse_via(text))
+    template = _VIA_CACHE.get(text)
+    if template is None:
+        template = _remember(_VIA_CACHE, text, _parse_via(text))
     via = Via.__new__(Via)
-    via.protocol, via.transport, via.host, via.port, params = fields
-    via.params = list(params)
+    via.protocol = template.protocol
+    via.transport = template.transport
+    via.host = template.host
+    via.port = template.port
+    via._params = None if template._params is None else list(template._params)
+    via._ptext = template._ptext
     via._text = text
     return via
 
 
-_TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]+"
-#: The usual spelling, no LWS, no quotes, every parameter a token with an
-#: optional plain value: one match checks it all.
-_SIMPLE_VIA_RE = re.compile(
-    rf"SIP/2\.0/({_TOKEN}) ([A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?"
-    rf"((?:;{_TOKEN}(?:=[^;\s\",]*)?)*)\Z"
-)
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]++"
 
 
-def _parse_via(text: str) -> tuple:
-    """(protocol, transport, host, port, params) of one Via value."""
+def _via_pattern(value: str) -> str:
+    """The usual spelling of a Via, values of parameters made of C{value}
+    characters: no LWS, no quotes, every parameter a token. Quantifiers
+    are possessive (C{++}): each class excludes what may follow it, so
+    giving characters back could never make a match, and not trying saves
+    work."""
+    return (
+        rf"SIP/2\.0/({_TOKEN}) ([A-Za-z0-9_.\-]++|\[[0-9A-Fa-f:.]++\])(?::([0-9]{{1,5}}+))?+"
+        rf"((?:;{_TOKEN}(?:={value}*+)?+)*+)"
+    )
+
+
+_VIA_VALUE = r'[^;\s",]'
+#: One match checks a usual Via.
+_SIMPLE_VIA_RE = re.compile(_via_pattern(_VIA_VALUE) + r"\Z")
+
+
+def _parse_via(text: str) -> Via:
+    """Parse one Via value; a usual one keeps its parameters as text, to be
+    split when read."""
     m = _SIMPLE_VIA_RE.match(text)
     if m is not None:
-        transport, host, port, params = m.groups()
-        parsed = [(name, value if eq else None)
-                  for name, eq, value in (item.partition("=") for item in params[1:].split(";"))] if params else []
-        protocol = "SIP/2.0"
-    else:
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise ParseError(f"malformed Via {text[:80]!r}")
-        name, version, transport, host, port, params = m.groups()
-        try:
-            parsed = parse_params(params) if params else []
-        except URIError as e:
-            raise ParseError(f"malformed Via parameters ({e})") from None
-        protocol = f"{name.upper()}/{version}"
+        return _via_of(text, *m.groups())
+    m = _VIA_RE.match(text)
+    if m is None:
+        raise ParseError(f"malformed Via {text[:80]!r}")
+    name, version, transport, host, port, ptext = m.groups()
+    try:
+        params = parse_params(ptext) if ptext else []
+    except URIError as e:
+        raise ParseError(f"malformed Via parameters ({e})") from None
+    return _via_of(text, transport, host, port, ptext, f"{name.upper()}/{version}", params)
+
+
+def _via_of(
+    text: str,
+    transport: str,
+    host: str,
+    port: Optional[str],
+    ptext: Optional[str],
+    protocol: str = "SIP/2.0",
+    params: Optional[list[tuple[str, Optional[str]]]] = None,
+) -> Via:
+    """A L{Via} from the parts a Via regex matched in C{text}; C{params}
+    None leaves C{ptext} to be split when read."""
     if host[0] == "[":
         host = host[1:-1]
-    port_number = int(port) if port else None
-    if port_number is not None and port_number > 65535:
-        raise ParseError(f"bad port in Via {text[:80]!r}")
-    return protocol, transport.upper(), host, port_number, tuple(parsed)
+    if port:
+        port_number: Optional[int] = int(port)
+        if port_number > 65535:  # type: ignore[operator]
+            raise ParseError(f"bad port in Via {text[:80]!r}")
+    else:
+        port_number = None
+    via = Via.__new__(Via)
+    via.protocol = protocol
+    via.transport = transport.upper()
+    via.host = host
+    via.port = port_number
+    via._params = params
+    via._ptext = ptext or ""
+    via._text = text
+    return via
 
 
 # -- messages ----------------------------------------------------------------
@@ -378,7 +463,7 @@ class Message:
     C{Via: a, b} gives two values).
     """
 
-    __slots__ = ("_names", "_raws", "_values", "body", "_via")
+    __slots__ = ("_names", "_raws", "_values", "body", "_via", "_start")
 
     def __init__(self) -> None:
         self._names: list[str] = []
@@ -386,6 +471,7 @@ class Message:
         self._values: list[Optional[list[str]]] = []
         self.body = b""
         self._via: Optional[Via] = None
+        self._start: Optional[str] = None  # the start line as sent, None to render
 
     # reading ------------------------------------------------------------
     def _decoded(self, i: int) -> list[str]:
@@ -609,14 +695,18 @@ class Message:
     def __bytes__(self) -> bytes:
         names = self._names
         body = self.body
-        if "content-length" not in names:
+        try:
+            i = names.index("content-length")
+        except ValueError:
             self.add("content-length", str(len(body)))
         else:
-            i = names.index("content-length")
-            values = self._decoded(i)
+            values = self._values[i]
+            if values is None:
+                values = self._decoded(i)
             if names.count("content-length") > 1 or not values or int(values[0]) != len(body):
                 self.set("content-length", str(len(body)))
-        return "\r\n".join([self._start_line(), *self._raws, "", ""]).encode(_ENC, _ERRORS) + body
+        head = "\r\n".join([self._start or self._start_line(), *self._raws, "", ""]).encode(_ENC, _ERRORS)
+        return head + body if body else head
 
     def _copy_into(self, other: "Message") -> None:
         other._names = list(self._names)
@@ -626,54 +716,102 @@ class Message:
         other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
-    def _check(self, i: int, name: str, check: Callable[[list[str], str, "Message"], list[str]]) -> list[str]:
-        """Check header line C{i} and remember its text as checked; the
-        checked (possibly normalised) values."""
-        return _remember(_CHECKED_LINES, self._raws[i], check(self._decoded(i), name, self))
-
-    def _validate(self) -> None:
+    def _validate(self, texts: list[str], layout: _Layout) -> None:
         """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
 
-        A header line that passed its check before is not checked again:
-        its bytes map to its checked values (the From, To and Call-ID of a
-        dialog come back in every message of it)."""
-        names = self._names
-        try:
-            i_from = names.index("from")
-            i_to = names.index("to")
-            i_call_id = names.index("call-id")
-            i_cseq = names.index("cseq")
-            if "via" not in names:
-                raise ValueError
-        except ValueError:
-            missing = next(name for name in _REQUIRED if name not in names)
-            raise ParseError(f"missing {_label(missing)} header", message=self) from None
-        for name in SINGLETONS:
-            if names.count(name) > 1:
-                values = {" ".join(v.split()) for v in self.get_all(name)}
-                if len(values) > 1:
-                    raise ParseError(f"conflicting {_label(name)} values", message=self)
-        raws = self._raws
+        Called by L{parse} with the text after the colon of each header
+        line, unfolded, and the layout of the lines; decodes
+        the values it checks. One match of L{_USUAL_RE} vouches for CSeq,
+        Call-ID, From, To and the top Via as most messages spell them;
+        anything else is checked field by field (L{_check_fields}), which
+        refuses it or normalises it."""
+        i_via, i_cseq, i_call_id, i_from, i_to, _, i_hops, expires, repeated, missing = layout
+        if missing is not None:
+            raise ParseError(f"missing {_label(missing)} header", message=self)
+        if repeated:
+            self._check_singletons()
         values = self._values
-        known = _CHECKED_LINES.get  # a line seen before is not checked again
-        values[i_cseq] = known(raws[i_cseq]) or self._check(i_cseq, "cseq", _check_cseq)
-        for name, check in _NUMERIC_CHECKS:
+        cseq = texts[i_cseq].strip()
+        call_id = texts[i_call_id].strip()
+        from_ = texts[i_from].strip()
+        to = texts[i_to].strip()
+        top = texts[i_via].strip()
+        values[i_cseq] = [cseq]
+        values[i_call_id] = [call_id]
+        values[i_from] = [from_]
+        values[i_to] = [to]
+        values[i_via] = [top] if top and "," not in top else _split_value("via", top)
+        # a first Via line with no value or several does not match
+        usual = _USUAL_RE.match(f"{cseq}\n{call_id}\n{from_}\n{to}\n{top}")
+        if usual is None:
+            self._check_fields()
+            return
+        unusual = expires or len(self.body) > _MAX_CONTENT_LENGTH
+        if i_hops >= 0:
+            hops = texts[i_hops].strip()
+            values[i_hops] = [hops]
+            unusual = unusual or hops not in _HOP_COUNTS
+        if unusual:
+            self._check_numbers()
+        method, transport, host, port, ptext = usual.groups()
+        if isinstance(self, Request) and method != self._method:
+            raise ParseError(f"CSeq method {method} does not match request method {self._method}",
+                             message=self)
+        try:
+            self._via = _via_of(top, transport, host, port, ptext)
+        except ParseError as e:
+            e.message = self
+            raise
+
+    def _check_numbers(self) -> None:
+        """Refuse a numeric header out of its range. The Content-Length
+        that parse() read is in range unless the body is 2 GiB or more."""
+        names = self._names
+        for name, limit, check in _NUMERIC_CHECKS:
             if name in names:
-                i = names.index(name)
-                values[i] = known(raws[i]) or self._check(i, name, check)
-        values[i_call_id] = known(raws[i_call_id]) or self._check(i_call_id, "call-id", _check_call_id)
-        values[i_from] = known(raws[i_from]) or self._check(i_from, "from", _check_name_addr)
-        values[i_to] = known(raws[i_to]) or self._check(i_to, "to", _check_name_addr)
-        if isinstance(self, Request):
-            method = self._values[i_cseq][0].partition(" ")[2]  # type: ignore[index]
-            if method != self._method:
-                raise ParseError(f"CSeq method {method} does not match request method {self._method}",
-                                 message=self)
+                values = self._decoded(names.index(name))
+                value = values[0]
+                if not (value in _HOP_COUNTS or value.isdigit() and value.isascii() and len(value) < 10
+                        and int(value) <= limit):
+                    check(values, name, self)
+
+    def _check_fields(self) -> None:
+        """The checks of L{_validate} one header at a time, in the order
+        that picks the reason a message is refused with (RFC 4475 3.1.2.4
+        answers "due to the CSeq error" when Max-Forwards and Expires are
+        off too). A From or To line that passed is remembered: it comes
+        back in every message of its dialog."""
+        names = self._names
+        values = self._values
+        i = names.index("cseq")
+        values[i] = _check_cseq(values[i], "cseq", self)  # type: ignore[arg-type]
+        method = values[i][0].partition(" ")[2]  # type: ignore[index]
+        self._check_numbers()
+        i = names.index("call-id")
+        _check_call_id(values[i], "call-id", self)  # type: ignore[arg-type]
+        for name in ("from", "to"):
+            i = names.index(name)
+            raw = self._raws[i]
+            if raw not in _CHECKED_LINES:
+                _remember(_CHECKED_LINES, raw, _check_name_addr(values[i], name, self))  # type: ignore[arg-type]
+        if isinstance(self, Request) and method != self._method:
+            raise ParseError(f"CSeq method {method} does not match request method {self._method}",
+                             message=self)
         try:
             self.top_via()
         except ParseError as e:
             e.message = self
             raise
+
+    def _check_singletons(self) -> None:
+        """Refuse a header that may appear once but comes with different
+        values (LWS aside)."""
+        names = self._names
+        for name in SINGLETONS:
+            if names.count(name) > 1:
+                values = {" ".join(v.split()) for v in self.get_all(name)}
+                if len(values) > 1:
+                    raise ParseError(f"conflicting {_label(name)} values", message=self)
 
 
 def _check_cseq(values: list[str], name: str, message: Message) -> list[str]:
@@ -725,9 +863,51 @@ def _check_name_addr(values: list[str], name: str, message: Message) -> list[str
 
 #: Numeric headers parse() checks, after CSeq: RFC 4475 3.1.2.4 answers 400
 #: "due to the CSeq error" when Max-Forwards and Expires are off too.
-_NUMERIC_CHECKS = tuple((name, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS)
-#: Raw header line -> its checked values; bounded (cleared when full).
+_NUMERIC_CHECKS = tuple((name, limit, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS)
+_MAX_CONTENT_LENGTH = _NUMERIC_LIMITS[0][1]
+_EXPIRES = frozenset(("expires", "min-expires"))
+#: Max-Forwards values as usually spelled (no leading zero).
+_HOP_COUNTS = frozenset(str(n) for n in range(256))
+#: Raw From or To line -> its checked values, for lines the usual shape
+#: (L{_USUAL_RE}) does not cover; bounded (cleared when full).
 _CHECKED_LINES: dict[str, list[str]] = {}
+
+
+def _latin1(char_class: str) -> str:
+    """The latin-1 characters of a regex character class, as a class the
+    regex engine tests with one lookup (a negated class, or one with
+    C{\\s}, is tested item by item, several times slower). Narrower than
+    the original: fit for a fast path that leaves what it misses to the
+    exact check."""
+    runs: list[list[str]] = []  # [first, last] of each run of consecutive characters
+    for ch in map(chr, range(256)):
+        if re.fullmatch(char_class, ch):
+            if runs and ord(runs[-1][-1]) == ord(ch) - 1:
+                runs[-1][1:] = [ch]
+            else:
+                runs.append([ch])
+    return "[" + "".join("-".join(map(re.escape, run)) for run in runs) + "]"
+
+
+_CALLID = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]++"
+_TEXT = _latin1(r'[^"<>\n]')
+_QUOTED_TEXT = _latin1(r'[^"\\\n]')
+_QUOTED_NO_LF = rf'"{_QUOTED_TEXT}*+(?:\\[^\n]{_QUOTED_TEXT}*+)*+"'
+#: A latin-1 From or To that L{_NAME_ADDR_SHAPE} accepts, with its colon
+#: inside the brackets: C{"Alice" <sip:alice@example.com>;tag=1}.
+_URI_TEXT = _latin1(r'[^"<>:\n]')
+_USUAL_NAME_ADDR = (
+    rf"(?:{_QUOTED_NO_LF})?+{_TEXT}*+<{_URI_TEXT}*+:{_TEXT}*+>{_TEXT}*+"
+    rf"(?:{_QUOTED_NO_LF}{_TEXT}*+)*+"
+)
+#: The usual spelling of the five values parse() must check, joined by LF
+#: (no decoded value holds one): CSeq (its number without leading zero or
+#: more than 9 digits), Call-ID, From, To and the top Via. One match does
+#: the work of five, and gives the CSeq method and the parts of the Via.
+_USUAL_RE = re.compile(
+    rf"[1-9][0-9]{{0,8}}+ ({_TOKEN})\n{_CALLID}(?:@{_CALLID})?+\n"
+    rf"{_USUAL_NAME_ADDR}\n{_USUAL_NAME_ADDR}\n{_via_pattern(_latin1(_VIA_VALUE))}\Z"
+)
 
 
 class _StartLineField:
@@ -750,7 +930,7 @@ class Request(Message):
     """A SIP request. Changing C{method}, C{uri} or C{version} changes the
     request line that is sent."""
 
-    __slots__ = ("_method", "_uri", "_version", "_start", "_parsed_uri")
+    __slots__ = ("_method", "_uri", "_version", "_parsed_uri")
 
     method = _StartLineField()
     version = _StartLineField()
@@ -860,7 +1040,7 @@ class Response(Message):
     """A SIP response. Changing C{code}, C{reason} or C{version} changes
     the status line that is sent."""
 
-    __slots__ = ("_code", "_reason", "_version", "_start")
+    __slots__ = ("_code", "_reason", "_version")
 
     code = _StartLineField()
     reason = _StartLineField()
@@ -910,6 +1090,10 @@ class Response(Message):
 
 
 # -- parsing -------------------------------------------------------------------
+#: "SIP/" in every case: how a status line starts.
+_SIP_SLASH = frozenset(a + b + c + "/" for a in "Ss" for b in "Ii" for c in "Pp")
+
+
 def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     """Parse one SIP message.
 
@@ -939,14 +1123,13 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
         else:
             raise ParseError("no end of headers (missing empty line)")
     text = head.decode(_ENC, _ERRORS)  # once for the whole block; any octet survives
-    if head.count(b"\r\n") == head.count(b"\n"):
-        lines = text.split("\r\n")
-    else:  # bare LF line ends, all or some: read them, write CRLF
+    lines = text.split("\r\n")
+    if len(lines) != text.count("\n") + 1:  # bare LF line ends, all or some: read them, write CRLF
         lines = text.replace("\r\n", "\n").split("\n")
     start = lines[0]
     message: Message
     start_error: Optional[ParseError] = None
-    if start[:4].upper() == "SIP/":
+    if start[:4] in _SIP_SLASH:
         message = _parse_status_line(start)
     else:
         try:
@@ -959,33 +1142,29 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
                 raise
             message, start_error = partial, e
     del lines[0]
-    if b"\n " in head or b"\n\t" in head:
-        lines = _join_folded(lines, message)
-    cache = _NAME_CACHE
-    names = [cache.get(line.partition(":")[0]) for line in lines]
-    if None in names:
-        for i, name in enumerate(names):
-            if name is None:
-                line = lines[i]
-                if ":" not in line:
-                    raise ParseError(f"header line without colon: {line[:40]!r}", message=message)
-                try:
-                    names[i] = _learn_name(line.partition(":")[0])
-                except ParseError as e:
-                    e.message = message
-                    raise
-    message._names = names  # type: ignore[assignment]
+    split = _split_headers(lines)
+    if split is None:
+        lines, split = _split_headers_slowly(lines, message)
+    names, texts = split
+    values: list[Optional[list[str]]] = [None] * len(names)  # decoded when read
+    message._names = names
     message._raws = lines
-    message._values = [None] * len(lines)
+    message._values = values
     if start_error is not None:
         start_error.message = message
         raise start_error
-    if message.version != "SIP/2.0":  # a request of another SIP version: 505, addressable
-        raise ParseError(f"unsupported SIP version {message.version}", status=505, message=message)
-    if "content-length" in names:
-        i = names.index("content-length")
-        checked = _CHECKED_LINES.get(lines[i])
-        length_text = checked[0] if checked else message._decoded(i)[0]
+    if message._version != "SIP/2.0":  # a request of another SIP version: 505, addressable
+        raise ParseError(f"unsupported SIP version {message._version}", status=505, message=message)
+    key = tuple(names)
+    layout = _LAYOUTS.get(key) or _learn_layout(key, names)
+    i = layout.length
+    if i < 0:  # no Content-Length
+        if stream:
+            raise ParseError("missing Content-Length on a stream transport", message=message)
+        message.body = rest
+    else:
+        length_text = texts[i].strip()
+        values[i] = [length_text]
         try:
             length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
         except ValueError:  # more digits than int() converts
@@ -997,12 +1176,112 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
                 f"Content-Length {length} larger than the {len(rest)} octets of body", message=message
             )
         message.body = rest[:length] if length < len(rest) else rest
-    elif stream:
-        raise ParseError("missing Content-Length on a stream transport", message=message)
-    else:
-        message.body = rest
-    message._validate()
+    message._validate(texts, layout)
     return message
+
+
+class _Layout(NamedTuple):
+    """Where the header lines are that parse() reads (-1 when absent), and
+    what else it must know of a header layout."""
+
+    via: int
+    cseq: int
+    call_id: int
+    from_: int
+    to: int
+    length: int
+    hops: int  # Max-Forwards
+    expires: bool  # Expires or Min-Expires is there
+    repeated: bool  # a header that may appear once is there twice
+    missing: Optional[str]  # the first required header missing
+
+
+#: Header layout (the canonical names of the lines of a message, in
+#: order) -> its L{_Layout}. Phones and proxies send their own layout
+#: again and again, whatever the call: finding the lines parse() reads
+#: is a lookup most of the time. Bounded like the other caches.
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+
+
+def _learn_layout(key: tuple[str, ...], names: list[str]) -> _Layout:
+    """The layout of C{names} (C{key} is their tuple), remembered."""
+    present = set(names)
+    index = names.index
+    try:
+        required = (index("via"), index("cseq"), index("call-id"), index("from"), index("to"))
+        missing = None
+    except ValueError:
+        required = (-1, -1, -1, -1, -1)
+        missing = next(name for name in _REQUIRED if name not in present)
+    repeated = (
+        len(present) != len(names)
+        and len(present) != len(names) - names.count("via") + 1  # not only Vias repeat
+        and any(names.count(name) > 1 for name in SINGLETONS)
+    )
+    layout = _Layout(
+        *required,
+        index("content-length") if "content-length" in present else -1,
+        index("max-forwards") if "max-forwards" in present else -1,
+        not present.isdisjoint(_EXPIRES),
+        repeated,
+        missing,
+    )
+    if len(_LAYOUTS) >= _CACHE_LIMIT:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = layout
+    return layout
+
+
+def _split_headers(lines: list[str]) -> Optional[tuple[list[str], list[str]]]:
+    """Canonical names of the header lines and the text after each colon,
+    in one pass: the way of every message whose header names were all seen
+    before, spelled the same. None when a line needs
+    L{_split_headers_slowly}: a name not seen before, a malformed line, a
+    continuation line (its leading SP or HT is never part of a known
+    spelling)."""
+    known = _NAME_CACHE.get
+    names: list[str] = []
+    texts: list[str] = []
+    for line in lines:
+        spelled, _, text = line.partition(": ")  # the usual spelling, one space
+        name = known(spelled)
+        if name is None:
+            spelled, _, text = line.partition(":")
+            name = known(spelled)
+            if name is None:
+                return None
+        names.append(name)
+        texts.append(text)
+    return names, texts
+
+
+def _split_headers_slowly(lines: list[str], message: Message) -> tuple[list[str], tuple[list[str], list[str]]]:
+    """The header lines with folded ones joined, their names and their
+    unfolded texts after the colon; learns the spelling of new names.
+
+    @raise ParseError: for a continuation line before any header, a line
+        without colon, a malformed name; its message is C{message} with no
+        headers."""
+    try:
+        if any(line[:1] in (" ", "\t") for line in lines):
+            lines = _join_folded(lines, message)
+        known = _NAME_CACHE.get
+        names = []
+        texts = []
+        for line in lines:
+            spelled, colon, text = line.partition(":")
+            name = known(spelled)
+            if name is None:
+                if not colon:
+                    raise ParseError(f"header line without colon: {line[:40]!r}", message=message)
+                name = _learn_name(spelled)
+            names.append(name)
+            texts.append(_FOLD_RE.sub(" ", text) if "\n" in text else text)
+    except ParseError as e:
+        message._names, message._raws, message._values = [], [], []
+        e.message = message
+        raise
+    return lines, (names, texts)
 
 
 def _join_folded(lines: list[str], message: Message) -> list[str]:
@@ -1021,7 +1300,7 @@ def _join_folded(lines: list[str], message: Message) -> list[str]:
 
 def _parse_request_line(start: str) -> Request:
     parts = start.split(" ")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or "" in parts:
         raise ParseError("malformed request line (want 'METHOD SP Request-URI SP SIP/2.0')")
     method, uri, version = parts
     if method not in _METHODS and not _TOKEN_RE.match(method):
@@ -1029,7 +1308,6 @@ def _parse_request_line(start: str) -> Request:
     if uri[:1] == "<" or ":" not in uri or "\t" in uri:
         raise ParseError(f"malformed Request-URI {uri[:60]!r}")
     request = Request.__new__(Request)
-    request._names = request._raws = request._values = None  # type: ignore[assignment]
     request.body = b""
     request._via = None
     request._method = method
@@ -1070,17 +1348,20 @@ def _partial_request(start: str) -> Optional[Request]:
 
 def _parse_status_line(start: str) -> Response:
     parts = start.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+    if len(parts) < 2 or parts[0] != "SIP/2.0" and parts[0].upper() != "SIP/2.0":
         raise ParseError(f"malformed status line {start[:40]!r}")
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not code.isascii() or not ("100" <= code <= "699"):
-        raise ParseError(f"bad status code {code[:20]!r}")
+    code = _STATUS_CODES.get(parts[1])
+    if code is None:
+        raise ParseError(f"bad status code {parts[1][:20]!r}")
     response = Response.__new__(Response)
-    response._names = response._raws = response._values = None  # type: ignore[assignment]
     response.body = b""
     response._via = None
-    response._code = int(code)
+    response._code = code
     response._reason = parts[2] if len(parts) == 3 else ""
     response._version = "SIP/2.0"
     response._start = start
     return response
+
+
+#: Status code text -> its value, for the codes a status line may carry.
+_STATUS_CODES = {str(code): code for code in range(100, 700)}

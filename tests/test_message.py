@@ -3,6 +3,7 @@ serialising SIP messages."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from sipproxy.message import (
     parse_via,
     split_list,
 )
+from sipproxy import message as message_module
 from sipproxy.uri import URIError
 
 TORTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rfc4475")
@@ -979,3 +981,153 @@ class PropertyTests(SynchronousTestCase):
         self.assertTrue(all(r.startswith("<sip:") and r.endswith(";lr>") for r in routes))
         self.assertEqual(parse(data, stream=True).body, message.body)
 
+
+
+# -- the fast path ----------------------------------------------------------------------------
+def _outcome(data: bytes) -> tuple:
+    """What parse() makes of data, in comparable form: the refusal, or what
+    a reader and the wire see of the message."""
+    try:
+        m = parse(data)
+    except ParseError as e:
+        return ("refused", e.reason, e.status, type(e.message).__name__)
+    via = m.top_via()
+    return (
+        "parsed", type(m).__name__, m.header_names(), [(n, m.get_all(n)) for n in sorted(set(m.header_names()))],
+        m.cseq, None if via is None else (via.protocol, via.transport, via.host, via.port, via.branch, via.params),
+        bytes(m),
+    )
+
+
+def _field_by_field(data: bytes) -> tuple:
+    """L{_outcome} with the one-match check of the usual spelling turned
+    off: every message checked header by header."""
+    saved = message_module._USUAL_RE
+    message_module._USUAL_RE = re.compile(r"(?!)")
+    try:
+        return _outcome(data)
+    finally:
+        message_module._USUAL_RE = saved
+
+
+def _one(*options: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(options)
+
+
+_VIAS = st.builds(
+    lambda proto, transport, host, port, params: f"{proto}/{transport} {host}{port}{params}",
+    _one("SIP/2.0", "SIP/2.0", "sip/2.0", "SIP / 2.0", "SIP/2.1"),
+    _one("UDP", "udp", "TcP", "TLS", "x y"),
+    _one("h.example.com", "192.0.2.1", "[2001:db8::1]", "[::1", "h\u00e9", "h\u4e2d"),
+    _one("", ":5060", ":65535", ":65536", ":99999", ": 5060", ":123456"),
+    st.lists(_one(";branch=z9hG4bK1", ";rport", ";rport=5060", ";received=2001:db8::1", ";Branch=z9hG4bKB",
+                  ";branch=", ";branch", ';x="q"', ";x=a,b", ";x=\u00e9", ";x=\u4e2d", ";;", " ;branch=z9hG4bK2",
+                  ";x=a\x85b", ";x=a b", ", SIP/2.0/UDP second.example.com"), max_size=4).map("".join),
+)
+_NAME_ADDRS = st.builds(
+    lambda display, uri, params: f"{display}{uri}{params}",
+    _one("", '"Alice" ', '"A \\" B" ', '"A, B" ', "Alice ", '"\u00e9" ', '"\u4e2d" ', '"open ', "<", '"a"', '"a b"\t'),
+    _one("<sip:a@b>", "sip:a@b", "<sip:a@b", "<sip:a@b>>", "<sips:\u4e2d@b>", "<tel:+1>", "<a@b>", "<sip:a@b;x=\"y\">",
+         "<>", "no colon", "<sip:a@[::1]:5060;lr>"),
+    st.lists(_one(";tag=1", ';tag="q"', ";x=<y>", ";tag=a\u00e9", ";tag=\u4e2d", " ;tag=2", ';x="a\\"b"'),
+             max_size=2).map("".join),
+)
+_CSEQS = st.builds(
+    lambda number, space, method: f"{number}{space}{method}",
+    _one("1", "0", "007", "2147483647", "2147483648", "999999999", "1234567890", "-1", "", "\u0661"),
+    _one(" ", "  ", "\t", " \t "),
+    _one("INVITE", "BYE", "OPTIONS", "invite", "FOO", "IN<V", ""),
+)
+_CALL_IDS = _one("abc@host", "a@b@c", "abc def", "", "w0rd.-!%*_+`'~()<>:\\\"/[]?{}@host", "\u4e2d@h", "abc@", "x")
+
+
+@st.composite
+def varied_messages(draw) -> bytes:
+    """Messages whose checked headers (Via, CSeq, Call-ID, From, To,
+    Max-Forwards) are spelled in the usual way or not, valid or not."""
+    method = draw(_one("INVITE", "BYE", "OPTIONS"))
+    start = draw(_one(f"{method} sip:b@example.com SIP/2.0", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"))
+
+    def line(names: st.SearchStrategy[str], value: str) -> str:
+        return draw(names) + draw(_one(": ", ":", " : ", ":  ", ":\t")) + value
+
+    def varied(values: st.SearchStrategy[str], usual: str) -> str:
+        return draw(values) if draw(st.integers(0, 3)) == 0 else usual
+
+    lines = [
+        line(_one("Via", "v", "VIA"), varied(_VIAS, "SIP/2.0/UDP h.example.com:5060;branch=z9hG4bK1;rport")),
+        line(_one("CSeq"), varied(_CSEQS, f"1 {method}")),
+        line(_one("Call-ID", "i"), varied(_CALL_IDS, "abc@host")),
+        line(_one("From", "f"), varied(_NAME_ADDRS, '"A" <sip:a@b>;tag=1')),
+        line(_one("To", "t"), varied(_NAME_ADDRS, "<sip:b@c>")),
+    ]
+    if draw(st.booleans()):
+        lines.insert(1, f"Via: {draw(_VIAS)}")
+    if draw(st.booleans()):
+        lines.append(f"Max-Forwards: {draw(_one('70', '255', '256', '0070', 'x'))}")
+    if draw(st.booleans()):
+        lines.append(draw(_one("Expires: 60", "Expires: 4294967296", "CSeq: 1 INVITE", "To: <sip:x@y>")))
+    body = draw(_one(b"", b"abc"))
+    lines = draw(st.permutations(lines)) + [f"Content-Length: {len(body)}"]
+    return ("\r\n".join([start, *lines]) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+class FastPathTests(SynchronousTestCase):
+    """parse() vouches for the usual spelling of the checked headers with
+    one regex match and remembers header layouts; neither may change
+    what it accepts, refuses (and why) or reads."""
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(varied_messages())
+    def test_one_match_agrees_with_the_field_checks(self, data: bytes) -> None:
+        self.assertEqual(_outcome(data), _field_by_field(data))
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(SAMPLES) | mutated())
+    def test_one_match_agrees_on_samples(self, data: bytes) -> None:
+        self.assertEqual(_outcome(data), _field_by_field(data))
+
+    def test_narrowed_classes_keep_only_latin1(self) -> None:
+        for original in (r'[^"<>\n]', r'[^"\\\n]', r'[^;\s",]'):
+            narrowed = re.compile(message_module._latin1(original))
+            for code in range(0x3100):
+                expected = code < 256 and re.fullmatch(original, chr(code)) is not None
+                self.assertEqual(narrowed.fullmatch(chr(code)) is not None, expected, (original, code))
+
+    def test_layout_reused_with_other_values(self) -> None:
+        twice = HEADERS + ["CSeq: 314159 INVITE"]
+        self.assertEqual(parse(build(twice)).cseq, (314159, "INVITE"))
+        err = self.assertRaises(ParseError, parse, build(HEADERS + ["CSeq: 1 INVITE"]))
+        self.assertIn("conflicting CSeq", err.reason)
+        for _ in range(2):
+            err = self.assertRaises(ParseError, parse, build(replacing("to", None)))
+            self.assertEqual(err.reason, "missing To header")
+
+    def test_first_via_line_with_two_values(self) -> None:
+        m = parse(build(replacing("via", f"Via: {VIA} , SIP/2.0/TCP b.example.com;branch=z9hG4bK2")))
+        self.assertEqual((m.top_via().host, m.top_via().branch), ("pc33.atlanta.example.com", "z9hG4bK776asdhds"))
+        self.assertEqual(m.count("via"), 2)
+
+    def test_header_line_errors_leave_no_headers(self) -> None:
+        for lines in (HEADERS + ["no colon"], [" folded"] + HEADERS, HEADERS + ["Bad Name: 1"]):
+            err = self.assertRaises(ParseError, parse, build(lines))
+            self.assertIsInstance(err.message, Request)
+            self.assertEqual(err.message.header_names(), [])
+
+    def test_via_parameters_split_when_read(self) -> None:
+        for text, branch in (("SIP/2.0/UDP h;branch=z9hG4bK1;rport", "z9hG4bK1"),
+                             ("SIP/2.0/UDP h;rport;branch=z9hG4bK2", "z9hG4bK2"),
+                             ("SIP/2.0/UDP h;BRANCH=z9hG4bK3", "z9hG4bK3"),
+                             ("SIP/2.0/UDP h;branch=", ""), ("SIP/2.0/UDP h;branch", ""),
+                             ("SIP/2.0/UDP h", None), ("SIP/2.0/UDP h ; branch = z9hG4bK4", "z9hG4bK4")):
+            via = parse_via(text)
+            self.assertEqual(via.branch, branch, text)
+            self.assertEqual(via.param("branch"), branch, text)
+            self.assertEqual(str(via), text)
+        via = parse_via("SIP/2.0/UDP h;branch=z9hG4bK1")
+        via.params.append(("branch", "z9hG4bKlater"))  # read in place: the list is the Via's own
+        via.set_param("branch", "z9hG4bKnew")
+        self.assertEqual((via.branch, via.params), ("z9hG4bKnew", [("branch", "z9hG4bKnew"), ("branch", "z9hG4bKlater")]))
+        via.params = [("rport", None)]
+        self.assertEqual((via.branch, via.param("rport")), (None, ""))
+        self.assertEqual(parse_via("SIP/2.0/UDP h;branch=z9hG4bK1").params, [("branch", "z9hG4bK1")])
