@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
-from sipproxy.message import Message, ParseError, Request, Response, Via, parse
+from sipproxy.message import Message, ParseError, Request, Response, parse
 from sipproxy.resolver import ReactorHostResolver
 from sipproxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
 from sipproxy.uri import URI
@@ -161,6 +161,7 @@ class Dispatcher:
         leg bound to port 0, or the routing configuration changed)."""
         self._hops = {}
         self._ip_targets = {}
+        self._local_uris: dict[str, bool] = {}
         self._by_address = {}
         for leg in self.legs:
             self._by_address.setdefault((leg.host, leg.port), []).append(leg)
@@ -355,6 +356,18 @@ class Dispatcher:
             if leg.host == source:
                 return leg
         return candidates[0]
+
+    def names_us(self, uri: URI) -> bool:
+        """True if C{uri} is a sip/sips URI naming one of our legs.
+        Remembered per URI text: the Request-URIs of a dialog repeat."""
+        text = str(uri)
+        known = self._local_uris.get(text)
+        if known is None:
+            known = uri.is_sip and self.is_local(uri.host, uri.port, uri.transport)
+            if len(self._local_uris) >= 8192:
+                self._local_uris.clear()
+            self._local_uris[text] = known
+        return known
 
     def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
         """True if host:port is one of our legs (without a port: the

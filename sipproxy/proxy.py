@@ -25,7 +25,7 @@ from sipproxy.contact import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
 from sipproxy.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
-from sipproxy.routing import RoutingError, response_hop
+from sipproxy.routing import RoutingError, response_hop_of
 from sipproxy.uri import URI, URIError, format_name_addr, parse_name_addr
 
 __all__ = ["StatelessProxy", "NATError"]
@@ -122,7 +122,7 @@ class StatelessProxy:
             target_uri = parse_name_addr(routes[0]).uri
         else:
             uri = request.parsed_uri()
-            if uri.is_sip and self.dispatcher.is_local(uri.host, uri.port, uri.transport):
+            if self.dispatcher.names_us(uri):
                 restored = self.rewriter.restore(uri.user, leg) if uri.user else None
                 if restored is None:
                     self._for_us(request, leg, addr)
@@ -262,18 +262,17 @@ class StatelessProxy:
                      code=response.code, source=addr, via=str(via) if via else None)
             return
         response.pop_first("via")
-        try:
-            next_via = response.top_via()
-        except ParseError as e:
-            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
-                     reason=e.reason)
-            return
+        next_via = response.get("via")
         if next_via is None:
             log.info("dropped {code} response from {source}: no Via left after ours",
                      code=response.code, source=addr)
             return
         try:
-            hop = response_hop(next_via)
+            hop = response_hop_of(next_via)
+        except ParseError as e:
+            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
+                     reason=e.reason)
+            return
         except RoutingError as e:
             log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
                      reason=e.reason)

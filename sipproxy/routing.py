@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Mapping, NamedTuple, Optional, Union
 
-from sipproxy.message import Via
+from sipproxy.message import Via, parse_via
 from sipproxy.uri import URI, URIError, parse_uri, split_host_port
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "RoutingError",
     "request_hop",
     "response_hop",
+    "response_hop_of",
     "parse_proxy",
     "lookup_domain2proxy",
     "is_unicast",
@@ -206,5 +207,23 @@ def response_hop(via: Via) -> Hop:
     return Hop(proto, host, port)
 
 
+def response_hop_of(text: str) -> Hop:
+    """L{response_hop} of a Via value given as text, remembered per text:
+    the Via a response goes back along is the same in each response of a
+    transaction.
+
+    @raise ParseError: for a malformed Via.
+    @raise RoutingError: as L{response_hop}.
+    """
+    hop = _HOPS_BY_VIA.get(text)
+    if hop is None:
+        hop = response_hop(parse_via(text))
+        if len(_HOPS_BY_VIA) >= 8192:
+            _HOPS_BY_VIA.clear()
+        _HOPS_BY_VIA[text] = hop
+    return hop
+
+
+_HOPS_BY_VIA: dict[str, Hop] = {}
 _PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
 _HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}
