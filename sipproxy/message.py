@@ -19,7 +19,7 @@ header by header, with the same outcome.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from sipproxy.uri import (
     URI,
@@ -716,11 +716,11 @@ class Message:
         other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
-    def _validate(self, texts: list[str], layout: _Layout) -> None:
+    def _validate(self, texts: list[str], layout: tuple) -> None:
         """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
 
         Called by L{parse} with the text after the colon of each header
-        line, unfolded, and the layout of the lines; decodes
+        line, unfolded, and the layout of the lines (L{_LAYOUTS}); decodes
         the values it checks. One match of L{_USUAL_RE} vouches for CSeq,
         Call-ID, From, To and the top Via as most messages spell them;
         anything else is checked field by field (L{_check_fields}), which
@@ -1157,7 +1157,7 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
         raise ParseError(f"unsupported SIP version {message._version}", status=505, message=message)
     key = tuple(names)
     layout = _LAYOUTS.get(key) or _learn_layout(key, names)
-    i = layout.length
+    i = layout[_LENGTH]
     if i < 0:  # no Content-Length
         if stream:
             raise ParseError("missing Content-Length on a stream transport", message=message)
@@ -1180,30 +1180,22 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     return message
 
 
-class _Layout(NamedTuple):
-    """Where the header lines are that parse() reads (-1 when absent), and
-    what else it must know of a header layout."""
-
-    via: int
-    cseq: int
-    call_id: int
-    from_: int
-    to: int
-    length: int
-    hops: int  # Max-Forwards
-    expires: bool  # Expires or Min-Expires is there
-    repeated: bool  # a header that may appear once is there twice
-    missing: Optional[str]  # the first required header missing
-
-
 #: Header layout (the canonical names of the lines of a message, in
-#: order) -> its L{_Layout}. Phones and proxies send their own layout
-#: again and again, whatever the call: finding the lines parse() reads
-#: is a lookup most of the time. Bounded like the other caches.
-_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+#: order) -> where the lines are that parse() reads, and what else it must
+#: know of the layout: the positions of Via, CSeq, Call-ID, From, To,
+#: Content-Length and Max-Forwards (-1 when absent), whether Expires or
+#: Min-Expires is there, whether a header that may appear once is there
+#: twice, and the first required header missing (None). Phones and
+#: proxies send their own layout again and again, whatever the call, so
+#: finding these is a lookup most of the time. Bounded like the other
+#: caches, and only layouts of a few lines are kept (junk with thousands
+#: of lines would make each entry large).
+_LAYOUTS: dict[tuple[str, ...], tuple] = {}
+_LAYOUT_MAX_LINES = 64
+_LENGTH = 5  # the position of Content-Length in a layout
 
 
-def _learn_layout(key: tuple[str, ...], names: list[str]) -> _Layout:
+def _learn_layout(key: tuple[str, ...], names: list[str]) -> tuple:
     """The layout of C{names} (C{key} is their tuple), remembered."""
     present = set(names)
     index = names.index
@@ -1218,18 +1210,14 @@ def _learn_layout(key: tuple[str, ...], names: list[str]) -> _Layout:
         and len(present) != len(names) - names.count("via") + 1  # not only Vias repeat
         and any(names.count(name) > 1 for name in SINGLETONS)
     )
-    layout = _Layout(
-        *required,
+    layout = required + (
         index("content-length") if "content-length" in present else -1,
         index("max-forwards") if "max-forwards" in present else -1,
         not present.isdisjoint(_EXPIRES),
         repeated,
         missing,
     )
-    if len(_LAYOUTS) >= _CACHE_LIMIT:
-        _LAYOUTS.clear()
-    _LAYOUTS[key] = layout
-    return layout
+    return _remember(_LAYOUTS, key, layout) if len(key) <= _LAYOUT_MAX_LINES else layout
 
 
 def _split_headers(lines: list[str]) -> Optional[tuple[list[str], list[str]]]:

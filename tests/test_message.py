@@ -1131,3 +1131,11 @@ class FastPathTests(SynchronousTestCase):
         via.params = [("rport", None)]
         self.assertEqual((via.branch, via.param("rport")), (None, ""))
         self.assertEqual(parse_via("SIP/2.0/UDP h;branch=z9hG4bK1").params, [("branch", "z9hG4bK1")])
+
+    def test_long_layouts_not_kept(self) -> None:
+        message_module._LAYOUTS.clear()
+        many = HEADERS + [f"X-H{i}: {i}" for i in range(message_module._LAYOUT_MAX_LINES)]
+        self.assertEqual(parse(build(many)).get("x-h3"), "3")
+        self.assertEqual(message_module._LAYOUTS, {})
+        parse(build())
+        self.assertEqual(len(message_module._LAYOUTS), 1)
