@@ -19,6 +19,7 @@ header by header, with the same outcome.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from sipproxy.uri import (
@@ -384,6 +385,44 @@ def parse_via(text: str) -> Via:
     return via
 
 
+def _compile_possessive(pattern: str) -> re.Pattern:
+    """Compile a pattern written with possessive quantifiers (C{*+},
+    C{++}, C{?+}, C{{m,n}}+}: no giving back). Before Python 3.11 they do
+    not exist; where every quantified class excludes what follows it, as
+    in the patterns here, the plain quantifier matches the same texts (only
+    slower on a mismatch), so the extra C{+} is dropped there (PyPy 3.9)."""
+    if sys.version_info >= (3, 11):
+        return re.compile(pattern)
+    return re.compile(_without_possessive(pattern))
+
+
+def _without_possessive(pattern: str) -> str:
+    """C{pattern} with the C{+} of each possessive quantifier removed (the
+    ones outside character classes that follow a quantifier)."""
+    out: list[str] = []
+    in_class = after_quantifier = False
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            after_quantifier = False
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "+" and after_quantifier:
+            i += 1
+            after_quantifier = False
+            continue
+        out.append(ch)
+        after_quantifier = not in_class and ch in "*+?}" and pattern[i - 1:i] != "("
+        i += 1
+    return "".join(out)
+
+
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]++"
 
 
@@ -401,7 +440,7 @@ def _via_pattern(value: str) -> str:
 
 _VIA_VALUE = r'[^;\s",]'
 #: One match checks a usual Via.
-_SIMPLE_VIA_RE = re.compile(_via_pattern(_VIA_VALUE) + r"\Z")
+_SIMPLE_VIA_RE = _compile_possessive(_via_pattern(_VIA_VALUE) + r"\Z")
 
 
 def _parse_via(text: str) -> Via:
@@ -904,7 +943,7 @@ _USUAL_NAME_ADDR = (
 #: (no decoded value holds one): CSeq (its number without leading zero or
 #: more than 9 digits), Call-ID, From, To and the top Via. One match does
 #: the work of five, and gives the CSeq method and the parts of the Via.
-_USUAL_RE = re.compile(
+_USUAL_RE = _compile_possessive(
     rf"[1-9][0-9]{{0,8}}+ ({_TOKEN})\n{_CALLID}(?:@{_CALLID})?+\n"
     rf"{_USUAL_NAME_ADDR}\n{_USUAL_NAME_ADDR}\n{_via_pattern(_latin1(_VIA_VALUE))}\Z"
 )

@@ -1087,6 +1087,26 @@ class FastPathTests(SynchronousTestCase):
     def test_one_match_agrees_on_samples(self, data: bytes) -> None:
         self.assertEqual(_outcome(data), _field_by_field(data))
 
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(varied_messages() | st.sampled_from(SAMPLES) | mutated())
+    def test_patterns_without_possessive_quantifiers_agree(self, data: bytes) -> None:
+        # what Python < 3.11 (Debian's PyPy) compiles instead must read the same
+        plain = {name: re.compile(message_module._without_possessive(getattr(message_module, name).pattern))
+                 for name in ("_USUAL_RE", "_SIMPLE_VIA_RE")}
+        for pattern in plain.values():
+            self.assertNotRegex(pattern.pattern, r"(?<![\\(\[])[*+?}]\+")
+        saved = {name: getattr(message_module, name) for name in plain}
+        message_module._VIA_CACHE.clear()  # so the Via patterns run, not the cache
+        try:
+            for name, pattern in plain.items():
+                setattr(message_module, name, pattern)
+            got = _outcome(data)
+        finally:
+            for name, pattern in saved.items():
+                setattr(message_module, name, pattern)
+        message_module._VIA_CACHE.clear()
+        self.assertEqual(got, _outcome(data))
+
     def test_narrowed_classes_keep_only_latin1(self) -> None:
         for original in (r'[^"<>\n]', r'[^"\\\n]', r'[^;\s",]'):
             narrowed = re.compile(message_module._latin1(original))

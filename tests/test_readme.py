@@ -36,7 +36,7 @@ class ReadmeTests(SynchronousTestCase):
         self.assertIn(command, _read(".ci", "run").splitlines())
 
     def test_install_command_installs_and_runs_the_plugin(self) -> None:
-        command = literal_after(self.readme, "Python 3.11 or newer::")
+        command = literal_after(self.readme, "Python 3.10 or newer::")
         self.assertIn("pip install .", command)
         self.assertIn("twistd -n sipproxy --legs", command)
 
