@@ -779,8 +779,12 @@ class Message:
         values[i_call_id] = [call_id]
         values[i_from] = [from_]
         values[i_to] = [to]
-        values[i_via] = [top] if top and "," not in top else _split_value("via", top)
-        # a first Via line with no value or several does not match
+        if "," in top:  # several Vias on the first line (as sipp answers): the first is checked
+            vias = values[i_via] = _split_value("via", top)
+            top = vias[0] if vias else ""
+        else:
+            values[i_via] = [top] if top else []
+        # a first Via line with no value does not match
         usual = _USUAL_RE.match(f"{cseq}\n{call_id}\n{from_}\n{to}\n{top}")
         if usual is None:
             self._check_fields()

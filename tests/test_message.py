@@ -1107,6 +1107,27 @@ class FastPathTests(SynchronousTestCase):
         message_module._VIA_CACHE.clear()
         self.assertEqual(got, _outcome(data))
 
+    def test_several_vias_on_the_first_line_take_the_one_match(self) -> None:
+        # sipp answers with "Via: ours, theirs"; only the first is checked
+        data = (b"SIP/2.0 180 Ringing\r\n"
+                b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours, SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bK-1\r\n"
+                b"From: sipp <sip:sipp@127.0.0.1:5091>;tag=1\r\nTo: service <sip:service@127.0.0.1:5090>;tag=2\r\n"
+                b"Call-ID: 1-7588@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+        slow = []
+        checks = message_module.Message
+        original = checks._check_fields
+        checks._check_fields = lambda message, *args: slow.append(1) or original(message, *args)
+        try:
+            message = parse(data)
+        finally:
+            checks._check_fields = original
+        self.assertEqual(slow, [])
+        self.assertEqual(message.top_via().branch, "z9hG4bKours")
+        self.assertEqual(str(message.top_via()), "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours")
+        self.assertEqual(message.get_all("via")[1], "SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bK-1")
+        self.assertEqual(_outcome(data), _field_by_field(data))
+        self.assertEqual(bytes(message), data)
+
     def test_narrowed_classes_keep_only_latin1(self) -> None:
         for original in (r'[^"<>\n]', r'[^"\\\n]', r'[^;\s",]'):
             narrowed = re.compile(message_module._latin1(original))
