@@ -107,11 +107,7 @@ class Child:
         return procfs.socket_inodes(self.tree())
 
     def tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+        return procfs.log_tail(self.log_path, lines)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the root, SIGKILL after grace_s, then any descendant still alive

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -197,3 +198,12 @@ def udp_rcvbuf_errors() -> int:
         lines = [line.split() for line in f if line.startswith("Udp:")]
     header, values = lines[0], lines[1]
     return int(values[header.index("RcvbufErrors")])
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a process's log, joined for a one-line reason."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])

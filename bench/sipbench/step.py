@@ -111,11 +111,7 @@ class ManagedProcess:
         return tree[1:] if self.wrapped else tree
 
     def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+        return procfs.log_tail(self.log_path, lines)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the root, SIGKILL it after grace_s, then any descendant left."""
