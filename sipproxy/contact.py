@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from zope.interface import implementer
 
+from sipproxy.bounded import remember
 from sipproxy.interfaces import IContactRewriter
 from sipproxy.secret import derive
 
@@ -57,9 +58,7 @@ class ContactTokens:
             plain = bytes((incoming, outgoing)) + contact.encode("utf-8", "surrogateescape")
             sealed = self._cipher.encrypt(plain, [legs])
             token = "b" + base64.b32encode(sealed).decode("ascii").rstrip("=")
-            if len(self._encoded) >= _CACHE_LIMIT:
-                self._encoded.clear()
-            self._encoded[key] = token
+            remember(self._encoded, key, token, _CACHE_LIMIT)
         return token
 
     def decode(self, token: str) -> Optional[tuple[str, int, int]]:
@@ -80,10 +79,7 @@ class ContactTokens:
                 result = (plain[2:].decode("utf-8", "surrogateescape"), plain[0], plain[1])
         except (InvalidTag, binascii.Error, ValueError):
             result = None
-        if len(self._decoded) >= _CACHE_LIMIT:
-            self._decoded.clear()
-        self._decoded[key] = result
-        return result
+        return remember(self._decoded, key, result, _CACHE_LIMIT)
 
     # IContactRewriter -------------------------------------------------------------
     def rewrite(self, contact: str, incoming_leg: Any, outgoing_leg: Any, force: bool = False) -> Optional[str]:

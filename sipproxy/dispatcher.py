@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipproxy.bounded import remember
 from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
 from sipproxy.message import Message, ParseError, Request, Response, parse
 from sipproxy.resolver import ReactorHostResolver
@@ -40,8 +41,7 @@ def stamp_via(request: Request, source: tuple[str, int]) -> None:
     if via is None:
         return
     host, port = source
-    text = str(via)
-    wants_rport = ("rport" in text or "rport" in text.lower()) and via.param("rport") == ""
+    wants_rport = "rport" in str(via).lower() and via.param("rport") == ""
     if not wants_rport and _same_host(via.host, host):
         return
     if wants_rport:
@@ -272,10 +272,7 @@ class Dispatcher:
         key = str(uri)
         hop = self._hops.get(key)
         if hop is None:
-            hop = request_hop(uri, self._domain2proxy, self._outgoing_proxy)
-            if len(self._hops) >= 8192:
-                self._hops.clear()
-            self._hops[key] = hop
+            hop = remember(self._hops, key, request_hop(uri, self._domain2proxy, self._outgoing_proxy))
         return hop
 
     def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
@@ -289,10 +286,7 @@ class Dispatcher:
             key = (hop, -1 if leg_hint is None else leg_hint.index)
             targets = self._ip_targets.get(key)
             if targets is None:
-                targets = self._targets(hop, [hop.host], leg_hint)
-                if len(self._ip_targets) >= 8192:
-                    self._ip_targets.clear()
-                self._ip_targets[key] = targets
+                targets = remember(self._ip_targets, key, self._targets(hop, [hop.host], leg_hint))
             return list(targets)
         d = self.resolver.resolve_host(hop.host)
         d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
@@ -363,10 +357,8 @@ class Dispatcher:
         text = str(uri)
         known = self._local_uris.get(text)
         if known is None:
-            known = uri.is_sip and self.is_local(uri.host, uri.port, uri.transport)
-            if len(self._local_uris) >= 8192:
-                self._local_uris.clear()
-            self._local_uris[text] = known
+            known = remember(self._local_uris, text,
+                             uri.is_sip and self.is_local(uri.host, uri.port, uri.transport))
         return known
 
     def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
@@ -377,10 +369,7 @@ class Dispatcher:
         if port is None:
             return any(leg.port == _DEFAULT_PORTS[leg.proto] and (proto is None or proto == leg.proto)
                        for leg in self.legs_at(host, 5060) + self.legs_at(host, 5061))
-        legs = self._by_address.get((host, port))
-        if legs is None:
-            legs = self.legs_at(host, port)
-        for leg in legs:
+        for leg in self.legs_at(host, port):
             if proto is None or proto == leg.proto:
                 return True
         return False

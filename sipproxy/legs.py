@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.bounded import remember
 from sipproxy.interfaces import ILeg
 from sipproxy.legspec import LegSpec
 from sipproxy.uri import format_host_port
@@ -158,10 +159,7 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
             socket.inet_pton(self._family, host)
         except (OSError, ValueError):
             return False
-        if len(self._sendable) >= 4096:
-            self._sendable.clear()
-        self._sendable[host] = True
-        return True
+        return remember(self._sendable, host, True, 4096)
 
     def _send_through_transport(self, data: bytes, addr: tuple[str, int]) -> None:
         """Sending on reactors that are not posix: Twisted's C{write}."""

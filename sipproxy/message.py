@@ -22,6 +22,7 @@ import re
 import sys
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from sipproxy.bounded import remember
 from sipproxy.uri import (
     URI,
     NameAddr,
@@ -343,19 +344,6 @@ def _split_via_params(text: str) -> list[tuple[str, Optional[str]]]:
     return params
 
 
-_CACHE_LIMIT = 8192
-
-
-def _remember(cache: dict, key: Any, value: Any) -> Any:
-    """Store C{value} in one of the parser's caches and return it; a full
-    cache is emptied first, so what junk traffic puts there cannot grow
-    without end."""
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
 #: Via text -> the Via parsed from it, kept as a template (never handed
 #: out: L{parse_via} gives copies).
 _VIA_CACHE: dict[str, Via] = {}
@@ -373,7 +361,7 @@ def parse_via(text: str) -> Via:
     """
     template = _VIA_CACHE.get(text)
     if template is None:
-        template = _remember(_VIA_CACHE, text, _parse_via(text))
+        template = remember(_VIA_CACHE, text, _parse_via(text))
     via = Via.__new__(Via)
     via.protocol = template.protocol
     via.transport = template.transport
@@ -836,7 +824,7 @@ class Message:
             i = names.index(name)
             raw = self._raws[i]
             if raw not in _CHECKED_LINES:
-                _remember(_CHECKED_LINES, raw, _check_name_addr(values[i], name, self))  # type: ignore[arg-type]
+                remember(_CHECKED_LINES, raw, _check_name_addr(values[i], name, self))  # type: ignore[arg-type]
         if isinstance(self, Request) and method != self._method:
             raise ParseError(f"CSeq method {method} does not match request method {self._method}",
                              message=self)
@@ -1017,7 +1005,7 @@ class Request(Message):
             text = self._uri
             uri = _URI_CACHE.get(text)
             if uri is None:
-                uri = _remember(_URI_CACHE, text, parse_uri(text))
+                uri = remember(_URI_CACHE, text, parse_uri(text))
             self._parsed_uri = uri
         return uri
 
@@ -1260,7 +1248,7 @@ def _learn_layout(key: tuple[str, ...], names: list[str]) -> tuple:
         repeated,
         missing,
     )
-    return _remember(_LAYOUTS, key, layout) if len(key) <= _LAYOUT_MAX_LINES else layout
+    return remember(_LAYOUTS, key, layout) if len(key) <= _LAYOUT_MAX_LINES else layout
 
 
 def _split_headers(lines: list[str]) -> Optional[tuple[list[str], list[str]]]:

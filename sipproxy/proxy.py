@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipproxy.bounded import remember
 from sipproxy.branch import BranchMaker
 from sipproxy.contact import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
@@ -324,9 +325,7 @@ class StatelessProxy:
             if new_value is None:
                 new_value = self._rewrite_contact(value, in_leg, out_leg)
                 if cache is not None:
-                    if len(cache) >= 20000:
-                        cache.clear()
-                    cache[key] = new_value
+                    remember(cache, key, new_value, 20000)
             if new_value is not value:
                 changed = True
             new_values.append(new_value)

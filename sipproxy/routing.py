@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Mapping, NamedTuple, Optional, Union
 
+from sipproxy.bounded import remember
 from sipproxy.message import Via, parse_via
 from sipproxy.uri import URI, URIError, parse_uri, split_host_port
 
@@ -61,9 +62,7 @@ def _is_ip(host: str) -> bool:
             known = True
         except ValueError:
             known = False
-        if len(_IS_IP_CACHE) >= 10000:
-            _IS_IP_CACHE.clear()
-        _IS_IP_CACHE[host] = known
+        remember(_IS_IP_CACHE, host, known, 10000)
     return known
 
 
@@ -84,10 +83,7 @@ def is_unicast(host: str) -> bool:
     else:
         answer = not (address.is_multicast or address.is_unspecified
                       or address == ipaddress.IPv4Address("255.255.255.255"))
-    if len(_UNICAST_CACHE) >= 10000:
-        _UNICAST_CACHE.clear()
-    _UNICAST_CACHE[host] = answer
-    return answer
+    return remember(_UNICAST_CACHE, host, answer, 10000)
 
 
 def parse_proxy(text: str) -> URI:
@@ -217,10 +213,7 @@ def response_hop_of(text: str) -> Hop:
     """
     hop = _HOPS_BY_VIA.get(text)
     if hop is None:
-        hop = response_hop(parse_via(text))
-        if len(_HOPS_BY_VIA) >= 8192:
-            _HOPS_BY_VIA.clear()
-        _HOPS_BY_VIA[text] = hop
+        hop = remember(_HOPS_BY_VIA, text, response_hop(parse_via(text)))
     return hop
 
 

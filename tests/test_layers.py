@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import sipproxy
 
-MESSAGE_LAYER = ["sipproxy.message", "sipproxy.uri", "sipproxy.sdp"]
+MESSAGE_LAYER = ["sipproxy.message", "sipproxy.uri", "sipproxy.sdp", "sipproxy.bounded"]
 SIP_LOGIC = ["sipproxy.proxy", "sipproxy.routing", "sipproxy.branch", "sipproxy.contact", "sipproxy.chain",
              "sipproxy.registrar", "sipproxy.auth", "sipproxy.policy", "sipproxy.receivers", "sipproxy.location",
              "sipproxy.frontdoor", "sipproxy.nat.sessions"]
