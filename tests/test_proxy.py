@@ -1,6 +1,8 @@
 """StatelessProxy behaviour, driven through in-memory legs (no sockets)."""
 from __future__ import annotations
 
+import hashlib
+
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -315,6 +317,14 @@ class BranchTests(ProxyTestCase):
         self.assertEqual(first, again)
         self.assertNotEqual(first, other)
         self.assertTrue(first.startswith("z9hG4bK"))
+
+    def test_branch_digest_is_plain_md5(self) -> None:
+        """Workers and nodes sharing a secret must agree on branches, with or
+        without CPython's built-in MD5 (OpenSSL's is the fallback)."""
+        from sipproxy.branch import _md5
+
+        self.assertEqual(_md5("z9hG4bKuac", "192.0.2.10:5060"),
+                         hashlib.md5(b"z9hG4bKuac\x00192.0.2.10:5060").hexdigest())
 
 
 class ResponseTests(ProxyTestCase):
