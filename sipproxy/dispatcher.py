@@ -282,12 +282,12 @@ class Dispatcher:
         @raise RoutingError: (or errback with it) 404 when the name does not
             resolve, 503 when no leg can reach the address.
         """
-        if hop.is_ip:
-            key = (hop, -1 if leg_hint is None else leg_hint.index)
-            targets = self._ip_targets.get(key)
-            if targets is None:
-                targets = remember(self._ip_targets, key, self._targets(hop, [hop.host], leg_hint))
+        key = (hop, -1 if leg_hint is None else leg_hint.index)
+        targets = self._ip_targets.get(key)  # only hops to an IP address are remembered
+        if targets is not None:
             return list(targets)
+        if hop.is_ip:
+            return list(remember(self._ip_targets, key, self._targets(hop, [hop.host], leg_hint)))
         d = self.resolver.resolve_host(hop.host)
         d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
         return d

@@ -146,14 +146,14 @@ class StatelessProxy:
         except RoutingError as e:
             self._refuse(request, e.code, e.reason, leg, addr)
             return
-        if isinstance(targets, Deferred):
+        if isinstance(targets, list):  # an IP address: at once (a check far cheaper than Deferred's ABC)
+            self._forward_request(targets, request, leg, addr, loop)
+        else:
             targets.addCallbacks(
                 self._forward_request, self._route_failed,
                 callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
             )
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
-        else:
-            self._forward_request(targets, request, leg, addr, loop)
 
     def _acks_our_answer(self, request: Request) -> bool:
         """True for the ACK of an error response this proxy generated: its
