@@ -96,7 +96,7 @@ class StatelessProxy:
         if request.method == "ACK" and self._acks_our_answer(request):
             return
         mf = request.get("max-forwards")
-        if mf is not None and int(mf) == 0:
+        if mf is not None and mf not in _DECREMENTED and int(mf) == 0:  # parse() vouched it is a number
             self._refuse(request, 483, "Too Many Hops", leg, addr)
             return
         if "proxy-require" in request._names:
