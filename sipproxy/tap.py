@@ -342,9 +342,13 @@ def _settle_heap() -> None:
     libraries, the configuration: some 40,000 objects that live as long as
     the process) from the cyclic garbage collector. Its full passes then
     scan only what traffic made, instead of pausing the proxy for about
-    15 ms every few thousand calls."""
+    15 ms every few thousand calls. PyPy's collector has no C{freeze} (nor
+    the need for it)."""
+    freeze = getattr(gc, "freeze", None)
+    if freeze is None:
+        return
     gc.collect()
-    gc.freeze()
+    freeze()
 
 
 def _tls_options(options: Any) -> Any:

@@ -332,6 +332,30 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(children[1].leg.idle_timeout, 30.0)
         self.assertEqual(service.dispatcher.legs, [child.leg for child in children])
 
+    def test_service_without_gc_freeze(self) -> None:
+        """PyPy's gc module has no freeze(): the service is still made,
+        and nothing is collected for it."""
+        from types import SimpleNamespace
+
+        from sipproxy import tap
+
+        collected: list[int] = []
+        self.patch(tap, "gc", SimpleNamespace(collect=lambda: collected.append(1)))
+        service = self._service("udp:127.0.0.1:0")
+        self.assertEqual(len(list(service)), 1)
+        self.assertEqual(collected, [])
+
+    def test_startup_objects_frozen_where_gc_can(self) -> None:
+        from types import SimpleNamespace
+
+        from sipproxy import tap
+
+        calls: list[str] = []
+        self.patch(tap, "gc", SimpleNamespace(collect=lambda: calls.append("collect"),
+                                              freeze=lambda: calls.append("freeze")))
+        self._service("udp:127.0.0.1:0")
+        self.assertEqual(calls, ["collect", "freeze"])
+
     @inlineCallbacks
     def test_start_binds_and_stop_releases(self) -> Any:
         service = self._service("udp:127.0.0.1:0,tcp:127.0.0.1:0")
