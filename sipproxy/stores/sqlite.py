@@ -40,9 +40,11 @@ _SCHEMA = (
 
 
 def _open(connection: Any) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("PRAGMA busy_timeout=2000")
+    """Set up a new connection. Each PRAGMA's cursor is closed at once:
+    SQLite refuses to commit while a statement is unfinished, and PyPy
+    frees a dropped cursor only at its next collection."""
+    for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=2000"):
+        connection.execute(pragma).close()
 
 
 @implementer(ILocationStore)
