@@ -21,7 +21,6 @@ import argparse
 import os
 import platform
 import resource
-import signal
 import shutil
 import subprocess
 import sys
@@ -32,12 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sipbench.netplan import SCENARIOS, Scenario  # noqa: E402
-from sipbench.peers import BENCH_DIR, PEER_CLASSES, Peer, PeerOptions  # noqa: E402
+from sipbench.peers import BENCH_DIR, PEER_CLASSES, Peer, PeerOptions, twistd_beside  # noqa: E402
 from sipbench.report import (ProxySummary, Tee, progress_line, ratio_lines,  # noqa: E402
                              steps_table, summarize_fixed, summary_table, write_json, write_tsv)
 from sipbench.search import SearchOutcome, SearchSettings, search_highest_clean_rate  # noqa: E402
 from sipbench.sipp import SippSettings  # noqa: E402
-from sipbench.step import StepPlan, StepResult, run_step  # noqa: E402
+from sipbench.step import StepPlan, StepResult, run_step, stop_on_signals  # noqa: E402
 from sipbench.verify import PathCheck, check_path  # noqa: E402
 
 # --quick: 2 s steps at 250, 1000, 4000 calls/s, then one bisection.
@@ -60,11 +59,6 @@ def _default_python() -> str:
         return sys.executable
     except ImportError:
         return "/work/venv/bin/python"
-
-
-def _default_twistd(python: str) -> str:
-    beside = Path(python).parent / "twistd"
-    return str(beside) if beside.exists() else (shutil.which("twistd") or "twistd")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -128,7 +122,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     default_rates, default_calls = ("200", 400) if args.quick else ("200,1000", 2000)
     args.rate_list = _int_list(default_rates if args.rates is None else args.rates)
     args.calls = args.calls or default_calls
-    args.twistd = args.twistd or _default_twistd(args.floor_python)
+    args.twistd = args.twistd or twistd_beside(args.floor_python)
     return args
 
 
@@ -299,19 +293,6 @@ class Run:
             "summaries": [asdict(s) for s in all_summaries],
         })
         self.say(f"\nraw results: {self.folder}")
-
-
-def stop_on_signals() -> None:
-    """Turn SIGTERM (and an inherited ignored SIGINT) into KeyboardInterrupt.
-
-    The step code stops its processes in `finally` blocks; an exception is
-    the only way to get there when the harness itself is asked to stop.
-    """
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
 
 
 def main(argv: list[str]) -> int:

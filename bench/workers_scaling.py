@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sipbench import procfs  # noqa: E402
 from sipbench.netplan import SCENARIOS, Ports, free_port, require_loopback  # noqa: E402
-from sipbench.peers import BENCH_DIR, bounded  # noqa: E402
+from sipbench.peers import BENCH_DIR, bounded, twistd_beside  # noqa: E402
 from sipbench.report import Tee, format_table, write_json  # noqa: E402
 from sipbench.search import SearchOutcome, SearchSettings, search_highest_clean_rate  # noqa: E402
 from sipbench.sipp import SippSettings, read_stats, uac_command, uas_command, wait_bounded  # noqa: E402
 from sipbench.step import (ManagedProcess, StepPlan, StepResult, compress_large_logs,  # noqa: E402
-                           judge, uac_timeout_s, wait_for_sockets)
+                           judge, stop_on_signals, uac_timeout_s, wait_for_sockets)
 
 ADDRESS = require_loopback("127.0.0.1")
 SCENARIO = SCENARIOS["udp1"]  # UAC, proxy and every UAS on 127.0.0.1
@@ -448,12 +447,6 @@ def summary_lines(searches: dict[int, SearchOutcome]) -> list[str]:
     return lines
 
 
-def default_twistd() -> str:
-    """The twistd beside this interpreter (which has sipproxy installed), as run_sip.py does."""
-    beside = Path(sys.executable).parent / "twistd"
-    return str(beside) if beside.exists() else (shutil.which("twistd") or "twistd")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -470,7 +463,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=10, help="at most this many steps per N")
     parser.add_argument("--budget", type=float, default=200.0,
                         help="start no new step after this many seconds per N")
-    parser.add_argument("--twistd", default=default_twistd(),
+    parser.add_argument("--twistd", default=twistd_beside(sys.executable),
                         help="twistd with sipproxy installed")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -482,16 +475,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.uas < 1:
         parser.error("--uas must be at least 1")
     return args
-
-
-def stop_on_signals() -> None:
-    """Turn SIGTERM and SIGINT into KeyboardInterrupt, so the finally blocks
-    stop every process this script started and remove the cgroups."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
 
 
 def search_each(config: Config, args: argparse.Namespace, folder: Path, say: Tee,

@@ -1,4 +1,5 @@
-"""Helpers for bench/run_sip.py, the SIP proxy benchmark harness.
+"""Helpers for bench/run_sip.py, the SIP proxy benchmark harness (and
+bench/workers_scaling.py, which reuses them).
 
 stdlib only, Linux only (everything is read from /proc). The modules:
 

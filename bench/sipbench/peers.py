@@ -44,6 +44,13 @@ def _first_line_of_failure(argv: list[str]) -> Optional[str]:
     return lines[-1] if lines else f"exit status {done.returncode}"
 
 
+def twistd_beside(python: str) -> str:
+    """The twistd installed with the interpreter C{python} (so sipproxy
+    runs on that interpreter), else the one on PATH."""
+    beside = Path(python).parent / "twistd"
+    return str(beside) if beside.exists() else (shutil.which("twistd") or "twistd")
+
+
 def bounded(argv: list[str], seconds: int) -> list[str]:
     """Wrap a command that has no self-termination bound of its own in coreutils timeout.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,20 @@ class StepResult:
     failure_kinds: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     step_dir: str = ""
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGINT (also an inherited, ignored one) into
+    KeyboardInterrupt.
+
+    The step code stops its processes in `finally` blocks; an exception is
+    the only way to get there when the harness itself is asked to stop.
+    """
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 class ManagedProcess:
