@@ -35,10 +35,18 @@ class ReadmeTests(SynchronousTestCase):
         self.assertIn("trial tests", command)
         self.assertIn(command, _read(".ci", "run").splitlines())
 
+    def test_ci_runs_the_readme_pypy_test_command(self) -> None:
+        command = literal_after(self.readme, "the same tests under PyPy")
+        self.assertTrue(command.startswith("pypy3 -m venv"), command)
+        self.assertIn("pytest", command)
+        self.assertIn(command, _read(".ci", "run").splitlines())
+
     def test_install_command_installs_and_runs_the_plugin(self) -> None:
-        command = literal_after(self.readme, "Python 3.10 or newer::")
-        self.assertIn("pip install .", command)
-        self.assertIn("twistd -n sipproxy --legs", command)
+        lowest = re.search(r"python_requires = >=(\S+)", _read("setup.cfg")).group(1)
+        for marker in (f"Python {lowest} or newer::", "(PyPy 7.3, Python 3.9)::"):
+            command = literal_after(self.readme, marker)
+            self.assertIn("pip install .", command)
+            self.assertIn("twistd -n sipproxy --legs", command)
 
     def test_every_option_is_documented(self) -> None:
         options = Options()
