@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sipbench.netplan import SCENARIOS, Scenario  # noqa: E402
-from sipbench.peers import BENCH_DIR, PEER_CLASSES, Peer, PeerOptions, twistd_beside  # noqa: E402
+from sipbench.peers import BENCH_DIR, PEER_CLASSES, REPO_DIR, Peer, PeerOptions, twistd_beside  # noqa: E402
 from sipbench.report import (ProxySummary, Tee, progress_line, ratio_lines,  # noqa: E402
                              steps_table, summarize_fixed, summary_table, write_json, write_tsv)
 from sipbench.search import SearchOutcome, SearchSettings, search_highest_clean_rate  # noqa: E402
@@ -106,6 +106,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="interpreter with Twisted for floor_relay.py")
     parser.add_argument("--twistd", default=None,
                         help="twistd for sipproxy [default: next to --floor-python]")
+    parser.add_argument("--pypy-twistd", default=str(REPO_DIR / ".venv-pypy" / "bin" / "twistd"),
+                        help="twistd of a PyPy venv with sipproxy installed, for sipproxy-pypy")
+    parser.add_argument("--warmup", type=int, default=0, metavar="CALLS",
+                        help="before each step's measured calls, send this many at the same rate "
+                             "(own sipps, not counted), so that a JIT is measured warm")
     parser.add_argument("--sipproxy-cmd", default=None,
                         help="command template for sipproxy with {twistd} {legs} {port} "
                              "{workers}, e.g. '{twistd} -n --pidfile= sipproxy --legs {legs}'")
@@ -177,7 +182,8 @@ class Run:
         self.say = Tee(sys.stdout, self.folder / "report.txt")
         self.sipp = SippSettings(recv_timeout_s=args.recv_timeout, lenient=args.lenient,
                                  buff_size=args.sipp_buff_size)
-        self.options = PeerOptions(twistd=args.twistd, sipproxy_cmd=args.sipproxy_cmd,
+        self.options = PeerOptions(twistd=args.twistd, pypy_twistd=args.pypy_twistd,
+                                   sipproxy_cmd=args.sipproxy_cmd,
                                    floor_python=args.floor_python, kamailio=args.kamailio,
                                    workers=args.workers, max_time_s=1800)
         self.results: list[StepResult] = []
@@ -230,7 +236,8 @@ class Run:
             for peer in peers:
                 for rate in self.args.rate_list:
                     self.run_and_report(peer, StepPlan(peer.name, scenario, rate,
-                                                       self.args.calls, "fixed", round_number))
+                                                       self.args.calls, "fixed", round_number,
+                                                       self.args.warmup))
 
     def search(self, scenario: Scenario, peers: list[Peer]) -> None:
         settings = search_settings(self.args)
@@ -240,7 +247,7 @@ class Run:
         for peer in peers:
             def run_rate(rate: int, calls: int, peer: Peer = peer) -> StepResult:
                 return self.run_and_report(peer, StepPlan(peer.name, scenario, rate, calls,
-                                                          "search"))
+                                                          "search", warmup_calls=self.args.warmup))
             outcome = search_highest_clean_rate(run_rate, settings)
             self.searches[(scenario.name, peer.name)] = outcome
             self.say(f"  {peer.name}: highest clean rate {outcome.highest_pass or 'none'} cps "
@@ -279,8 +286,9 @@ class Run:
             all_summaries += summaries
             self.say(f"\n== summary, {scenario.name} ({scenario.description}) ==")
             self.say(summary_table(summaries, self.args.rate_list))
-            for line in ratio_lines(summaries, self.args.rate_list):
-                self.say(line)
+            for subject in (name for name in self.args.proxy_names if name.startswith("sipproxy")):
+                for line in ratio_lines(summaries, self.args.rate_list, subject):
+                    self.say(line)
         write_tsv(self.folder / "steps.tsv", self.results)
         write_json(self.folder / "results.json", {
             "machine": describe_machine(self.args),

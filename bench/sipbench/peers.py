@@ -25,6 +25,7 @@ class PeerOptions:
     """Command-line choices that shape the proxy commands."""
 
     twistd: str
+    pypy_twistd: str  # the twistd of a PyPy venv with sipproxy installed
     sipproxy_cmd: Optional[str]  # template with {twistd} {legs} {port} {workers}
     floor_python: str
     kamailio: str
@@ -91,21 +92,40 @@ class SipproxyPeer(Peer):
             template += " --workers {workers}"
         return template
 
+    def twistd(self) -> str:
+        return self.options.twistd
+
     def command(self, scenario: Scenario, ports: Ports, run_dir: Path) -> list[str]:
         text = self._template().format(
-            twistd=self.options.twistd, legs=",".join(proxy_legs(scenario, ports.proxy)),
+            twistd=self.twistd(), legs=",".join(proxy_legs(scenario, ports.proxy)),
             port=ports.proxy, workers=self.options.workers or "")
         return bounded(shlex.split(text), self.options.max_time_s)
 
     def missing(self, scenario: Scenario) -> Optional[str]:
         if self.options.sipproxy_cmd:
             program = shlex.split(self.options.sipproxy_cmd.format(
-                twistd=self.options.twistd, legs="", port=0, workers=""))[0]
+                twistd=self.twistd(), legs="", port=0, workers=""))[0]
             return None if shutil.which(program) else f"{program} not found"
-        if not shutil.which(self.options.twistd):
-            return f"twistd not found at {self.options.twistd} (use --twistd)"
-        failure = _first_line_of_failure([self.options.twistd, "sipproxy", "--help"])
+        if not shutil.which(self.twistd()):
+            return f"twistd not found at {self.twistd()} (use --twistd)"
+        failure = _first_line_of_failure([self.twistd(), "sipproxy", "--help"])
         return f"`twistd sipproxy --help` fails: {failure}" if failure else None
+
+
+class SipproxyPypyPeer(SipproxyPeer):
+    """The project on PyPy: the twistd of a PyPy venv that has sipproxy installed."""
+
+    name = "sipproxy-pypy"
+
+    def twistd(self) -> str:
+        return self.options.pypy_twistd
+
+    def missing(self, scenario: Scenario) -> Optional[str]:
+        if not Path(self.twistd()).exists():
+            return (f"no PyPy twistd at {self.twistd()}: make one with `pypy3 -m venv .venv-pypy && "
+                    f".venv-pypy/bin/pip install -e . --config-settings editable_mode=compat`, "
+                    f"or pass --pypy-twistd")
+        return super().missing(scenario)
 
 
 class NetsipPeer(Peer):
@@ -177,4 +197,5 @@ class FloorPeer(Peer):
         return f"{self.options.floor_python} cannot import twisted: {failure}" if failure else None
 
 
-PEER_CLASSES = {cls.name: cls for cls in (SipproxyPeer, NetsipPeer, KamailioPeer, FloorPeer)}
+PEER_CLASSES = {cls.name: cls for cls in (SipproxyPeer, SipproxyPypyPeer, NetsipPeer,
+                                          KamailioPeer, FloorPeer)}

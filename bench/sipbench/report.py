@@ -62,7 +62,8 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 def progress_line(r: StepResult) -> str:
     """One readable line per finished step, printed while the run goes on."""
     drops = "" if r.drops_proxy is None else f", drops {r.drops_proxy}/{r.drops_uac}/{r.drops_uas}"
-    return (f"{r.proxy} {r.scenario} {r.kind} {r.rate} cps: {r.ok}/{r.planned} ok, "
+    warm = "" if r.warmup_ok is None else f" (after a warm-up: {r.warmup_ok} ok, {r.warmup_failed} failed)"
+    return (f"{r.proxy} {r.scenario} {r.kind} {r.rate} cps{warm}: {r.ok}/{r.planned} ok, "
             f"{r.failed} failed, retr {r.retr_uac}/{r.retr_uas}, {r.achieved_cps:.1f} cps, "
             f"proxy {r.proxy_cpu_pct:.1f}% = {_num(r.cpu_s_per_1k, 3)} cpu-s/1k, "
             f"rss {r.proxy_rss_mb:.1f} MB, sipp {r.uac_cpu_pct:.1f}/{r.uas_cpu_pct:.1f}%{drops}"

@@ -5,7 +5,9 @@ leaves no backlog for the next one, peak memory (VmHWM) belongs to that step
 alone, and new ports sidestep sipp's occasional port re-bind failure.
 
 The proxy's CPU is read from /proc just before the UAC starts and just after
-it exits, so start-up and shutdown are not charged to the calls.
+it exits, so start-up and shutdown are not charged to the calls. A warm-up
+(StepPlan.warmup_calls) runs before that, with its own sipps and ports, so a
+JIT (PyPy) is measured warm, as a proxy that runs for days is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +45,7 @@ class StepPlan:
     calls: int
     kind: str  # "fixed", "search" or "verify"
     round: int = 1
+    warmup_calls: int = 0  # sent at the same rate before the measured calls, not counted
 
 
 @dataclass
@@ -74,6 +77,8 @@ class StepResult:
     drops_uas: Optional[int] = None
     drops_system: Optional[int] = None  # /proc/net/snmp RcvbufErrors, all programs
     failure_kinds: dict[str, int] = field(default_factory=dict)
+    warmup_ok: Optional[int] = None  # None: no warm-up
+    warmup_failed: Optional[int] = None
     ports: dict[str, int] = field(default_factory=dict)
     step_dir: str = ""
 
@@ -211,6 +216,39 @@ def _start_uas(plan: StepPlan, ports: Ports, settings: SippSettings, step_dir: P
     return None
 
 
+def _warm_up(result: StepResult, plan: StepPlan, ports: Ports, settings: SippSettings,
+             step_dir: Path) -> bool:
+    """Send plan.warmup_calls through the running proxy; False if that could not start.
+
+    Its own UAC and UAS on fresh ports keep the measured sipps' counters and
+    sockets clean; the proxy routes on the Request-URI, so any UAS port works.
+    """
+    warm_dir = step_dir / "warmup"
+    warm_dir.mkdir(exist_ok=True)
+    fresh = allocate_ports(plan.scenario)
+    warm_ports = replace(ports, uac=fresh.uac, uas=fresh.uas)
+    warm_plan = replace(plan, calls=plan.warmup_calls, kind="warmup")
+    timeout_s = uac_timeout_s(warm_plan, settings)
+    uas = _start_uas(warm_plan, warm_ports, settings, warm_dir, timeout_s + 20)
+    if uas is None:
+        result.reason = "warm-up sipp UAS did not start"
+        return False
+    try:
+        uac = ManagedProcess(uac_command(plan.scenario, warm_ports, settings, plan.rate,
+                                         plan.warmup_calls, timeout_s), warm_dir, warm_dir / "uac.out")
+        uac.start()
+        try:
+            wait_bounded(uac.popen, time.monotonic() + timeout_s + 10)
+        finally:
+            uac.stop()
+    finally:
+        uas.stop()
+    stats = read_stats(warm_dir / "uac.csv")
+    result.warmup_ok = stats.successful if stats else 0
+    result.warmup_failed = stats.failed if stats else 0
+    return True
+
+
 def _fill_from_sipp(result: StepResult, uac: Optional[SippStats], uas: Optional[SippStats],
                     wall_s: float) -> None:
     if uac is not None:
@@ -295,6 +333,8 @@ def run_step(peer: Peer, plan: StepPlan, settings: SippSettings, step_dir: Path,
         if not wait_for_sockets(proxy, plan.scenario.transport, ports.proxy,
                                 len(plan.scenario.proxy_ips)):
             result.reason = f"proxy did not start listening: {proxy.log_tail()}"
+            return result
+        if plan.warmup_calls and not _warm_up(result, plan, ports, settings, step_dir):
             return result
         uas = _start_uas(plan, ports, settings, step_dir, uac_timeout_s(plan, settings) + 20)
         if uas is None:
