@@ -67,6 +67,7 @@ class Peer:
 
     name = "?"
     wrapped = False  # True if command() puts `timeout` in front of the proxy
+    fixed_sipp_ports = False  # True if it relays to the step's sipp ports, not by Request-URI
 
     def __init__(self, options: PeerOptions) -> None:
         self.options = options
@@ -182,6 +183,7 @@ class FloorPeer(Peer):
     """bench/floor_relay.py: Twisted relaying bytes, the cost no proxy can beat."""
 
     name = "floor"
+    fixed_sipp_ports = True
 
     def command(self, scenario: Scenario, ports: Ports, run_dir: Path) -> list[str]:
         return ([self.options.floor_python, str(BENCH_DIR / "floor_relay.py"),

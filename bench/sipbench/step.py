@@ -217,15 +217,16 @@ def _start_uas(plan: StepPlan, ports: Ports, settings: SippSettings, step_dir: P
 
 
 def _warm_up(result: StepResult, plan: StepPlan, ports: Ports, settings: SippSettings,
-             step_dir: Path) -> bool:
+             step_dir: Path, same_sipp_ports: bool) -> bool:
     """Send plan.warmup_calls through the running proxy; False if that could not start.
 
-    Its own UAC and UAS on fresh ports keep the measured sipps' counters and
-    sockets clean; the proxy routes on the Request-URI, so any UAS port works.
+    Its own UAC and UAS keep the measured sipps' counters clean. They get
+    fresh ports (a proxy routes on the Request-URI, so any UAS port works),
+    except for a peer that relays to fixed sipp ports (the floor).
     """
     warm_dir = step_dir / "warmup"
     warm_dir.mkdir(exist_ok=True)
-    fresh = allocate_ports(plan.scenario)
+    fresh = ports if same_sipp_ports else allocate_ports(plan.scenario)
     warm_ports = replace(ports, uac=fresh.uac, uas=fresh.uas)
     warm_plan = replace(plan, calls=plan.warmup_calls, kind="warmup")
     timeout_s = uac_timeout_s(warm_plan, settings)
@@ -334,7 +335,8 @@ def run_step(peer: Peer, plan: StepPlan, settings: SippSettings, step_dir: Path,
                                 len(plan.scenario.proxy_ips)):
             result.reason = f"proxy did not start listening: {proxy.log_tail()}"
             return result
-        if plan.warmup_calls and not _warm_up(result, plan, ports, settings, step_dir):
+        if plan.warmup_calls and not _warm_up(result, plan, ports, settings, step_dir,
+                                              peer.fixed_sipp_ports):
             return result
         uas = _start_uas(plan, ports, settings, step_dir, uac_timeout_s(plan, settings) + 20)
         if uas is None:
