@@ -455,7 +455,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="CPU quota of each proxy process, as a fraction of one core")
     parser.add_argument("--no-quota", action="store_true",
                         help="run without CPU quotas (the result then says little about scaling)")
-    parser.add_argument("--uas", type=int, default=8, help="number of sipp UAS instances")
+    parser.add_argument("--uas", type=int, default=32,
+                        help="number of sipp UAS instances (half of all messages come from them: "
+                             "with few, the hash splits the load unevenly)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of calls per step")
     parser.add_argument("--start", type=int, default=250, help="first rate of the ladder, calls/s")
     parser.add_argument("--growth", type=float, default=1.5, help="factor between ladder steps")
