@@ -20,12 +20,13 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import procfs
 from .netplan import Ports, Scenario, allocate_ports
 from .peers import REPO_DIR, Peer
-from .sipp import SippSettings, SippStats, read_stats, uac_command, uas_command, wait_bounded
+from .sipp import (Finished, SippSettings, SippStats, read_stats, uac_command, uas_command,
+                   wait_bounded)
 
 STARTUP_TIMEOUT_S = 20.0
 SETTLE_S = 0.5  # after the sockets appear, let workers finish starting
@@ -216,6 +217,20 @@ def _start_uas(plan: StepPlan, ports: Ports, settings: SippSettings, step_dir: P
     return None
 
 
+def _run_uac(plan: StepPlan, ports: Ports, settings: SippSettings, folder: Path,
+             on_tick: Callable[[int], None] = lambda pid: None) -> Finished:
+    """Run the sipp UAC for plan.calls at plan.rate until it ends (bounded);
+    on_tick gets its PID while it runs."""
+    timeout_s = uac_timeout_s(plan, settings)
+    uac = ManagedProcess(uac_command(plan.scenario, ports, settings, plan.rate, plan.calls,
+                                     timeout_s), folder, folder / "uac.out")
+    uac.start()
+    try:
+        return wait_bounded(uac.popen, time.monotonic() + timeout_s + 10, lambda: on_tick(uac.pid))
+    finally:
+        uac.stop()  # only acts if wait_bounded was interrupted
+
+
 def _warm_up(result: StepResult, plan: StepPlan, ports: Ports, settings: SippSettings,
              step_dir: Path, same_sipp_ports: bool) -> bool:
     """Send plan.warmup_calls through the running proxy; False if that could not start.
@@ -226,22 +241,17 @@ def _warm_up(result: StepResult, plan: StepPlan, ports: Ports, settings: SippSet
     """
     warm_dir = step_dir / "warmup"
     warm_dir.mkdir(exist_ok=True)
-    fresh = ports if same_sipp_ports else allocate_ports(plan.scenario)
-    warm_ports = replace(ports, uac=fresh.uac, uas=fresh.uas)
+    warm_ports = ports
+    if not same_sipp_ports:
+        fresh = allocate_ports(plan.scenario)
+        warm_ports = replace(ports, uac=fresh.uac, uas=fresh.uas)
     warm_plan = replace(plan, calls=plan.warmup_calls, kind="warmup")
-    timeout_s = uac_timeout_s(warm_plan, settings)
-    uas = _start_uas(warm_plan, warm_ports, settings, warm_dir, timeout_s + 20)
+    uas = _start_uas(warm_plan, warm_ports, settings, warm_dir, uac_timeout_s(warm_plan, settings) + 20)
     if uas is None:
         result.reason = "warm-up sipp UAS did not start"
         return False
     try:
-        uac = ManagedProcess(uac_command(plan.scenario, warm_ports, settings, plan.rate,
-                                         plan.warmup_calls, timeout_s), warm_dir, warm_dir / "uac.out")
-        uac.start()
-        try:
-            wait_bounded(uac.popen, time.monotonic() + timeout_s + 10)
-        finally:
-            uac.stop()
+        _run_uac(warm_plan, warm_ports, settings, warm_dir)
     finally:
         uas.stop()
     stats = read_stats(warm_dir / "uac.csv")
@@ -275,20 +285,12 @@ def _measure_uac_run(result: StepResult, plan: StepPlan, ports: Ports,
     proxy_cpu_before = procfs.cpu_seconds(proxy.program_tree())
     uas_cpu_before = procfs.cpu_seconds([uas.pid])
 
-    timeout_s = uac_timeout_s(plan, settings)
-    uac = ManagedProcess(uac_command(plan.scenario, ports, settings, plan.rate, plan.calls,
-                                     timeout_s), step_dir, step_dir / "uac.out")
-    uac.start()
-
-    def on_tick() -> None:
+    def on_tick(uac_pid: int) -> None:
         if udp:
-            uac_inodes.update(procfs.socket_inodes([uac.pid]))
+            uac_inodes.update(procfs.socket_inodes([uac_pid]))
             sampler.sample()
 
-    try:
-        finished = wait_bounded(uac.popen, time.monotonic() + timeout_s + 10, on_tick)
-    finally:
-        uac.stop()  # only acts if wait_bounded was interrupted
+    finished = _run_uac(plan, ports, settings, step_dir, on_tick)
 
     proxy_tree = proxy.program_tree()  # empty if the proxy died: its CPU is then unknown
     if proxy_tree:
