@@ -148,7 +148,7 @@ def _version(dist: str) -> str:
 
 def load_sipproxy() -> list[Lib]:
     sys.path.insert(0, ROOT)  # a checkout run without installing
-    from sipproxy import message as sm
+    from sipproxy.sip import message as sm
 
     parse = sm.parse
 

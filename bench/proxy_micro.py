@@ -26,8 +26,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sipproxy.message import parse  # noqa: E402
-from sipproxy.proxy import StatelessProxy  # noqa: E402
+from sipproxy.sip.message import parse  # noqa: E402
+from sipproxy.proxy.stateless import StatelessProxy  # noqa: E402
 from sipproxy.testing import MemoryLeg, memory_dispatcher  # noqa: E402
 
 SDP = ("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

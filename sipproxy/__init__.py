@@ -3,13 +3,13 @@
 A stateless proxy, a registrar, a NAT helper relaying RTP and digest
 authentication, after the Perl library Net::SIP, as Twisted services. The
 names a Net::SIP user looks for are here, imported when first used (so
-C{import sipproxy.message} stays free of Twisted)::
+C{import sipproxy.sip.message} stays free of Twisted)::
 
     from sipproxy import ProxyService, StatelessProxy, ReceiveChain, Registrar
 
-Start with L{sipproxy.message} (parse and serialise), L{sipproxy.proxy}
-(C{StatelessProxy}), L{sipproxy.service} (C{ProxyService}) and
-L{sipproxy.tap} (the C{twistd sipproxy} plugin).
+Start with L{sipproxy.sip.message} (parse and serialise), L{sipproxy.proxy.stateless}
+(C{StatelessProxy}), L{sipproxy.app.service} (C{ProxyService}) and
+L{sipproxy.app.tap} (the C{twistd sipproxy} plugin).
 """
 from __future__ import annotations
 
@@ -19,12 +19,22 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "parse": "sipproxy.message", "ParseError": "sipproxy.message", "Request": "sipproxy.message",
-    "Response": "sipproxy.message", "parse_uri": "sipproxy.uri", "parse_sdp": "sipproxy.sdp",
-    "StatelessProxy": "sipproxy.proxy", "ReceiveChain": "sipproxy.chain", "Dispatcher": "sipproxy.dispatcher",
-    "Registrar": "sipproxy.registrar", "Authorize": "sipproxy.auth", "Blocker": "sipproxy.receivers",
-    "Redirect": "sipproxy.receivers", "Dropper": "sipproxy.receivers", "LocalRelay": "sipproxy.nat.relay",
-    "NgClient": "sipproxy.nat.ng", "ProxyService": "sipproxy.service",
+    # sip: the pure message layer
+    "parse": "sipproxy.sip.message", "ParseError": "sipproxy.sip.message", "Request": "sipproxy.sip.message",
+    "Response": "sipproxy.sip.message", "parse_uri": "sipproxy.sip.uri", "parse_sdp": "sipproxy.sip.sdp",
+    # transport
+    "Dispatcher": "sipproxy.transport.dispatcher",
+    # proxy, registrar, access
+    "StatelessProxy": "sipproxy.proxy.stateless", "Registrar": "sipproxy.registrar.registrar",
+    "Redirect": "sipproxy.registrar.redirect", "ReceiveChain": "sipproxy.access.chain",
+    "Authorize": "sipproxy.access.digest_auth", "Users": "sipproxy.access.digest_auth",
+    "Blocker": "sipproxy.access.filters", "Dropper": "sipproxy.access.filters",
+    "Domains": "sipproxy.access.domains", "RelayGuard": "sipproxy.access.domains",
+    "FrontDoor": "sipproxy.access.front_chain",
+    # stores, nat
+    "MemoryStore": "sipproxy.registrar.memory_store", "LocalRelay": "sipproxy.nat.relay", "NgClient": "sipproxy.nat.ng",
+    # app
+    "ProxyService": "sipproxy.app.service",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

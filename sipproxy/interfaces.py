@@ -122,9 +122,9 @@ class INATHelper(Interface):
             that of a response (the To party's).
         @param local_ip: the IP address of the leg the SDP leaves through:
             where the other party will send its media.
-        @param sdp: the parsed L{sipproxy.sdp.SessionDescription}, untouched;
+        @param sdp: the parsed L{sipproxy.sip.sdp.SessionDescription}, untouched;
             do not change it (the caller rewrites it with the result).
-        @return: one L{sipproxy.sdp.MediaTarget} or None (leave that stream
+        @return: one L{sipproxy.sip.sdp.MediaTarget} or None (leave that stream
             alone) per media line, in order; or None when allocation failed.
             A retransmission of the same SDP gets the same answer.
         """
@@ -151,10 +151,10 @@ class INATHelper(Interface):
 
 class ILocationStore(Interface):
     """Where a registrar keeps bindings (address-of-record to contacts,
-    L{sipproxy.location.Binding}).
+    L{sipproxy.registrar.location.Binding}).
 
     Every method returns a Deferred. A backend that cannot be reached
-    errbacks with L{sipproxy.location.StoreUnavailable} (the registrar
+    errbacks with L{sipproxy.registrar.location.StoreUnavailable} (the registrar
     answers 503 with Retry-After); nothing else is expected to fail.
     """
 
@@ -170,7 +170,7 @@ class ILocationStore(Interface):
             binding filed under C{key} when C{ttl} is 0.
         @param remove_all: remove every binding of C{aor} (C{Contact: *}).
         @return: Deferred list of the bindings of C{aor} after the update.
-            Errbacks with L{sipproxy.location.OutOfOrder}, changing
+            Errbacks with L{sipproxy.registrar.location.OutOfOrder}, changing
             nothing, when a touched binding holds the same Call-ID and a
             higher CSeq (an equal CSeq is a retransmission and is applied
             again).
@@ -178,7 +178,7 @@ class ILocationStore(Interface):
 
     def has_contact(contact_key: str):
         """Deferred bool: some unexpired binding has this contact
-        (L{sipproxy.location.contact_key}); for the relay policy."""
+        (L{sipproxy.registrar.location.contact_key}); for the relay policy."""
 
     def close():
         """Release connections and threads; a Deferred that fires when

@@ -19,11 +19,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from zope.interface import implementer
 
-from sipproxy.dispatcher import Dispatcher
+from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.interfaces import ILeg
-from sipproxy.legs import _LegIdentity
-from sipproxy.message import Message, parse
-from sipproxy.resolver import StaticResolver
+from sipproxy.transport.legs import _LegIdentity
+from sipproxy.sip.message import Message, parse
+from sipproxy.transport.resolver import StaticResolver
 
 __all__ = ["MemoryLeg", "memory_dispatcher", "StaticResolver"]
 

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from sipproxy.message import Response, parse  # noqa: E402
+from sipproxy.sip.message import Response, parse  # noqa: E402
 
 PHONES = 50
 TICK = 0.1

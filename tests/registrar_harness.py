@@ -6,11 +6,11 @@ from typing import Any, Optional, Sequence
 
 from twisted.internet.task import Clock
 
-from sipproxy.auth import digest_response, ha1, parse_credentials
-from sipproxy.chain import ReceiveChain
-from sipproxy.frontdoor import FrontDoor
-from sipproxy.proxy import StatelessProxy
-from sipproxy.stores.memory import MemoryStore
+from sipproxy.access.digest_auth import digest_response, ha1, parse_credentials
+from sipproxy.access.chain import ReceiveChain
+from sipproxy.access.front_chain import FrontDoor
+from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.registrar.memory_store import MemoryStore
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.sip import request
 

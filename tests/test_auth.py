@@ -8,9 +8,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.auth import Authorize, Nonces, Users, UsersFileError, ha1, parse_credentials
-from sipproxy.chain import ReceiveChain
-from sipproxy.proxy import StatelessProxy
+from sipproxy.access.digest_auth import Authorize, Nonces, Users, UsersFileError, ha1, parse_credentials
+from sipproxy.access.chain import ReceiveChain
+from sipproxy.proxy.stateless import StatelessProxy
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.registrar_harness import OUTSIDE, PHONE, FrontDoorHarness, credentials
 

@@ -13,10 +13,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from sipproxy.dispatcher import Dispatcher
+from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.interfaces import IReceiver
-from sipproxy.legs import MAX_BODY, MAX_HEADER, StreamLeg, UDPLeg
-from sipproxy.message import Request
+from sipproxy.transport.legs import MAX_BODY, MAX_HEADER, StreamLeg, UDPLeg
+from sipproxy.sip.message import Request
 from tests.util import has_ipv6, sip_options, wait_until
 
 NO_IPV6 = None if has_ipv6() else "this host cannot bind ::1 (no IPv6)"

@@ -1,4 +1,4 @@
-"""Unit tests of sipproxy.message: parsing, reading, changing and
+"""Unit tests of sipproxy.sip.message: parsing, reading, changing and
 serialising SIP messages."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.message import (
+from sipproxy.sip.message import (
     COMPACT_FORMS,
     MAGIC_COOKIE,
     REASONS,
@@ -23,8 +23,8 @@ from sipproxy.message import (
     parse_via,
     split_list,
 )
-from sipproxy import message as message_module
-from sipproxy.uri import URIError
+from sipproxy.sip import message as message_module
+from sipproxy.sip.uri import URIError
 
 TORTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rfc4475")
 

@@ -12,12 +12,12 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from sipproxy.message import Request
+from sipproxy.sip.message import Request
 from sipproxy.nat.ng import NgClient, NgServer
 from sipproxy.nat.relay import LocalRelay
 from sipproxy.nat.sessions import SessionKey
-from sipproxy.sdp import parse_sdp
-from sipproxy.service import ProxyService
+from sipproxy.sip.sdp import parse_sdp
+from sipproxy.app.service import ProxyService
 from tests.nat_util import free_udp_block, open_udp_sockets, rtp, sdp
 from tests.sip import request
 from tests.test_proxy_loopback import UDPEndpoint

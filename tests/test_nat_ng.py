@@ -12,8 +12,8 @@ from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode
 from sipproxy.nat.ng import NgClient, NgError, NgServer, NgTimeout, decode_message, encode_message, parse_ng_address
 from sipproxy.nat.relay import LocalRelay
-from sipproxy.proxy import StatelessProxy
-from sipproxy.sdp import parse_sdp
+from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.sip.sdp import parse_sdp
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.nat_util import FakeUDPReactor, media_lines, sdp
 from tests.sip import request

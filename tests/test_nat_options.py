@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.nat.ng import NgClient, NgServer
 from sipproxy.nat.relay import LocalRelay
-from sipproxy.tap import Options, makeService
+from sipproxy.app.tap import Options, makeService
 from tests.util import reserve_port
 
 

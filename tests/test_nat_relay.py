@@ -11,7 +11,7 @@ from sipproxy.interfaces import INATHelper
 from sipproxy.nat import relay as relay_module
 from sipproxy.nat.relay import LocalRelay, parse_port_range
 from sipproxy.nat.sessions import SessionKey
-from sipproxy.sdp import MediaTarget, parse_sdp
+from sipproxy.sip.sdp import MediaTarget, parse_sdp
 from tests.nat_util import FakeUDPReactor, rtp, sdp
 
 CALLER = "192.0.2.10"

@@ -12,11 +12,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipproxy.interfaces import INATHelper
-from sipproxy.message import Request, Response, parse
+from sipproxy.sip.message import Request, Response, parse
 from sipproxy.nat.relay import LocalRelay
 from sipproxy.nat.sessions import NATSessions, SessionKey, sdp_body
-from sipproxy.proxy import NATError, StatelessProxy
-from sipproxy.sdp import MediaTarget, parse_sdp
+from sipproxy.proxy.stateless import NATError, StatelessProxy
+from sipproxy.sip.sdp import MediaTarget, parse_sdp
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.nat_util import FakeUDPReactor, media_lines, sdp
 from tests.sip import request

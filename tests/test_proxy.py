@@ -6,9 +6,9 @@ import hashlib
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.message import Request, Response, parse
-from sipproxy.proxy import NATError, StatelessProxy
-from sipproxy.routing import parse_proxy
+from sipproxy.sip.message import Request, Response, parse
+from sipproxy.proxy.stateless import NATError, StatelessProxy
+from sipproxy.proxy.routing import parse_proxy
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.sip import request
 
@@ -321,7 +321,7 @@ class BranchTests(ProxyTestCase):
     def test_branch_digest_is_plain_md5(self) -> None:
         """Workers and nodes sharing a secret must agree on branches, with or
         without CPython's built-in MD5 (OpenSSL's is the fallback)."""
-        from sipproxy.branch import _md5
+        from sipproxy.proxy.branch import _md5
 
         self.assertEqual(_md5("z9hG4bKuac", "192.0.2.10:5060"),
                          hashlib.md5(b"z9hG4bKuac\x00192.0.2.10:5060").hexdigest())

@@ -8,9 +8,9 @@ import tempfile
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from sipproxy.legs import TLSOptions
-from sipproxy.message import Request, parse
-from sipproxy.service import ProxyService
+from sipproxy.transport.legs import TLSOptions
+from sipproxy.sip.message import Request, parse
+from sipproxy.app.service import ProxyService
 from tests.certs import make_certificates
 from tests.sip import SDP_OFFER, request
 

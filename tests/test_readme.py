@@ -6,7 +6,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.tap import Options
+from sipproxy.app.tap import Options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,3 +57,17 @@ class ReadmeTests(SynchronousTestCase):
         missing = [name for name in names if f"``--{name}" not in self.readme]
         self.assertEqual(missing, [])
         self.assertTrue(re.search(r"``--legs ", self.readme))
+
+    def test_layout_names_every_package_and_nothing_else(self) -> None:
+        """Each folder of sipproxy/ has its line in the Layout section, and
+        every folder named there exists (so the map cannot drift)."""
+        section = self.readme[self.readme.index("Layout\n------"):]
+        named = set(re.findall(r"``sipproxy/([a-z_]+)/``", section))
+        package_dir = os.path.join(ROOT, "sipproxy")
+        folders = {d for d in os.listdir(package_dir)
+                   if os.path.isfile(os.path.join(package_dir, d, "__init__.py"))}
+        self.assertEqual(named, folders)
+        setup_packages = set(re.findall(r"^    (sipproxy(?:\.[a-z_]+)*)$", _read("setup.cfg"), re.M))
+        walked = {os.path.relpath(folder, ROOT).replace(os.sep, ".")
+                  for folder, _, files in os.walk(package_dir) if "__init__.py" in files}
+        self.assertEqual(setup_packages, walked)

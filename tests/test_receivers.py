@@ -8,11 +8,11 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.chain import ReceiveChain
-from sipproxy.message import parse
-from sipproxy.policy import Domains
-from sipproxy.blocklist import JSONFile
-from sipproxy.receivers import Blocker, ByField, ByIPPort, Dropper, parse_block
+from sipproxy.access.chain import ReceiveChain
+from sipproxy.sip.message import parse
+from sipproxy.access.domains import Domains
+from sipproxy.stores.blockfile import JSONFile
+from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper, parse_block
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.registrar_harness import OUTSIDE, PHONE, FrontDoorHarness
 from tests.sip import request
@@ -197,7 +197,7 @@ class DomainsTests(SynchronousTestCase):
 
 class ChainOrderTests(FrontDoorHarness, SynchronousTestCase):
     def test_parts_in_order(self) -> None:
-        from sipproxy.auth import Users
+        from sipproxy.access.digest_auth import Users
 
         self.make(registrar=True, domains=["example.com"], users=Users({"a": "b"}), block={"MESSAGE": 405},
                   rate_limit=(50, 10))

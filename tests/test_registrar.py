@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILocationStore
-from sipproxy.location import StoreUnavailable
-from sipproxy.registrar import Registrar
+from sipproxy.registrar.location import StoreUnavailable
+from sipproxy.registrar.registrar import Registrar
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from tests.registrar_harness import OUTSIDE, PHONE, FrontDoorHarness, credentials
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from twisted.trial import unittest
 
-from sipproxy.tap import Options
+from sipproxy.app.tap import Options
 from tests.util import child_environment, run_process, temp_dir, twistd_command
 
 
@@ -131,7 +131,7 @@ class ServiceTests(unittest.TestCase):
     the store on stop."""
 
     def test_chain_and_store_service(self) -> Any:
-        from sipproxy.tap import makeService
+        from sipproxy.app.tap import makeService
 
         cwd = temp_dir(self)
         with open(os.path.join(cwd, "users"), "w") as f:
@@ -151,7 +151,7 @@ class ServiceTests(unittest.TestCase):
         return d
 
     def test_plain_proxy_has_no_front_door(self) -> None:
-        from sipproxy.tap import makeService
+        from sipproxy.app.tap import makeService
 
         cwd = temp_dir(self)
         service = makeService(_parse(["--legs", "udp:127.0.0.1:0", "--secret-file", os.path.join(cwd, "s")]))

@@ -1,4 +1,4 @@
-"""Tests for L{sipproxy.sdp}: parsing, serialising and media rewriting."""
+"""Tests for L{sipproxy.sip.sdp}: parsing, serialising and media rewriting."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.sdp import (
+from sipproxy.sip.sdp import (
     DIRECTIONS,
     Connection,
     Media,

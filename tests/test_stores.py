@@ -16,11 +16,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from sipproxy.interfaces import ILocationStore
-from sipproxy.location import Binding, OutOfOrder, StoreUnavailable, binding_key, contact_key
+from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, binding_key, contact_key
 from sipproxy.stores import StoreSpecError, open_store, parse_store_spec
-from sipproxy.stores.memory import MemoryStore
+from sipproxy.registrar.memory_store import MemoryStore
 from sipproxy.stores.sqlite import SQLiteStore
-from sipproxy.uri import parse_uri
+from sipproxy.sip.uri import parse_uri
 from tests.redisserver import RedisServer
 from tests.util import temp_dir, wait_until
 

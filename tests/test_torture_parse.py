@@ -13,8 +13,8 @@ from urllib.parse import unquote
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.message import ParseError, Request, Response, parse, parse_via
-from sipproxy.uri import URIError, parse_name_addr, parse_uri, uri_equal
+from sipproxy.sip.message import ParseError, Request, Response, parse, parse_via
+from sipproxy.sip.uri import URIError, parse_name_addr, parse_uri, uri_equal
 
 TORTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rfc4475")
 

@@ -7,10 +7,10 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.dispatcher import stamp_via
-from sipproxy.message import parse
-from sipproxy.proxy import StatelessProxy
-from sipproxy.routing import parse_proxy
+from sipproxy.transport.dispatcher import stamp_via
+from sipproxy.sip.message import parse
+from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.proxy.routing import parse_proxy
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 
 HERE = os.path.join(os.path.dirname(__file__), "rfc4475")

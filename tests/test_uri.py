@@ -1,4 +1,4 @@
-"""Unit tests of sipproxy.uri: URIs, name-addr values, and RFC 3261
+"""Unit tests of sipproxy.sip.uri: URIs, name-addr values, and RFC 3261
 19.1.4 comparison."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.uri import (
+from sipproxy.sip.uri import (
     URI,
     NameAddr,
     URIError,

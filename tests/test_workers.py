@@ -8,7 +8,7 @@ import socket
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sipproxy.workers import worker_argv
+from sipproxy.app.workers import worker_argv
 from tests.util import (child_environment, process_exited, reserve_port, run_process, sip_options, start_proxy,
                         temp_dir, twistd_command, wait_until)
 

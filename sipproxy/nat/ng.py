@@ -64,7 +64,7 @@ from zope.interface import implementer
 from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode
 from sipproxy.nat.sessions import SessionKey
-from sipproxy.sdp import MediaTarget, SDPError, SessionDescription, parse_sdp
+from sipproxy.sip.sdp import MediaTarget, SDPError, SessionDescription, parse_sdp
 
 __all__ = ["NgError", "NgTimeout", "NgClient", "NgServer", "parse_ng_address", "encode_message",
            "decode_message"]

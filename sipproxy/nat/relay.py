@@ -72,8 +72,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.interfaces import INATHelper
-from sipproxy.legs import _size_buffers
-from sipproxy.sdp import Media, MediaTarget, SessionDescription
+from sipproxy.transport.legs import _size_buffers
+from sipproxy.sip.sdp import Media, MediaTarget, SessionDescription
 
 __all__ = ["LocalRelay", "RelayPort", "DEFAULT_PORT_RANGE", "DEFAULT_RELAY_BUFFER", "parse_port_range"]
 

@@ -46,9 +46,9 @@ from typing import Any, NamedTuple, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from sipproxy.message import Message, ParseError, Request
-from sipproxy.sdp import SDPError, SessionDescription, parse_sdp
-from sipproxy.uri import URIError
+from sipproxy.sip.message import Message, ParseError, Request
+from sipproxy.sip.sdp import SDPError, SessionDescription, parse_sdp
+from sipproxy.sip.uri import URIError
 
 __all__ = ["NATError", "SessionKey", "NATSessions", "sdp_body"]
 

@@ -1,6 +1,7 @@
 """Location stores (L{sipproxy.interfaces.ILocationStore}).
 
-- L{sipproxy.stores.memory.MemoryStore}: this process only (the default).
+- L{sipproxy.registrar.memory_store.MemoryStore}: this process only (the default;
+  it does no I/O, so it lives with the registrar, which falls back on it).
 - L{sipproxy.stores.sqlite.SQLiteStore}: one node, survives a restart.
 - L{sipproxy.stores.redis.RedisStore}: several nodes share one Redis.
 
@@ -53,7 +54,7 @@ def open_store(spec: str, reactor: Any, clock: Optional[Any] = None, **options: 
     kind, argument = parse_store_spec(spec)
     clock = clock if clock is not None else reactor
     if kind == "memory":
-        from sipproxy.stores.memory import MemoryStore
+        from sipproxy.registrar.memory_store import MemoryStore
 
         return MemoryStore(clock)
     if kind == "sqlite":

@@ -47,7 +47,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILocationStore
-from sipproxy.location import Binding, OutOfOrder, StoreUnavailable
+from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable
 
 __all__ = ["RedisStore"]
 

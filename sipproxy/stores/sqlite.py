@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILocationStore
-from sipproxy.location import Binding, LocationError, StoreUnavailable, check_order
+from sipproxy.registrar.location import Binding, LocationError, StoreUnavailable, check_order
 
 __all__ = ["SQLiteStore"]
 

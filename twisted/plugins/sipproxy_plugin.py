@@ -1,6 +1,6 @@
-"""twistd plugin: ``twistd sipproxy --legs ...`` (see sipproxy.tap)."""
+"""twistd plugin: ``twistd sipproxy --legs ...`` (see sipproxy.app.tap)."""
 from twisted.application.service import ServiceMaker
 
 sipproxy = ServiceMaker(
-    "sipproxy", "sipproxy.tap", "SIP stateless proxy, registrar and NAT helper", "sipproxy"
+    "sipproxy", "sipproxy.app.tap", "SIP stateless proxy, registrar and NAT helper", "sipproxy"
 )

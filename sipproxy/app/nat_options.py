@@ -1,5 +1,5 @@
 """The NAT helper's C{twistd sipproxy} options, their checks, and the
-services they build (used by L{sipproxy.tap}).
+services they build (used by L{sipproxy.app.tap}).
 
   --nathelper                   relay RTP in this process (LocalRelay)
   --nathelper-ng udp:HOST:PORT  drive a remote relay over ng (rtpengine, or
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from twisted.python import usage
 
-from sipproxy.cli import number
+from sipproxy.app.option_types import number
 from sipproxy.nat.ng import DEFAULT_NG_PORT, parse_ng_address
 from sipproxy.nat.relay import DEFAULT_PORT_RANGE, DEFAULT_RELAY_BUFFER, parse_port_range
 

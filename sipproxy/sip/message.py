@@ -22,8 +22,8 @@ import re
 import sys
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
-from sipproxy.bounded import remember
-from sipproxy.uri import (
+from sipproxy.sip.bounded import remember
+from sipproxy.sip.uri import (
     URI,
     NameAddr,
     URIError,

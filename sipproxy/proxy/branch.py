@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Optional
 
-from sipproxy.message import MAGIC_COOKIE, Request
-from sipproxy.secret import derive
+from sipproxy.sip.message import MAGIC_COOKIE, Request
+from sipproxy.sip.keys import derive
 
 __all__ = ["BranchMaker"]
 

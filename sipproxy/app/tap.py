@@ -15,12 +15,12 @@ from typing import Any, Optional
 
 from twisted.python import usage
 
-from sipproxy.cli import number
-from sipproxy.legs import DEFAULT_BUFFER
-from sipproxy.legspec import LegSpec, LegSpecError, parse_leg_list
-from sipproxy.nat.config import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
-from sipproxy.routing import parse_proxy
-from sipproxy.secret import SecretError, load_or_create
+from sipproxy.app.option_types import number
+from sipproxy.transport.legs import DEFAULT_BUFFER
+from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
+from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
+from sipproxy.proxy.routing import parse_proxy
+from sipproxy.app.secret import SecretError, load_or_create
 
 __all__ = ["Options", "makeService"]
 
@@ -58,7 +58,7 @@ class Options(usage.Options):
     optParameters = [
         ["outgoing-proxy", None, None, "Send every request to this proxy: host[:port] or a sip: URI "
                                        "(;transport=tcp picks TCP)."],
-        ["secret-file", None, "sipproxy.secret",
+        ["secret-file", None, "sipproxy.app.secret",
          "File with the secret that seals Contact tokens and Via branches; created (mode 0600) if "
          "missing. Give every worker and node that must understand each other the same file."],
         ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
@@ -123,7 +123,7 @@ class Options(usage.Options):
 
     def opt_block(self, value: str) -> None:
         """METHOD=CODE[ reason]: answer requests of METHOD with CODE (300-699), e.g. MESSAGE=405; repeatable."""
-        from sipproxy.receivers import parse_block
+        from sipproxy.access.filters import parse_block
 
         method, sep, code = value.partition("=")
         method = method.strip().upper()
@@ -150,7 +150,7 @@ class Options(usage.Options):
 
     def _check_front_door(self) -> None:
         """Validate the registrar, authentication and filter options."""
-        from sipproxy.auth import Users, UsersFileError
+        from sipproxy.access.digest_auth import Users, UsersFileError
         from sipproxy.stores import StoreSpecError, parse_store_spec
 
         if self["redirect"]:
@@ -284,8 +284,8 @@ def check_bindable(spec: LegSpec, reuse_port: bool = False) -> Optional[str]:
 def makeService(options: Any) -> Any:
     from twisted.internet import reactor
 
-    from sipproxy.nat.config import make_nathelper, make_relay_service, ng_bind_problem
-    from sipproxy.service import ProxyService
+    from sipproxy.app.nat_options import make_nathelper, make_relay_service, ng_bind_problem
+    from sipproxy.app.service import ProxyService
 
     if options["nat"]["ng_server"]:
         problem = ng_bind_problem(options["nat"]["ng_server"])
@@ -295,7 +295,7 @@ def makeService(options: Any) -> Any:
         return make_relay_service(reactor, options)
     sharing = options["workers"] > 1 or options["worker-index"] > 0
     if options["worker-index"]:
-        from sipproxy.workers import die_with_parent
+        from sipproxy.app.workers import die_with_parent
 
         die_with_parent()
     for spec in options["leg_specs"]:
@@ -324,7 +324,7 @@ def makeService(options: Any) -> Any:
         tls=tls,
     )
     if options["workers"] > 1 and not options["worker-index"]:
-        from sipproxy.workers import WorkerPool
+        from sipproxy.app.workers import WorkerPool
 
         WorkerPool(reactor, sys.argv, options["workers"] - 1).setServiceParent(service)
     for extra in nat_services:
@@ -355,7 +355,7 @@ def _tls_options(options: Any) -> Any:
     """The certificates of TLS legs, or None; a bad file is one line."""
     if not options["tls-cert"]:
         return None
-    from sipproxy.legs import TLSOptions
+    from sipproxy.transport.legs import TLSOptions
 
     try:
         return TLSOptions(options["tls-cert"], options["tls-key"], options["tls-ca"], bool(options["tls-verify"]))
@@ -366,7 +366,8 @@ def _tls_options(options: Any) -> Any:
 def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
     """The registrar/auth/filter receivers the options ask for (None when
     none) and the location store to close at stop."""
-    from sipproxy.frontdoor import FrontDoor
+    from sipproxy.access.front_chain import FrontDoor
+    from sipproxy.stores.blockfile import JSONFile
     from sipproxy.stores import open_store
 
     wanted = (options["registrar"] or options["credentials"] is not None or options["domains"]
@@ -380,11 +381,12 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
             if problem:
                 _fail(problem)
         store = open_store(options["store"], reactor)
+    block_file = JSONFile(options["rate-limit-db"]) if options["rate-limit-db"] else None
     door = FrontDoor(
         clock=reactor, store=store, registrar=options["registrar"], redirect=options["redirect"],
         domains=options["domains"] or None, min_expires=options["min-expires"], max_expires=options["max-expires"],
         users=options["credentials"], realm=options["realm"], secret=secret, block=options["block"],
-        rate_limit=options["rate_limit"], rate_limit_db=options["rate-limit-db"], drop_fields=options["drop_headers"],
+        rate_limit=options["rate_limit"], rate_limit_store=block_file, drop_fields=options["drop_headers"],
     )
     return door, store
 

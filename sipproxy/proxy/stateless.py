@@ -20,14 +20,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipproxy.bounded import remember
-from sipproxy.branch import BranchMaker
-from sipproxy.contact import CallableRewriter, ContactTokens
+from sipproxy.sip.bounded import remember
+from sipproxy.proxy.branch import BranchMaker
+from sipproxy.proxy.contact_tokens import CallableRewriter, ContactTokens
 from sipproxy.interfaces import IContactRewriter, IReceiver
-from sipproxy.message import Message, ParseError, Request, Response
+from sipproxy.sip.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
-from sipproxy.routing import RoutingError, response_hop_of
-from sipproxy.uri import URI, URIError, format_name_addr, parse_name_addr
+from sipproxy.proxy.routing import RoutingError, response_hop_of
+from sipproxy.sip.uri import URI, URIError, format_name_addr, parse_name_addr
 
 __all__ = ["StatelessProxy", "NATError"]
 
@@ -41,7 +41,7 @@ _ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, REFER,
 class StatelessProxy:
     """A stateless proxy in front of a dispatcher.
 
-    @param dispatcher: the L{sipproxy.dispatcher.Dispatcher} (or a fake with
+    @param dispatcher: the L{sipproxy.transport.dispatcher.Dispatcher} (or a fake with
         the same methods) that owns the legs.
     @param rewrite_contact: an L{IContactRewriter}, or a plain function
         C{(contact, incoming_leg, outgoing_leg, force)} as in Net::SIP;
@@ -50,7 +50,7 @@ class StatelessProxy:
     @param force_rewrite: rewrite Contacts even when a packet leaves through
         the leg it came in on.
     @param secret: key material for Contact tokens and Via branches; share
-        it between workers and nodes (see L{sipproxy.secret}). None makes a
+        it between workers and nodes (see L{sipproxy.app.secret}). None makes a
         random one for this process only.
     """
 
@@ -409,6 +409,6 @@ def _route_proto(uri: URI) -> str:
 
 
 def _via_branch(value: str) -> Optional[str]:
-    from sipproxy.message import parse_via
+    from sipproxy.sip.message import parse_via
 
     return parse_via(value).branch

@@ -20,9 +20,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.interfaces import IReceiver
-from sipproxy.location import contact_key
-from sipproxy.message import Request
-from sipproxy.uri import URIError, is_ip_address, parse_name_addr
+from sipproxy.registrar.location import contact_key
+from sipproxy.sip.message import Request
+from sipproxy.sip.uri import URIError, is_ip_address, parse_name_addr
 
 __all__ = ["Domains", "RelayGuard", "OwnAcks", "is_ack_for_own_response", "in_dialog_through_us", "registrar_request",
            "proxy_auth_needed"]

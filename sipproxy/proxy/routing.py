@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Mapping, NamedTuple, Optional, Union
 
-from sipproxy.bounded import remember
-from sipproxy.message import Via, parse_via
-from sipproxy.uri import URI, URIError, parse_uri, split_host_port
+from sipproxy.sip.bounded import remember
+from sipproxy.sip.message import Via, parse_via
+from sipproxy.sip.uri import URI, URIError, parse_uri, split_host_port
 
 __all__ = [
     "Hop",

@@ -33,11 +33,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.interfaces import ICredentialStore, IReceiver
-from sipproxy.location import WallClock
-from sipproxy.message import Request
-from sipproxy.policy import is_ack_for_own_response
-from sipproxy.secret import derive
-from sipproxy.uri import URIError, parse_uri, uri_equal
+from sipproxy.registrar.location import WallClock
+from sipproxy.sip.message import Request
+from sipproxy.access.domains import is_ack_for_own_response
+from sipproxy.sip.keys import derive
+from sipproxy.sip.uri import URIError, parse_uri, uri_equal
 
 __all__ = [
     "ALGORITHMS",

@@ -1,13 +1,13 @@
 """Leg specifications: C{[proto:]host[:port]} as given to C{--legs}.
 
-Pure parsing; binding happens in L{sipproxy.legs}.
+Pure parsing; binding happens in L{sipproxy.transport.legs}.
 """
 from __future__ import annotations
 
 import ipaddress
 from typing import NamedTuple
 
-from sipproxy.uri import URIError, split_host_port
+from sipproxy.sip.uri import URIError, split_host_port
 
 __all__ = ["LegSpec", "LegSpecError", "parse_leg_spec", "parse_leg_list", "PROTOCOLS"]
 

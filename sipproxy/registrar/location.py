@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import attr
 
-from sipproxy.uri import URI, URIError, format_host_port, parse_uri
+from sipproxy.sip.uri import URI, URIError, format_host_port, parse_uri
 
 __all__ = [
     "Binding",
@@ -132,7 +132,7 @@ class Binding:
 
     def param(self, name: str) -> Optional[str]:
         """A Contact header parameter (C{""} for a flag), or None."""
-        from sipproxy.uri import parse_params
+        from sipproxy.sip.uri import parse_params
 
         try:
             params = parse_params(self.params, strict=False)

@@ -19,9 +19,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from zope.interface import implementer
 
-from sipproxy.bounded import remember
+from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import IContactRewriter
-from sipproxy.secret import derive
+from sipproxy.sip.keys import derive
 
 __all__ = ["ContactTokens", "CallableRewriter"]
 
@@ -33,7 +33,7 @@ _CACHE_LIMIT = 20000
 class ContactTokens:
     """Encodes contacts into tokens bound to a leg pair and decodes them.
 
-    @param secret: the proxy secret (see L{sipproxy.secret}).
+    @param secret: the proxy secret (see L{sipproxy.app.secret}).
     @param legs: the dispatcher's leg list (read when used, so legs bound to
         port 0 count with their real port).
     """

@@ -18,12 +18,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipproxy.bounded import remember
+from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
-from sipproxy.message import Message, ParseError, Request, Response, parse
-from sipproxy.resolver import ReactorHostResolver
-from sipproxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
-from sipproxy.uri import URI
+from sipproxy.sip.message import Message, ParseError, Request, Response, parse
+from sipproxy.transport.resolver import ReactorHostResolver
+from sipproxy.proxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
+from sipproxy.sip.uri import URI
 
 __all__ = ["Dispatcher", "Target", "stamp_via", "local_address_for"]
 

@@ -28,10 +28,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILocationStore, IReceiver
-from sipproxy.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first
-from sipproxy.message import Request
-from sipproxy.policy import Domains
-from sipproxy.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
+from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first
+from sipproxy.sip.message import Request
+from sipproxy.access.domains import Domains
+from sipproxy.sip.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
 
 __all__ = ["Registrar", "SUPPORTED"]
 
@@ -59,7 +59,7 @@ class Registrar:
     @param max_expires: longer ones are cut to this.
     @param default_expires: when the REGISTER names no interval.
     @param route: also route non-REGISTER requests to bindings (off for a
-        registrar behind L{sipproxy.receivers.Redirect}).
+        registrar behind L{sipproxy.access.filters.Redirect}).
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class Registrar:
         if min_expires < 0 or max_expires < 1 or min_expires > max_expires:
             raise ValueError(f"want 0 <= min_expires ({min_expires}) <= max_expires ({max_expires})")
         if store is None:  # a convenience; the store layer sits above this one
-            from sipproxy.stores.memory import MemoryStore
+            from sipproxy.registrar.memory_store import MemoryStore
 
             store = MemoryStore(clock)
         if clock is None:

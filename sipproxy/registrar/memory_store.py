@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILocationStore
-from sipproxy.location import Binding, LocationError, WallClock, check_order
+from sipproxy.registrar.location import Binding, LocationError, WallClock, check_order
 
 __all__ = ["MemoryStore"]
 

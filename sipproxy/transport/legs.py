@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.bounded import remember
+from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import ILeg
-from sipproxy.legspec import LegSpec
-from sipproxy.uri import format_host_port
+from sipproxy.transport.legspec import LegSpec
+from sipproxy.sip.uri import format_host_port
 
 __all__ = ["UDPLeg", "StreamLeg", "TLSLeg", "TLSOptions", "SIPStreamProtocol", "make_leg", "MAX_HEADER",
            "MAX_BODY"]

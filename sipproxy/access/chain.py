@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from sipproxy.interfaces import IReceiver
-from sipproxy.message import Request
+from sipproxy.sip.message import Request
 
 __all__ = ["ReceiveChain"]
 

@@ -22,20 +22,20 @@ The chain, in order (each part only when configured):
    unknown users of a served domain;
 7. L{Redirect} (instead of routing): 302 with the contacts.
 
-The proxy comes last (L{sipproxy.service.ProxyService} appends it).
+The proxy comes last (L{sipproxy.app.service.ProxyService} appends it).
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from sipproxy.auth import Authorize, Nonces
-from sipproxy.blocklist import JSONFile
-from sipproxy.chain import ReceiveChain
+from sipproxy.access.digest_auth import Authorize, Nonces
+from sipproxy.access.chain import ReceiveChain
 from sipproxy.interfaces import ICredentialStore, ILocationStore
-from sipproxy.policy import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
-from sipproxy.receivers import Blocker, ByField, ByIPPort, Dropper, Redirect
-from sipproxy.registrar import Registrar
+from sipproxy.access.domains import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
+from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper
+from sipproxy.registrar.redirect import Redirect
+from sipproxy.registrar.registrar import Registrar
 
 __all__ = ["FrontDoor", "DEFAULT_REALM"]
 
@@ -78,7 +78,7 @@ class FrontDoor:
         secret: Optional[bytes] = None,
         block: Optional[Mapping[str, Union[int, str]]] = None,
         rate_limit: Optional[tuple[int, float]] = None,
-        rate_limit_db: Optional[str] = None,
+        rate_limit_store: Optional[Any] = None,
         drop_fields: Optional[Mapping[str, str]] = None,
         nonce_lifetime: float = 300.0,
     ) -> None:
@@ -94,7 +94,9 @@ class FrontDoor:
         self.secret = secret
         self.block = dict(block or {})
         self.rate_limit = rate_limit
-        self.rate_limit_db = rate_limit_db
+        #: where the rate limiter keeps its blocks across restarts: an object
+        #: with C{load()} and C{save(data)}, e.g. L{sipproxy.stores.blockfile.JSONFile}
+        self.rate_limit_store = rate_limit_store
         self.drop_fields = dict(drop_fields or {})
         self.nonce_lifetime = nonce_lifetime
         #: set by L{__call__}: the parts, for inspection and tests
@@ -111,8 +113,7 @@ class FrontDoor:
         checks: list[Any] = []
         if self.rate_limit is not None:
             attempts, interval = self.rate_limit
-            database = JSONFile(self.rate_limit_db) if self.rate_limit_db else None
-            checks.append(ByIPPort(interval, attempts, database=database, clock=self.clock))
+            checks.append(ByIPPort(interval, attempts, database=self.rate_limit_store, clock=self.clock))
         if self.drop_fields:
             checks.append(ByField(self.drop_fields))
         if checks:

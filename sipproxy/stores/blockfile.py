@@ -1,7 +1,7 @@
 """Where a rate limiter keeps its counts across restarts: a JSON file
 (an edge module: the only file I/O of the drop lists).
 
-L{sipproxy.receivers.ByIPPort} takes any object with C{load()} and
+L{sipproxy.access.filters.ByIPPort} takes any object with C{load()} and
 C{save(data)}; this is the one C{--rate-limit-db} uses.
 """
 from __future__ import annotations

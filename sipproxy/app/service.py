@@ -3,9 +3,9 @@
 This is what C{twistd sipproxy} runs and what an application embeds::
 
     from twisted.internet import reactor
-    from sipproxy.service import ProxyService
+    from sipproxy.app.service import ProxyService
 
-    proxy = ProxyService(reactor, ["udp:127.0.0.1:5060"], secret_file="sipproxy.secret")
+    proxy = ProxyService(reactor, ["udp:127.0.0.1:5060"], secret_file="sipproxy.app.secret")
     proxy.startService()
     reactor.run()
 """
@@ -16,14 +16,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
-from sipproxy.chain import ReceiveChain
-from sipproxy.dispatcher import Dispatcher
-from sipproxy.legs import DEFAULT_BUFFER, make_leg
-from sipproxy.legspec import LegSpec, parse_leg_list
-from sipproxy.proxy import StatelessProxy
-from sipproxy.routing import parse_proxy
-from sipproxy.secret import load_or_create
-from sipproxy.uri import URI
+from sipproxy.access.chain import ReceiveChain
+from sipproxy.transport.dispatcher import Dispatcher
+from sipproxy.transport.legs import DEFAULT_BUFFER, make_leg
+from sipproxy.transport.legspec import LegSpec, parse_leg_list
+from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.proxy.routing import parse_proxy
+from sipproxy.app.secret import load_or_create
+from sipproxy.sip.uri import URI
 
 __all__ = ["LegService", "ProxyService"]
 
@@ -69,13 +69,13 @@ class ProxyService(MultiService):
     @param receivers: receivers tried before the proxy (registrar,
         authorizer, ...), as a L{ReceiveChain}. An item may also be a
         factory: a callable taking the dispatcher and returning a receiver
-        or a list of them (e.g. L{sipproxy.frontdoor.FrontDoor}).
+        or a list of them (e.g. L{sipproxy.access.front_chain.FrontDoor}).
     @param nathelper: an L{sipproxy.interfaces.INATHelper} (e.g.
         L{sipproxy.nat.LocalRelay} or L{sipproxy.nat.NgClient}); when it is
         a C{Service} without a parent it becomes a child of this one.
     @param reuse_port: bind legs with C{SO_REUSEPORT}, so several worker
-        processes share them (see L{sipproxy.workers}).
-    @param tls: L{sipproxy.legs.TLSOptions} for C{tls:} legs.
+        processes share them (see L{sipproxy.app.workers}).
+    @param tls: L{sipproxy.transport.legs.TLSOptions} for C{tls:} legs.
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """

@@ -11,7 +11,7 @@ import hmac
 import os
 import secrets
 
-__all__ = ["SecretError", "load_or_create", "derive"]
+__all__ = ["SecretError", "load_or_create"]
 
 SECRET_BYTES = 32
 
@@ -51,16 +51,3 @@ def _decode(data: bytes, path: str) -> bytes:
     if len(secret) < 16:
         raise SecretError(f"secret in {path} is too short ({len(secret)} bytes, want at least 16)")
     return secret
-
-
-def derive(secret: bytes, purpose: str, size: int = 32) -> bytes:
-    """A key for one purpose (HKDF-Expand with SHA-256, RFC 5869)."""
-    prk = hmac.new(b"sipproxy", secret, hashlib.sha256).digest()
-    out = b""
-    block = b""
-    counter = 1
-    while len(out) < size:
-        block = hmac.new(prk, block + purpose.encode() + bytes([counter]), hashlib.sha256).digest()
-        out += block
-        counter += 1
-    return out[:size]

@@ -1,0 +1,6 @@
+"""The pure SIP layer: messages, URIs, SDP, digest math, keys, and (for the
+user agent) transaction and dialog state machines.
+
+Nothing here does I/O, reads a clock or imports Twisted: it parses, decides
+and serialises; the layers above own sockets and timers.
+"""
