@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -132,12 +133,13 @@ class LayerTests(SynchronousTestCase):
 
     def test_the_checker_sees_a_wrong_arrow(self) -> None:
         """The import finder catches both spellings, at any depth."""
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("def later():\n    from sipproxy.app import tap\n    import sipproxy.stores.memory\n")
-        found = imports_of("sipproxy.proxy.example", path)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "example.py")
+            with open(path, "w") as f:
+                f.write("def later():\n    from sipproxy.app import tap\n    import sipproxy.stores.sqlite\n")
+            found = imports_of("sipproxy.proxy.example", path)
         self.assertIn("sipproxy.app.tap", found)
-        self.assertIn("sipproxy.stores.memory", found)
+        self.assertIn("sipproxy.stores.sqlite", found)
 
     def test_top_level_names(self) -> None:
         for name in sipproxy.__all__:
