@@ -36,6 +36,7 @@ from sipproxy.interfaces import ICredentialStore, IReceiver
 from sipproxy.registrar.location import WallClock
 from sipproxy.sip.message import Request
 from sipproxy.access.domains import is_ack_for_own_response
+from sipproxy.sip.digest import ALGORITHMS, digest_response, ha1, parse_credentials
 from sipproxy.sip.keys import derive
 from sipproxy.sip.uri import URIError, parse_uri, uri_equal
 
@@ -55,52 +56,7 @@ __all__ = [
 
 log = Logger()
 
-#: Digest algorithms (RFC 8760 names) to their hash functions.
-ALGORITHMS: dict[str, Callable[[bytes], Any]] = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}
 _HEX_LENGTH = {32: "MD5", 64: "SHA-256"}
-
-
-def _h(algorithm: str, text: str) -> str:
-    return ALGORITHMS[algorithm](text.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def ha1(user: str, realm: str, password: str, algorithm: str = "MD5") -> str:
-    """H(user:realm:password), hex."""
-    return _h(algorithm, f"{user}:{realm}:{password}")
-
-
-def digest_response(algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str, nc: Optional[str] = None,
-                    cnonce: Optional[str] = None, qop: Optional[str] = None) -> str:
-    """The C{response} value a client computes (RFC 7616 3.4.1)."""
-    ha2 = _h(algorithm, f"{method}:{uri}")
-    if qop:
-        return _h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
-    return _h(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
-
-
-# -- credentials header ---------------------------------------------------------------
-_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.!%*+`\'~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|\Z)', re.S)
-
-
-def parse_credentials(value: str) -> tuple[str, dict[str, str]]:
-    """C{Digest username="a", realm="b", ...} to ("digest", {name: value});
-    parameter names in lower case, quotes and escapes removed. A value
-    that is not C{scheme k=v, ...} gives its scheme and what could be read."""
-    value = value.strip()
-    scheme, _, rest = value.partition(" ")
-    params: dict[str, str] = {}
-    pos = 0
-    rest = rest.strip()
-    while pos < len(rest):
-        m = _PARAM_RE.match(rest, pos)
-        if m is None or m.end() == pos:
-            break
-        name, raw = m.group(1).lower(), m.group(2)
-        if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        params.setdefault(name, raw)
-        pos = m.end()
-    return scheme.lower(), params
 
 
 # -- users ----------------------------------------------------------------------------------
