@@ -1,0 +1,1 @@
+"""The user agent layer: endpoint, Simple, Call, and their media."""
