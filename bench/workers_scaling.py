@@ -138,7 +138,7 @@ class Config:
     sipp: SippSettings
     uas_count: int
     quota: CoreQuota
-    proxy_cwd: Path  # sipproxy writes sipproxy.app.secret into its working directory
+    proxy_cwd: Path  # sipproxy writes sipproxy.secret into its working directory
     uac_scenario: Path
     step_counter: int = 0
 

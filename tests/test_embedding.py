@@ -52,7 +52,7 @@ class EmbeddingExampleTests(TestCase):
         self.assertTrue(answer.startswith(b"SIP/2.0 200 "), answer[:80])
         body = yield wait_until(lambda: _fetch(f"http://127.0.0.1:{http_port}/"), timeout=5, what="the web page")
         self.assertEqual(body, b"ok\n")
-        self.assertTrue(os.path.exists(os.path.join(cwd, "sipproxy.app.secret")))
+        self.assertTrue(os.path.exists(os.path.join(cwd, "sipproxy.secret")))
         self.assertIsNone(proc.poll())
         with open(os.path.join(cwd, "example.err")) as f:
             self.assertFalse(re.search("Traceback", f.read()))

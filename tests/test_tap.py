@@ -64,7 +64,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(options["leg_specs"], [LegSpec("udp", "127.0.0.1", 5060)])
         self.assertEqual(options["domain2proxy"], {})
         self.assertIsNone(options["outgoing_proxy"])
-        self.assertEqual(options["secret-file"], "sipproxy.app.secret")
+        self.assertEqual(options["secret-file"], "sipproxy.secret")
         self.assertEqual(options["udp-buffer"], DEFAULT_BUFFER)
         self.assertEqual(options["tcp-idle"], 120.0)
         self.assertFalse(options["force-rewrite"])
@@ -170,7 +170,7 @@ class CommandLineTests(unittest.SynchronousTestCase):
                 self.assertIn(expected, lines[0], result)
                 self.assertTrue(lines[0].startswith("twistd sipproxy: "), result)
                 self.assertNotIn("Traceback", result.stdout + result.stderr)
-        self.assertFalse(os.path.exists(os.path.join(self.cwd, "sipproxy.app.secret")))
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "sipproxy.secret")))
 
     def _assert_exit_1(self, result: ProcessResult, expected: str) -> None:
         self.assertFalse(result.timed_out, result)
@@ -291,7 +291,7 @@ class RunTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_secret_file_created_and_reused(self) -> Any:
-        path = os.path.join(self.cwd, "sipproxy.app.secret")
+        path = os.path.join(self.cwd, "sipproxy.secret")
         self.assertFalse(os.path.exists(path))
         proxy = yield start_proxy(self, self.cwd, self._new_legs, name="first")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
@@ -316,7 +316,7 @@ class MakeServiceTests(unittest.TestCase):
     timeout = 10
 
     def _service(self, legs: str) -> MultiService:
-        secret = os.path.join(temp_dir(self), "sipproxy.app.secret")
+        secret = os.path.join(temp_dir(self), "sipproxy.secret")
         return makeService(_parse(["--legs", legs, "--secret-file", secret, "--tcp-idle", "30"]))
 
     def test_one_child_per_leg(self) -> None:

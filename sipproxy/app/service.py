@@ -5,7 +5,7 @@ This is what C{twistd sipproxy} runs and what an application embeds::
     from twisted.internet import reactor
     from sipproxy.app.service import ProxyService
 
-    proxy = ProxyService(reactor, ["udp:127.0.0.1:5060"], secret_file="sipproxy.app.secret")
+    proxy = ProxyService(reactor, ["udp:127.0.0.1:5060"], secret_file="sipproxy.secret")
     proxy.startService()
     reactor.run()
 """

@@ -58,7 +58,7 @@ class Options(usage.Options):
     optParameters = [
         ["outgoing-proxy", None, None, "Send every request to this proxy: host[:port] or a sip: URI "
                                        "(;transport=tcp picks TCP)."],
-        ["secret-file", None, "sipproxy.app.secret",
+        ["secret-file", None, "sipproxy.secret",
          "File with the secret that seals Contact tokens and Via branches; created (mode 0600) if "
          "missing. Give every worker and node that must understand each other the same file."],
         ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
