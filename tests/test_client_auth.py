@@ -171,3 +171,37 @@ class ByHandTests(SynchronousTestCase):
         request = register()
         request.method = "CANCEL"
         self.assertIsNone(with_credentials(request, self.response('Digest realm="r", nonce="n"'), ("u", "p")))
+
+
+class ChainTests(SynchronousTestCase):
+    """A proxy asking 407 in front of a server asking 401 (RFC 3261 22.3)."""
+
+    def test_proxy_then_server_both_accept(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        proxy_side, server_side = FakeDispatcher(), FakeDispatcher()
+        proxy = Authorize(proxy_side, {"alice": "pw1"}, realm="proxy", secret=b"p" * 32, clock=clock,
+                          i_am_proxy=True)
+        server = Authorize(server_side, {"alice": "pw2"}, realm="server", secret=b"s" * 32, clock=clock)
+        creds = {"proxy": ("alice", "pw1"), "server": ("alice", "pw2")}
+        addr = ("192.0.2.1", 5060)
+
+        def through(request: Request) -> Response:
+            if proxy.receive(request.copy(), None, addr):
+                return proxy_side.responses.pop()
+            self.assertTrue(server.receive(request.copy(), None, addr))
+            return server_side.responses.pop()
+
+        invite = new_request("INVITE", "sip:bob@example.com", "<sip:alice@example.com>", "<sip:bob@example.com>",
+                             sent_by="192.0.2.1")
+        first = through(invite)
+        self.assertEqual(first.code, 407)
+        retry = with_credentials(invite, first, creds)
+        second = through(retry)
+        self.assertEqual(second.code, 401)
+        final = with_credentials(retry, second, creds)
+        self.assertEqual(final.cseq[0], 3)
+        kept = parse_credentials(final.get("proxy-authorization"))[1]
+        self.assertEqual((kept["realm"], kept["nc"]), ("proxy", "00000002"))
+        self.assertFalse(proxy.receive(final.copy(), None, addr))
+        self.assertFalse(server.receive(final.copy(), None, addr))

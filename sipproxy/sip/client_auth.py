@@ -10,7 +10,8 @@ the CSeq number raised by one, a fresh Via branch (a new transaction),
 and one Authorization (or Proxy-Authorization) value per challenged realm
 we have credentials for; credentials for other realms that the request
 already carried are kept (22.3: a request through two proxies answers
-both). None means: give up and hand the 401/407 to the user, because
+both), with their nonce count raised. None means: give up and hand the
+401/407 to the user, because
 
   - no challenge names a realm we have credentials for, or offers an
     algorithm or qop we speak (MD5, SHA-256 and their -sess forms; qop
@@ -123,6 +124,25 @@ def authorization_value(
     return "Digest " + ", ".join(parts)
 
 
+def _refreshed(value: str, credentials: Credentials, request: Request) -> str:
+    """Credentials kept for another realm, made fit for the new request:
+    with qop the nonce count goes up by one (a server that remembers
+    counts, as sipproxy's Authorize does, refuses a count used by another
+    request as a replay)."""
+    scheme, params = parse_credentials(value)
+    if scheme != "digest" or not params.get("qop") or "nc" not in params:
+        return value
+    found = lookup_credentials(credentials, params.get("realm", ""))
+    try:
+        nc = int(params["nc"], 16) + 1
+    except ValueError:
+        return value
+    if found is None:
+        return value
+    challenge = {k: params[k] for k in ("realm", "nonce", "algorithm", "qop", "opaque") if k in params}
+    return authorization_value(challenge, found[0], found[1], request.method, request.uri, nc) or value
+
+
 def with_credentials(request: Request, response: Response, credentials: Credentials) -> Optional[Request]:
     """The request answering the challenges of C{response}, or None (see
     the module docstring)."""
@@ -159,8 +179,14 @@ def with_credentials(request: Request, response: Response, credentials: Credenti
     if not answers:
         return None
     retry = request.copy()
-    kept = [v for v in request.get_all(answer_name) if parse_credentials(v)[1].get("realm") not in answers]
-    retry.set_all(answer_name, kept + list(answers.values()))
+    for name in _HEADERS.values():
+        values = request.get_all(name[1])
+        kept = [_refreshed(v, credentials, request) for v in values]
+        if name[1] == answer_name:
+            kept = [v for v in kept if parse_credentials(v)[1].get("realm") not in answers]
+            kept += list(answers.values())
+        if kept != values:
+            retry.set_all(name[1], kept)
     number, method = request.cseq
     retry.set("cseq", f"{number + 1} {method}")
     via = retry.top_via()
