@@ -44,7 +44,7 @@ DEFAULT_BUFFER = 4 * 1024 * 1024
 #: of 8192 would cut longer datagrams.
 MAX_DATAGRAM = 65535
 
-_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", re.I | re.M)
+_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t\r]*$", re.I | re.M)
 
 
 def _address(addr: Any) -> tuple[str, int]:
