@@ -221,12 +221,27 @@ class Dispatcher:
                      kind=kind, source=addr, leg=leg.key, reason=error.reason)
 
     # sending -------------------------------------------------------------------
-    def send(self, message: Message, leg: Any, addr: tuple[str, int]) -> None:
-        """Serialise and send; refuses broadcast and multicast targets."""
+    def send(self, message: Message, leg: Any, addr: tuple[str, int],
+             on_error: Optional[Callable[[str], Any]] = None) -> None:
+        """Serialise and send; refuses broadcast and multicast targets.
+
+        @param on_error: called with a reason when the message cannot be
+            sent (a refused target, a leg that raised), so a transaction
+            can end at once (RFC 3261 17.1.4); without it such failures
+            are only logged."""
         if not is_unicast(addr[0]):
             log.warn("not sending {message!r} to non-unicast address {dst}", message=message, dst=addr)
+            if on_error is not None:
+                on_error(f"{addr[0]} is not a unicast address")
             return
-        leg.send(bytes(message), addr)
+        if on_error is None:
+            leg.send(bytes(message), addr)
+            return
+        try:
+            leg.send(bytes(message), addr)
+        except Exception as e:  # a leg that cannot send at all (closed, wrong family)
+            log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
+            on_error(str(e) or type(e).__name__)
 
     @staticmethod
     def stateless_tag(request: Request) -> str:
