@@ -1,0 +1,666 @@
+"""The endpoint: a user agent's place in the receive chain (Net::SIP's
+Endpoint and Endpoint::Context, rebuilt on transaction machines).
+
+The endpoint is an L{IReceiver}. It owns the client and server
+transactions of one user agent (the sans-IO machines of
+L{sipproxy.sip.transaction}, whose timers it runs with
+C{reactor.callLater} and whose messages it sends through the
+dispatcher) and the dialogs its calls registered. What is not its own it
+leaves alone, so a user agent, a registrar and a proxy can share one
+dispatcher (L{sipproxy.access.chain.ReceiveChain}):
+
+- a response whose branch is none of our client transactions: False;
+- a request in no transaction and no dialog of ours that is not
+  addressed to us (L{Endpoint.owns}): False.
+
+What it answers by itself (RFC 3261 and Net::SIP's habits):
+
+- 100 Trying to every new INVITE it takes;
+- CANCEL of a pending INVITE: 200 to the CANCEL, 487 to the INVITE;
+  CANCEL or in-dialog request matching nothing: 481 (ACK: never answered);
+- OPTIONS: 200 with Allow, Accept and Supported (also inside a dialog);
+- a method it knows but does not do: 405 with Allow; an unknown one: 501;
+- NOTIFY and INFO inside a dialog: 200 (after telling the dialog's owner);
+- a request older than the dialog's remote CSeq: 500 (12.2.2).
+
+Client side, a 401/407 is answered once per challenge with the
+credentials given (L{sipproxy.sip.client_auth.with_credentials} refuses a
+second answer to the same realm unless the nonce was stale), and send
+failures reported by the dispatcher end the transaction at once (17.1.4).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sipproxy.interfaces import IDispatcher, IReceiver
+from sipproxy.proxy.routing import RoutingError, response_hop
+from sipproxy.sip import transaction as tx
+from sipproxy.sip.client_auth import Credentials, with_credentials
+from sipproxy.sip.dialog import dialog_id_of_request
+from sipproxy.sip.ids import new_tag
+from sipproxy.sip.message import Request, Response
+from sipproxy.sip.uac import add_via, create_cancel
+
+__all__ = [
+    "Endpoint",
+    "ClientTransaction",
+    "ServerTransaction",
+    "SIPError",
+    "TransactionTimeout",
+    "TransportFailure",
+    "ALLOWED",
+    "KNOWN_METHODS",
+]
+
+log = Logger()
+
+#: What the endpoint does (the Allow header).
+ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "MESSAGE")
+#: Methods answered 405 rather than 501 when nobody takes them.
+KNOWN_METHODS = frozenset(ALLOWED) | {"REGISTER", "SUBSCRIBE", "PUBLISH", "REFER", "PRACK", "UPDATE"}
+_TARGET = "tuple[Any, tuple[str, int]]"
+
+
+class SIPError(Exception):
+    """A request that did not succeed: the final C{code} and C{reason}
+    (and the C{response} when one came)."""
+
+    def __init__(self, code: int, reason: str, response: Optional[Response] = None) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.response = response
+
+
+class TransactionTimeout(SIPError):
+    """No final response in time (Timer B/F): treated as 408 (RFC 3261 8.1.3.1)."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(408, f"Request Timeout (no answer to {method})")
+
+
+class TransportFailure(SIPError):
+    """The request could not be sent: treated as 503 (RFC 3261 8.1.3.1)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(503, f"Service Unavailable (transport error: {reason})")
+
+
+class _Timers:
+    """The named timers of one machine, run on C{clock}."""
+
+    def __init__(self, clock: IReactorTime, fire: Callable[[str], None]) -> None:
+        self.clock = clock
+        self.fire = fire
+        self.calls: dict[str, IDelayedCall] = {}
+
+    def start(self, name: str, delay: float) -> None:
+        self.cancel(name)
+        self.calls[name] = self.clock.callLater(delay, self._fired, name)
+
+    def _fired(self, name: str) -> None:
+        self.calls.pop(name, None)
+        self.fire(name)
+
+    def cancel(self, name: str) -> None:
+        call = self.calls.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def cancel_all(self) -> None:
+        for name in list(self.calls):
+            self.cancel(name)
+
+
+class ClientTransaction:
+    """One request we sent and what became of it.
+
+    @ivar deferred: fires with the final L{Response} (any code from 200;
+        after an authentication retry, the retry's), or fails with
+        L{TransactionTimeout} / L{TransportFailure}.
+    @ivar request: the request as last sent (a retry replaces it).
+    @ivar on_provisional: called with each 1xx.
+    @ivar on_retry: called with the new request when a challenge is
+        answered (a dialog moves its CSeq to it).
+    """
+
+    def __init__(self, endpoint: "Endpoint", request: Request, target: Any,
+                 credentials: Optional[Credentials], on_provisional: Optional[Callable[[Response], Any]] = None,
+                 on_retry: Optional[Callable[[Request], Any]] = None) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.target = target
+        self.credentials = credentials
+        self.on_provisional = on_provisional
+        self.on_retry = on_retry
+        self.deferred: Deferred = Deferred()
+        self.final: Optional[Response] = None
+        self.provisional = False
+        self._cancel_wanted = False
+        self._cancel: Optional[ClientTransaction] = None
+        self._ack: Optional[Request] = None
+        self._machine: Any = None
+        self._key: Any = None
+        self._timers = _Timers(endpoint.clock, self._timer_fired)
+
+    # -- life ------------------------------------------------------------------------
+    def _start(self) -> None:
+        leg = self.target[0]
+        reliable = leg.proto != "udp"
+        request = self.request
+        timers = self.endpoint.timers
+        if request.method == "INVITE":
+            self._machine = tx.ClientInvite(request, timers, reliable=reliable)
+        else:
+            self._machine = tx.ClientNonInvite(request, timers, reliable=reliable)
+        self._key = self._machine.key
+        self.endpoint._clients[self._key] = self
+        self._run(self._machine.start())
+
+    def _receive(self, response: Response) -> None:
+        self._run(self._machine.receive(response))
+
+    def _timer_fired(self, name: str) -> None:
+        self._run(self._machine.timer_fired(name))
+
+    def _transport_error(self, reason: str) -> None:
+        log.info("{method} to {dst}: {reason}", method=self.request.method, dst=self.target[1], reason=reason)
+        self._failed_reason = reason
+        self._run(self._machine.transport_error())
+
+    def _run(self, outputs: Iterable[Any]) -> None:
+        for out in _actions_first(outputs):
+            if isinstance(out, tx.Send):
+                self.endpoint._send(out.message, self.target, self._transport_error)
+            elif isinstance(out, tx.StartTimer):
+                self._timers.start(out.name, out.delay)
+            elif isinstance(out, tx.CancelTimer):
+                self._timers.cancel(out.name)
+            elif isinstance(out, tx.Provisional):
+                self._provisional(out.response)
+            elif isinstance(out, tx.Final):
+                self._final_response(out.response)
+            elif isinstance(out, tx.Extra2xx):
+                self._extra_2xx(out.response)
+            elif isinstance(out, tx.Timeout):
+                self._fail(TransactionTimeout(self.request.method))
+            elif isinstance(out, tx.TransportError):
+                self._fail(TransportFailure(getattr(self, "_failed_reason", "send failed")))
+            elif isinstance(out, tx.Terminated):
+                self._terminated()
+
+    def _terminated(self) -> None:
+        self._timers.cancel_all()
+        if self.endpoint._clients.get(self._key) is self:
+            del self.endpoint._clients[self._key]
+
+    # -- what comes back ------------------------------------------------------------
+    def _provisional(self, response: Response) -> None:
+        self.provisional = True
+        if self._cancel_wanted and self._cancel is None:
+            self._send_cancel()
+        if self.on_provisional is not None:
+            _call(self.on_provisional, response)
+
+    def _extra_2xx(self, response: Response) -> None:
+        """A 2xx again (our ACK was lost, or another fork answered): our
+        ACK again. A fork's 2xx gets the same ACK, which its To tag does
+        not match; the fork then gives up on its own (64*T1)."""
+        if self._ack is not None:
+            self.endpoint._send(self._ack, self.target)
+
+    def _final_response(self, response: Response) -> None:
+        if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted:
+            retry = with_credentials(self.request, response, self.credentials)
+            if retry is not None:
+                self._retry(retry)
+                return
+        self.final = response
+        if not self.deferred.called:
+            self.deferred.callback(response)
+
+    def _retry(self, request: Request) -> None:
+        """Answer a challenge: a new transaction, same target; its outcome
+        is ours."""
+        log.info("{method}: answering the {realm} challenge", method=request.method,
+                 realm="proxy" if request.get("proxy-authorization") else "server")
+        child = ClientTransaction(self.endpoint, request, self.target, self.credentials, self.on_provisional,
+                                  self.on_retry)
+        self.request = request
+        if self.on_retry is not None:
+            _call(self.on_retry, request)
+        self._child = child
+        child.deferred.addBoth(self._child_done)
+        child._start()
+
+    def _child_done(self, result: Any) -> None:
+        child = self._child
+        self.final = child.final
+        if not self.deferred.called:
+            self.deferred.callback(result) if not isinstance(result, Failure) else self.deferred.errback(result)
+
+    def _fail(self, error: SIPError) -> None:
+        if self.final is None and not self.deferred.called:
+            self.deferred.errback(error)
+
+    # -- what the user may do ---------------------------------------------------------
+    def ack(self, ack: Request) -> None:
+        """Send the ACK of a 2xx (built by the dialog's owner) and send it
+        again for each retransmitted 2xx."""
+        child = getattr(self, "_child", None)
+        if child is not None:
+            child.ack(ack)
+            return
+        if ack.get("via") is None:
+            leg = self.target[0]
+            add_via(ack, leg.sent_by, leg.proto.upper())
+        self._ack = ack
+        self.endpoint._send(ack, self.target)
+
+    def cancel(self) -> None:
+        """CANCEL a pending INVITE (RFC 3261 9.1): at once after a
+        provisional response, else when the first one arrives."""
+        child = getattr(self, "_child", None)
+        if child is not None:
+            child.cancel()
+            return
+        if self.request.method != "INVITE" or self.final is not None or self._cancel_wanted:
+            return
+        self._cancel_wanted = True
+        if self.provisional:
+            self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        cancel = create_cancel(self.request)
+        self._cancel = ClientTransaction(self.endpoint, cancel, self.target, None)
+        self._cancel.deferred.addErrback(lambda f: log.info("CANCEL got no answer: {e}", e=f.getErrorMessage()))
+        self._cancel._start()
+
+
+class ServerTransaction:
+    """One request we received, to be answered through L{respond}.
+
+    @ivar cancelled: True once a CANCEL arrived for this INVITE.
+    @ivar on_cancel: called (no arguments) when a CANCEL arrives before
+        the final answer (the endpoint has already answered 487).
+    @ivar acked: for an INVITE answered 2xx, fires with the ACK, or
+        fails with L{TransactionTimeout} when none came (the caller then
+        ends the dialog with BYE, RFC 3261 13.3.1.4).
+    """
+
+    def __init__(self, endpoint: "Endpoint", request: Request, leg: Any, addr: tuple[str, int]) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.leg = leg
+        self.addr = addr
+        self.to_tag = request.to_tag or new_tag()
+        self.final: Optional[Response] = None
+        self.cancelled = False
+        self.on_cancel: Optional[Callable[[], Any]] = None
+        self.acked: Deferred = Deferred()
+        reliable = leg.proto != "udp"
+        timers = endpoint.timers
+        if request.method == "INVITE":
+            self._machine: Any = tx.ServerInvite(request, timers, reliable=reliable)
+        else:
+            self._machine = tx.ServerNonInvite(request, timers, reliable=reliable)
+        self._key = self._machine.key
+        self._timers = _Timers(endpoint.clock, self._timer_fired)
+        self._retransmitter: Any = None
+        self._2xx_timers = _Timers(endpoint.clock, self._2xx_timer_fired)
+        endpoint._servers[self._key] = self
+        self._run(self._machine.start())
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    def respond(self, code: int, reason: Optional[str] = None, headers: Sequence[tuple[str, str]] = (),
+                body: bytes = b"", content_type: Optional[str] = None) -> Optional[Response]:
+        """Answer (a 1xx, then one final answer; later calls are ignored)."""
+        if self.final is not None:
+            return None
+        response = self.request.create_response(code, reason, headers, body,
+                                                to_tag=self.to_tag if code > 100 else None)
+        if content_type is not None and body:
+            response.set("content-type", content_type)
+        try:
+            outputs = self._machine.respond(response)
+        except tx.LocalProtocolError as e:  # the transaction ended meanwhile (a transport error)
+            log.info("cannot answer {method} from {source}: {error}", method=self.method, source=self.addr, error=e)
+            return None
+        if code >= 200:
+            self.final = response
+        self._run(outputs)
+        if self.request.method == "INVITE" and 200 <= code < 300:
+            self._retransmit_2xx(response)
+        return response
+
+    def _receive(self, request: Request) -> None:
+        self._run(self._machine.receive(request))
+
+    def _timer_fired(self, name: str) -> None:
+        self._run(self._machine.timer_fired(name))
+
+    def _transport_error(self, reason: str) -> None:
+        self._run(self._machine.transport_error())
+
+    def _run(self, outputs: Iterable[Any]) -> None:
+        for out in _actions_first(outputs):
+            if isinstance(out, tx.Send):
+                self.endpoint._send_response(out.message, self.leg, self.addr, self._transport_error)
+            elif isinstance(out, tx.StartTimer):
+                self._timers.start(out.name, out.delay)
+            elif isinstance(out, tx.CancelTimer):
+                self._timers.cancel(out.name)
+            elif isinstance(out, tx.Terminated):
+                self._terminated()
+            elif isinstance(out, tx.AckReceived):  # a 2xx ACK reusing the INVITE's branch
+                self._ack_received(out.ack)
+            elif isinstance(out, (tx.Timeout, tx.TransportError)):
+                log.info("{method} from {source}: our answer was not acknowledged", method=self.method,
+                         source=self.addr)
+            # RequestReceived: the endpoint hands the request on itself
+
+    def _terminated(self) -> None:
+        self._timers.cancel_all()
+        if self.endpoint._servers.get(self._key) is self:
+            del self.endpoint._servers[self._key]
+
+    # -- 2xx to INVITE: retransmitted by the UA core until the ACK (13.3.1.4) -------------
+    def _retransmit_2xx(self, response: Response) -> None:
+        self._retransmitter = tx.TwoXXRetransmitter(response, self.endpoint.timers,
+                                                    reliable=self.leg.proto != "udp")
+        self.endpoint._awaiting_ack[(self.request.call_id, self.request.cseq[0])] = self
+        self._run_2xx(self._retransmitter.start())
+
+    def _2xx_timer_fired(self, name: str) -> None:
+        if self._retransmitter is not None:
+            self._run_2xx(self._retransmitter.timer_fired(name))
+
+    def _run_2xx(self, outputs: Iterable[Any]) -> None:
+        for out in outputs:
+            if isinstance(out, tx.Send):
+                self.endpoint._send_response(out.message, self.leg, self.addr)
+            elif isinstance(out, tx.StartTimer):
+                self._2xx_timers.start(out.name, out.delay)
+            elif isinstance(out, tx.CancelTimer):
+                self._2xx_timers.cancel(out.name)
+            elif isinstance(out, (tx.AckTimeout, tx.TransportError)):
+                self._stop_2xx()
+                if not self.acked.called:
+                    self.acked.errback(TransactionTimeout("ACK"))
+
+    def _ack_received(self, ack: Request) -> None:
+        if self._retransmitter is not None:
+            self._run_2xx(self._retransmitter.ack_received(ack))
+        self._stop_2xx()
+        if not self.acked.called:
+            self.acked.callback(ack)
+
+    def _stop_2xx(self) -> None:
+        self._2xx_timers.cancel_all()
+        self._retransmitter = None
+        key = (self.request.call_id, self.request.cseq[0])
+        if self.endpoint._awaiting_ack.get(key) is self:
+            del self.endpoint._awaiting_ack[key]
+
+    def _cancelled(self) -> None:
+        """A CANCEL for this INVITE: 487 unless answered already."""
+        if self.final is not None or self.cancelled:
+            return
+        self.cancelled = True
+        self.respond(487, "Request Terminated")
+        if self.on_cancel is not None:
+            _call(self.on_cancel)
+
+
+@implementer(IReceiver)
+class Endpoint:
+    """The transactions and dialogs of one user agent.
+
+    @param reactor: C{IReactorTime} for the transaction timers.
+    @param dispatcher: an L{IDispatcher} (sends, resolves, names its legs).
+    @param credentials: what 401/407 challenges are answered with
+        (C{(user, password)}, C{{realm: (user, password)}} or a callable).
+    @param owns: C{owns(request) -> bool}: whether a request outside our
+        dialogs and transactions is addressed to us. None: everything is
+        (the endpoint is alone on its dispatcher).
+    @ivar on_invite: C{on_invite(transaction) -> bool} for a new INVITE
+        outside a dialog; true when taken (the endpoint has sent 100
+        Trying); false passes the INVITE down the chain.
+    @ivar last_in_chain: nothing follows us in the receive chain: an
+        INVITE nobody takes is answered (480 without a listener, 403 when
+        the filter refuses it) instead of passed on.
+    @ivar on_request: C{on_request(transaction) -> bool} for other
+        requests outside a dialog (MESSAGE, NOTIFY, ...); false gets 405
+        or 501.
+    @param timers: the RFC 3261 timer values (L{sipproxy.sip.transaction.TimerConfig}).
+    @ivar accept_invite: C{accept_invite(request, leg, addr) -> bool},
+        asked before the 100 Trying (C{listen}'s filter); false passes the
+        INVITE down the chain.
+    """
+
+    def __init__(self, reactor: IReactorTime, dispatcher: IDispatcher, credentials: Optional[Credentials] = None,
+                 owns: Optional[Callable[[Request], bool]] = None,
+                 user_agent: str = "sipproxy", timers: Optional[tx.TimerConfig] = None) -> None:
+        self.clock = reactor
+        self.timers = timers or tx.TimerConfig()
+        self.dispatcher = dispatcher
+        self.credentials = credentials
+        self.owns = owns
+        self.user_agent = user_agent
+        self.last_in_chain = False
+        self.on_invite: Optional[Callable[[ServerTransaction], Any]] = None
+        self.accept_invite: Optional[Callable[[Request, Any, Any], Any]] = None
+        self.on_request: Optional[Callable[[ServerTransaction], Any]] = None
+        self._clients: dict[Any, ClientTransaction] = {}
+        self._servers: dict[Any, ServerTransaction] = {}
+        self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
+        self._dialogs: dict[Any, Any] = {}
+
+    # -- dialogs ---------------------------------------------------------------------
+    def add_dialog(self, dialog: Any, owner: Any) -> None:
+        """Route the requests of C{dialog} to C{owner}, which has
+        C{dialog_request(transaction)} and C{dialog_ack(request)}."""
+        self._dialogs[dialog.id] = (dialog, owner)
+
+    def remove_dialog(self, dialog: Any) -> None:
+        self._dialogs.pop(dialog.id, None)
+
+    # -- sending -----------------------------------------------------------------------
+    def resolve(self, uri: str) -> Deferred:
+        """The (leg, address) a request to C{uri} (its top Route or its
+        Request-URI) goes to; fails with L{SIPError} when there is none."""
+        d = self.dispatcher.resolve(uri)
+
+        def first(targets: list) -> Any:
+            return targets[0]
+
+        def no_route(failure: Failure) -> Any:
+            error = failure.trap(RoutingError) and failure.value
+            raise SIPError(error.code, f"No route to {uri} ({error.reason})")
+
+        return d.addCallbacks(first, no_route)
+
+    def send_request(self, request: Request, target: Any, credentials: Any = "default",
+                     on_provisional: Optional[Callable[[Response], Any]] = None,
+                     on_retry: Optional[Callable[[Request], Any]] = None) -> ClientTransaction:
+        """Send C{request} to C{target} (leg, address) in a new client
+        transaction; adds our Via when it has none."""
+        if request.get("via") is None:
+            leg = target[0]
+            add_via(request, leg.sent_by, leg.proto.upper())
+        if self.user_agent and request.get("user-agent") is None:
+            request.add("User-Agent", self.user_agent)
+        if credentials == "default":
+            credentials = self.credentials
+        transaction = ClientTransaction(self, request, target, credentials, on_provisional, on_retry)
+        transaction._start()
+        return transaction
+
+    def _send(self, message: Any, target: Any, on_error: Optional[Callable[[str], Any]] = None) -> None:
+        leg, addr = target
+        self.dispatcher.send(message, leg, addr, on_error=on_error)
+
+    def _send_response(self, response: Response, leg: Any, addr: tuple[str, int],
+                       on_error: Optional[Callable[[str], Any]] = None) -> None:
+        """Back along the top Via for UDP (received, rport: RFC 3261
+        18.2.2, RFC 3581), over the connection the request came on for
+        stream legs."""
+        destination = addr
+        if leg.proto == "udp":
+            via = response.top_via()
+            try:
+                hop = response_hop(via) if via is not None else None
+            except RoutingError:
+                hop = None
+            if hop is not None and hop.is_ip:
+                destination = (hop.host, hop.port or 5060)
+        self.dispatcher.send(response, leg, destination, on_error=on_error)
+
+    # -- receiving ---------------------------------------------------------------------
+    def receive(self, packet: Any, leg: Any, addr: tuple[str, int]) -> Any:
+        if isinstance(packet, Response):
+            client = self._clients.get(tx.client_key(packet))
+            if client is None:
+                return False
+            client._receive(packet)
+            return True
+        return self._receive_request(packet, leg, addr)
+
+    def _receive_request(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+        method = request.method
+        server = self._servers.get(tx.server_key(request))
+        if server is not None:  # a retransmission, or the ACK of a non-2xx answer
+            server._receive(request)
+            return True
+        if method == "ACK":
+            return self._ack(request)
+        if method == "CANCEL":
+            return self._cancel(request, leg, addr)
+        if request.to_tag is not None:
+            return self._in_dialog(request, leg, addr)
+        if self.owns is not None and not self.owns(request):
+            return False
+        if method == "INVITE":
+            return self._invite(request, leg, addr)
+        transaction = ServerTransaction(self, request, leg, addr)
+        if method == "OPTIONS":
+            self._options(transaction)
+        elif method == "BYE":
+            transaction.respond(481, "Call/Transaction Does Not Exist")
+        elif not (self.on_request is not None and _call(self.on_request, transaction)):
+            self._refuse(transaction)
+        return True
+
+    def _ack(self, ack: Request) -> bool:
+        waiting = self._awaiting_ack.get((ack.call_id, ack.cseq[0]))
+        entry = self._dialogs.get(dialog_id_of_request(ack))
+        if waiting is not None and waiting.to_tag == ack.to_tag:
+            waiting._ack_received(ack)
+        elif entry is None:
+            return False  # not ours: a proxy sharing the dispatcher forwards it
+        if entry is not None:
+            _call(entry[1].dialog_ack, ack)
+        return True
+
+    def _cancel(self, cancel: Request, leg: Any, addr: tuple[str, int]) -> bool:
+        invite = self._servers.get(tx.server_key(cancel, method="INVITE"))
+        if invite is None and self.owns is not None and not self.owns(cancel):
+            return False
+        transaction = ServerTransaction(self, cancel, leg, addr)
+        if invite is None:
+            transaction.respond(481, "Call/Transaction Does Not Exist")
+            return True
+        transaction.respond(200)
+        invite._cancelled()
+        return True
+
+    def _in_dialog(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+        entry = self._dialogs.get(dialog_id_of_request(request))
+        if entry is None:
+            if self.owns is not None and not self.owns(request):
+                return False
+            ServerTransaction(self, request, leg, addr).respond(481, "Call/Transaction Does Not Exist")
+            return True
+        dialog, owner = entry
+        transaction = ServerTransaction(self, request, leg, addr)
+        refused = dialog.receive_request(request)
+        if refused:
+            transaction.respond(refused, "Server Internal Error (CSeq out of order)")
+            return True
+        if request.method == "INVITE":
+            transaction.respond(100, "Trying")
+        if request.method == "OPTIONS":
+            self._options(transaction)
+            return True
+        handled = _call(owner.dialog_request, transaction)
+        if transaction.final is None:
+            if request.method in ("NOTIFY", "INFO", "MESSAGE", "BYE"):
+                transaction.respond(200)
+            elif not handled:
+                self._refuse(transaction)
+        return True
+
+    def _invite(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+        if self.on_invite is None:
+            if self.last_in_chain:
+                ServerTransaction(self, request, leg, addr).respond(480, "Temporarily Unavailable (not listening)")
+                return True
+            return False
+        if self.accept_invite is not None and not _call(self.accept_invite, request, leg, addr):
+            if self.last_in_chain:
+                ServerTransaction(self, request, leg, addr).respond(403, "Forbidden (refused by filter)")
+                return True
+            return False
+        transaction = ServerTransaction(self, request, leg, addr)
+        transaction.respond(100, "Trying")
+        if not _call(self.on_invite, transaction) and transaction.final is None:
+            transaction.respond(603, "Decline")
+        return True
+
+    def _options(self, transaction: ServerTransaction) -> None:
+        transaction.respond(200, "OK", [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
+                                        ("Supported", "")])
+
+    def _refuse(self, transaction: ServerTransaction) -> None:
+        if transaction.method in KNOWN_METHODS:
+            transaction.respond(405, "Method Not Allowed", [("Allow", ", ".join(ALLOWED))])
+        else:
+            transaction.respond(501, "Not Implemented", [("Allow", ", ".join(ALLOWED))])
+
+    def close(self) -> None:
+        """Stop every timer (after the calls were ended)."""
+        for client in list(self._clients.values()):
+            client._terminated()
+        for server in list(self._servers.values()):
+            server._stop_2xx()
+            server._terminated()
+
+
+_ACTIONS = (tx.Send, tx.StartTimer, tx.CancelTimer, tx.Terminated)
+
+
+def _actions_first(outputs: Iterable[Any]) -> list[Any]:
+    """A machine's actions (in their order), then its events: an event
+    runs user code (a Deferred's callbacks) that may end the user agent,
+    and no timer of the machine may start after that."""
+    outputs = list(outputs)
+    return [o for o in outputs if isinstance(o, _ACTIONS)] + [o for o in outputs if not isinstance(o, _ACTIONS)]
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a user's callback; its exception is logged, never raised into
+    the packet path."""
+    try:
+        return function(*args)
+    except Exception:
+        log.failure("callback {name} failed", name=getattr(function, "__qualname__", repr(function)))
+        return None

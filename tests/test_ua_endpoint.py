@@ -1,0 +1,270 @@
+"""The endpoint answers every method as it should, retries challenges once,
+and leaves what is not its own to the rest of the receive chain (unit
+tests: memory legs, a Clock)."""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipproxy.access.chain import ReceiveChain
+from sipproxy.sip.message import Request, Response, parse
+from sipproxy.sip.uac import new_request
+from sipproxy.testing import MemoryLeg, memory_dispatcher
+from sipproxy.ua.endpoint import Endpoint, ServerTransaction, TransactionTimeout, TransportFailure
+
+from tests.sip import request
+
+PEER = ("192.0.2.10", 5060)
+US = "sip:bob@192.0.2.1"
+
+
+def response_to(sent: Request, code: int, headers: tuple = (), to_tag: str = "") -> bytes:
+    """A peer's answer to a request we sent."""
+    lines = [f"SIP/2.0 {code} Whatever"]
+    lines += [f"Via: {v}" for v in sent.get_all("via")]
+    to = sent.get("to") or ""
+    if to_tag and ";tag=" not in to:
+        to += f";tag={to_tag}"
+    lines += [f"From: {sent.get('from')}", f"To: {to}", f"Call-ID: {sent.call_id}", f"CSeq: {sent.get('cseq')}"]
+    lines += [f"{n}: {v}" for n, v in headers]
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Recorder:
+    """A receiver after the endpoint: what the chain passed on."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def receive(self, packet: Any, leg: Any, addr: Any) -> bool:
+        self.seen.append(packet)
+        return True
+
+
+class EndpointCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.leg = MemoryLeg("192.0.2.1", 5060)
+        self.dispatcher = memory_dispatcher([self.leg])
+        self.endpoint = Endpoint(self.clock, self.dispatcher)
+        self.after = Recorder()
+        self.dispatcher.set_receiver(ReceiveChain([self.endpoint, self.after]))
+
+    def inject(self, data: bytes, addr: tuple = PEER) -> list[tuple[Any, Any]]:
+        self.leg.receive(data, addr)
+        return self.leg.take()
+
+    def codes(self, sent: list) -> list[int]:
+        return [m.code for m, _ in sent if isinstance(m, Response)]
+
+
+class AnswersTests(EndpointCase):
+    def test_options_gets_200_with_allow_accept_supported(self) -> None:
+        sent = self.inject(request("OPTIONS", US, to="<sip:bob@192.0.2.1>"))
+        (answer, address), = sent
+        self.assertEqual(answer.code, 200)
+        self.assertIn("INVITE", answer.get_all("allow"))
+        self.assertIn("OPTIONS", answer.get_all("allow"))
+        self.assertEqual(answer.get("accept"), "application/sdp")
+        self.assertIn("supported", answer)
+        self.assertIsNotNone(answer.to_tag)
+        self.assertEqual(address, PEER)
+
+    def test_unknown_method_gets_501_and_known_one_405(self) -> None:
+        self.assertEqual(self.codes(self.inject(request("FROBNICATE", US))), [501])
+        sent = self.inject(request("SUBSCRIBE", US, via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKsub"))
+        self.assertEqual(self.codes(sent), [405])
+        self.assertIn("INVITE", sent[0][0].get_all("allow"))
+
+    def test_in_dialog_request_without_dialog_gets_481(self) -> None:
+        sent = self.inject(request("BYE", US, to="<sip:bob@192.0.2.1>;tag=gone"))
+        self.assertEqual(self.codes(sent), [481])
+
+    def test_ack_matching_nothing_goes_down_the_chain_unanswered(self) -> None:
+        sent = self.inject(request("ACK", US, to="<sip:bob@192.0.2.1>;tag=gone"))
+        self.assertEqual(sent, [])
+        self.assertEqual([p.method for p in self.after.seen], ["ACK"])
+
+    def test_invite_without_listener_goes_down_the_chain(self) -> None:
+        self.assertEqual(self.inject(request("INVITE", US)), [])
+        self.assertEqual([p.method for p in self.after.seen], ["INVITE"])
+
+    def test_invite_gets_100_then_the_listener_decides(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        sent = self.inject(request("INVITE", US))
+        self.assertEqual(self.codes(sent), [100])
+        self.assertEqual(len(taken), 1)
+        taken[0].respond(180)
+        taken[0].respond(486, "Busy Here")
+        self.assertEqual(self.codes(self.leg.take()), [180, 486])
+
+    def test_retransmitted_invite_gets_the_last_answer_again(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        self.inject(request("INVITE", US))
+        taken[0].respond(180)
+        self.leg.take()
+        self.assertEqual(self.codes(self.inject(request("INVITE", US))), [180])
+        self.assertEqual(len(taken), 1)
+
+    def test_cancel_gets_200_and_the_invite_487(self) -> None:
+        taken: list[ServerTransaction] = []
+        cancelled: list[bool] = []
+
+        def take(transaction: ServerTransaction) -> bool:
+            transaction.on_cancel = lambda: cancelled.append(True)
+            taken.append(transaction)
+            return True
+
+        self.endpoint.on_invite = take
+        self.inject(request("INVITE", US))
+        sent = self.inject(request("CANCEL", US, cseq_method="CANCEL"))
+        self.assertEqual(sorted((m.code, m.cseq_method) for m, _ in sent), [(200, "CANCEL"), (487, "INVITE")])
+        self.assertEqual(cancelled, [True])
+        # the caller's ACK for the 487 ends the INVITE transaction quietly
+        self.assertEqual(self.inject(request("ACK", US, cseq_method="ACK", to=sent[0][0].get("to"))), [])
+
+    def test_cancel_for_no_transaction_gets_481(self) -> None:
+        self.assertEqual(self.codes(self.inject(request("CANCEL", US))), [481])
+
+    def test_requests_not_ours_go_down_the_chain(self) -> None:
+        self.endpoint.owns = lambda req: req.parsed_uri().user == "bob"
+        self.assertEqual(self.inject(request("OPTIONS", "sip:carol@192.0.2.1")), [])
+        self.assertEqual(self.inject(request("BYE", "sip:carol@192.0.2.1", to="<sip:c@x>;tag=1")), [])
+        self.assertEqual(len(self.after.seen), 2)
+        self.assertEqual(self.codes(self.inject(request("OPTIONS", US))), [200])
+
+
+class DialogRequestTests(EndpointCase):
+    """In-dialog requests reach the dialog's owner."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from sipproxy.sip.dialog import Dialog
+
+        invite = parse(request("INVITE", US, cseq=1))
+        self.dialog = Dialog.from_uas(invite, "bobtag", "<sip:bob@192.0.2.1>")
+        self.got: list[Any] = []
+        owner = self
+
+        class Owner:
+            def dialog_request(self, transaction: ServerTransaction) -> bool:
+                owner.got.append(transaction.request.method)
+                return transaction.request.method == "BYE"
+
+            def dialog_ack(self, ack: Request) -> None:
+                owner.got.append("ACK")
+
+        self.endpoint.add_dialog(self.dialog, Owner())
+
+    def indialog(self, method: str, cseq: int = 2, **kw: Any) -> bytes:
+        return request(method, "sip:bob@192.0.2.1", to="<sip:bob@biloxi.example.com>;tag=bobtag", cseq=cseq,
+                       via=f"SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK{method}{cseq}", **kw)
+
+    def test_notify_and_info_get_200_after_the_owner_saw_them(self) -> None:
+        self.assertEqual(self.codes(self.inject(self.indialog("NOTIFY", 2))), [200])
+        self.assertEqual(self.codes(self.inject(self.indialog("INFO", 3))), [200])
+        self.assertEqual(self.got, ["NOTIFY", "INFO"])
+
+    def test_options_in_dialog_gets_200(self) -> None:
+        self.assertEqual(self.codes(self.inject(self.indialog("OPTIONS", 2))), [200])
+
+    def test_old_cseq_gets_500(self) -> None:
+        self.inject(self.indialog("INFO", 5))
+        self.assertEqual(self.codes(self.inject(self.indialog("INFO", 4))), [500])
+
+    def test_method_the_owner_does_not_take_gets_405(self) -> None:
+        self.assertEqual(self.codes(self.inject(self.indialog("REFER", 2))), [405])
+
+    def test_ack_reaches_the_owner(self) -> None:
+        self.assertEqual(self.inject(self.indialog("ACK", 1)), [])
+        self.assertEqual(self.got, ["ACK"])
+
+
+class ClientTests(EndpointCase):
+    def send(self, method: str = "REGISTER", credentials: Any = "default", target: tuple = PEER) -> Any:
+        req = new_request(method, "sip:192.0.2.10", "<sip:alice@192.0.2.1>", "<sip:alice@192.0.2.1>",
+                          sent_by=self.leg.sent_by)
+        return self.endpoint.send_request(req, (self.leg, target), credentials=credentials)
+
+    def test_response_of_no_transaction_of_ours_goes_down_the_chain(self) -> None:
+        self.inject(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKother\r\n"
+                    b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n"
+                    b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(len(self.after.seen), 1)
+
+    def test_final_response_fires_the_deferred(self) -> None:
+        transaction = self.send()
+        (sent, address), = self.leg.take()
+        self.assertEqual(address, PEER)
+        self.inject(response_to(sent, 200, to_tag="r1"))
+        self.assertEqual(self.successResultOf(transaction.deferred).code, 200)
+        self.assertEqual(self.after.seen, [])
+
+    def test_udp_request_is_retransmitted_then_times_out(self) -> None:
+        transaction = self.send()
+        self.leg.take()
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.leg.take()), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.leg.take()), 1)
+        self.clock.pump([4.0] * 10)
+        self.failureResultOf(transaction.deferred, TransactionTimeout)
+        self.assertEqual(self.endpoint._clients, {})
+
+    def test_send_failure_ends_the_transaction_at_once(self) -> None:
+        transaction = self.send(target=("224.0.0.1", 5060))
+        failure = self.failureResultOf(transaction.deferred, TransportFailure)
+        self.assertEqual(failure.value.code, 503)
+
+    def test_401_is_answered_once_with_credentials(self) -> None:
+        self.endpoint.credentials = ("alice", "secret")
+        transaction = self.send()
+        (first, _), = self.leg.take()
+        challenge = ('Digest realm="example", nonce="n1", qop="auth", algorithm=MD5',)
+        (second, _), = self.inject(response_to(first, 401, [("WWW-Authenticate", challenge[0])], to_tag="r1"))
+        self.assertEqual(second.cseq[0], first.cseq[0] + 1)
+        self.assertNotEqual(second.top_via().branch, first.top_via().branch)
+        self.assertIn('username="alice"', second.get("authorization"))
+        self.assertNoResult(transaction.deferred)
+        # the same realm again without stale: the password was refused
+        self.assertEqual(self.inject(response_to(second, 401, [("WWW-Authenticate", challenge[0])], to_tag="r2")),
+                         [])
+        self.assertEqual(self.successResultOf(transaction.deferred).code, 401)
+
+    def test_407_on_invite_is_answered_with_proxy_authorization(self) -> None:
+        self.endpoint.credentials = {"proxyrealm": ("alice", "pw")}
+        transaction = self.send("INVITE")
+        (first, _), = self.leg.take()
+        sent = self.inject(response_to(first, 407, [("Proxy-Authenticate", 'Digest realm="proxyrealm", nonce="x"')],
+                                       to_tag="p1"))
+        methods = [m.method for m, _ in sent]
+        self.assertEqual(sorted(methods), ["ACK", "INVITE"])  # the 407 is ACKed, the INVITE sent again
+        retry = [m for m, _ in sent if m.method == "INVITE"][0]
+        self.assertIn('username="alice"', retry.get("proxy-authorization"))
+        self.inject(response_to(retry, 200, [("Contact", "<sip:bob@192.0.2.10>")], to_tag="b1"))
+        self.assertEqual(self.successResultOf(transaction.deferred).code, 200)
+
+    def test_no_credentials_hands_the_401_up(self) -> None:
+        transaction = self.send()
+        (first, _), = self.leg.take()
+        self.assertEqual(self.inject(response_to(first, 401, [("WWW-Authenticate", 'Digest realm="r", nonce="n"')])),
+                         [])
+        self.assertEqual(self.successResultOf(transaction.deferred).code, 401)
+
+    def test_cancel_waits_for_a_provisional_answer(self) -> None:
+        transaction = self.send("INVITE")
+        (invite, _), = self.leg.take()
+        transaction.cancel()
+        self.assertEqual(self.leg.take(), [])  # RFC 3261 9.1: not before a 1xx
+        (cancel, _), = self.inject(response_to(invite, 180, to_tag="b1"))
+        self.assertEqual(cancel.method, "CANCEL")
+        self.assertEqual(cancel.top_via().branch, invite.top_via().branch)
+        self.inject(response_to(cancel, 200))
+        (ack, _), = self.inject(response_to(invite, 487, to_tag="b1"))
+        self.assertEqual(ack.method, "ACK")
+        self.assertEqual(self.successResultOf(transaction.deferred).code, 487)
