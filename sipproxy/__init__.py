@@ -33,8 +33,10 @@ _EXPORTS = {
     "FrontDoor": "sipproxy.access.front_chain",
     # stores, nat
     "MemoryStore": "sipproxy.registrar.memory_store", "LocalRelay": "sipproxy.nat.relay", "NgClient": "sipproxy.nat.ng",
+    # ua: the Simple with sockets is wiring (sipproxy.app.ua); its logic is sipproxy.ua.simple
+    "Call": "sipproxy.ua.call", "SIPError": "sipproxy.ua.endpoint", "Endpoint": "sipproxy.ua.endpoint",
     # app
-    "ProxyService": "sipproxy.app.service",
+    "ProxyService": "sipproxy.app.service", "Simple": "sipproxy.app.ua",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -1,0 +1,231 @@
+"""Simple and Call on a memory network with a Clock: calls up and down,
+ring timeouts, refusals, redirects, registration refresh and back-off."""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipproxy.ua.call import Call, CallEnd, RingTimeout
+from sipproxy.ua.endpoint import SIPError
+from sipproxy.ua.registration import RefreshPolicy
+
+from tests.ua_util import MemoryNetwork
+
+
+class CallTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.net = MemoryNetwork()
+        self.alice = self.net.simple("192.0.2.1", from_="alice")
+        self.bob = self.net.simple("192.0.2.2", from_="bob")
+        self.events: list[Any] = []
+
+    def listen(self, **options: Any) -> None:
+        self.bob.listen(on_create=lambda call, request: self.events.append(("create", call)) or True,
+                        on_established=lambda call: self.events.append(("established", call)),
+                        on_cleanup=lambda call: self.events.append(("cleanup", call.end)), sdp=None, **options)
+
+    def test_call_up_and_hung_up_by_the_caller(self) -> None:
+        self.listen()
+        d = self.alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        call = self.successResultOf(d)
+        self.assertIsInstance(call, Call)
+        self.assertEqual(call.state, "established")
+        self.assertEqual([e[0] for e in self.events], ["create", "established"])
+        bobs = self.events[0][1]
+        bye_seen: list[Any] = []
+        bobs.on("bye", bye_seen.append)
+        ended = call.bye()
+        self.net.run()
+        self.assertEqual(self.successResultOf(ended), CallEnd("local", 200, "OK"))
+        self.assertEqual(bobs.end.by, "remote")
+        self.assertEqual(len(bye_seen), 1)
+        self.assertEqual(self.events[-1], ("cleanup", CallEnd("remote", 200, "BYE")))
+        self.assertEqual(self.net.methods(),
+                         ["INVITE", "100 INVITE", "200 INVITE", "ACK", "BYE", "200 BYE"])
+        self.assertEqual(self.alice.calls, [])
+        self.assertEqual(self.bob.calls, [])
+
+    def test_callee_hangs_up(self) -> None:
+        self.listen()
+        call = self.successResultOf(self._call())
+        self.events[0][1].bye()
+        self.net.run()
+        self.assertEqual(self.successResultOf(call.ended), CallEnd("remote", 200, "BYE"))
+
+    def _call(self, **options: Any) -> Any:
+        d = self.alice.invite("sip:bob@192.0.2.2", sdp=None, **options)
+        self.net.run()
+        return d
+
+    def test_2xx_is_retransmitted_until_the_ack(self) -> None:
+        self.listen()
+        lost = []
+
+        def lose_first_ack(message: Any, addr: Any) -> bool:
+            if getattr(message, "method", None) == "ACK" and not lost:
+                lost.append(message)
+                return True
+            return False
+
+        self.net.drop = lose_first_ack
+        self.successResultOf(self._call())
+        self.assertEqual([e[0] for e in self.events], ["create"])
+        self.net.advance(1.0)
+        self.assertEqual([e[0] for e in self.events], ["create", "established"])
+        self.assertEqual(self.net.methods().count("200 INVITE"), 2)
+        self.assertEqual(self.net.methods().count("ACK"), 2)
+
+    def test_ring_timeout_cancels_and_fails_clearly(self) -> None:
+        self.listen(answer_after=None)
+        ringing: list[int] = []
+        d = self._call(ring_time=10, on_call=lambda call: call.on("ringing", lambda r: ringing.append(r.code)))
+        self.assertEqual(ringing, [180])
+        self.assertNoResult(d)
+        self.net.advance(10.0)
+        failure = self.failureResultOf(d, RingTimeout)
+        self.assertEqual(failure.value.code, 487)
+        self.assertIn("10 s", failure.value.reason)
+        self.assertIn("CANCEL", self.net.methods())
+        self.assertIn("487 INVITE", self.net.methods())
+        self.assertEqual(self.events[-1], ("cleanup", CallEnd("remote", 487, "cancelled by the caller")))
+
+    def test_refusal_fails_with_code_and_reason(self) -> None:
+        self.bob.listen(on_create=lambda call, request: call.reject(486, "Busy Here") or True, sdp=None)
+        failure = self.failureResultOf(self._call(), SIPError)
+        self.assertEqual((failure.value.code, failure.value.reason), (486, "Busy Here"))
+
+    def test_302_is_followed(self) -> None:
+        carol = self.net.simple("192.0.2.3", from_="carol")
+        carol.listen(sdp=None)
+        self.bob.listen(on_create=lambda call, request: call._server.respond(
+            302, "Moved", [("Contact", "<sip:carol@192.0.2.3>")]) or True, sdp=None)
+        call = self.successResultOf(self._call())
+        self.assertIn("carol", call.dialog.remote_target)
+        self.assertEqual(len(carol.calls), 1)
+
+    def test_other_3xx_is_reported(self) -> None:
+        self.bob.listen(on_create=lambda call, request: call._server.respond(
+            301, "Moved Permanently", [("Contact", "<sip:carol@192.0.2.3>")]) or True, sdp=None)
+        failure = self.failureResultOf(self._call(), SIPError)
+        self.assertEqual(failure.value.code, 301)
+        self.assertEqual(failure.value.contacts, ["<sip:carol@192.0.2.3>"])
+
+    def test_no_listener_gets_480_and_a_filtered_call_403(self) -> None:
+        self.assertEqual(self.failureResultOf(self._call(), SIPError).value.code, 480)
+        self.bob.listen(filter="carol", sdp=None)
+        self.assertEqual(self.failureResultOf(self._call(), SIPError).value.code, 403)
+        self.bob.listen(filter=lambda from_, request: "alice" in from_, sdp=None)
+        self.successResultOf(self._call())
+
+    def test_with_a_proxy_behind_unwanted_calls_go_down_the_chain(self) -> None:
+        passed: list[str] = []
+
+        class Behind:
+            def receive(self, packet: Any, leg: Any, addr: Any) -> bool:
+                passed.append(getattr(packet, "method", "response"))
+                return True
+
+        self.bob.create_chain([Behind()])
+        self.bob.listen(filter="carol", sdp=None)
+        self.assertNoResult(self._call())
+        self.assertEqual(passed, ["INVITE"])
+
+    def test_in_dialog_request_and_reinvite(self) -> None:
+        self.listen()
+        call = self.successResultOf(self._call())
+        bobs = self.events[0][1]
+        seen: list[str] = []
+        bobs.on("request", lambda t: seen.append(t.request.method))
+        bobs.on("reinvite", lambda r: seen.append("reinvite"))
+        response = call.request("INFO", b"Signal=5\r\n", "application/dtmf-relay")
+        self.net.run()
+        self.assertEqual(self.successResultOf(response).code, 200)
+        reinvited = call.reinvite()
+        self.net.run()
+        self.assertEqual(self.successResultOf(reinvited).code, 200)
+        self.assertEqual(seen, ["INFO", "reinvite"])
+        self.assertEqual(call.dialog.local_cseq, 3)
+
+    def test_cleanup_hangs_up_and_stops(self) -> None:
+        self.listen()
+        call = self.successResultOf(self._call())
+        d = self.alice.cleanup()
+        self.net.run()
+        self.successResultOf(d)
+        self.assertEqual(call.end.by, "local")
+        self.assertEqual(self.events[-1][0], "cleanup")
+
+
+class RegisterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.net = MemoryNetwork()
+        self.server = self.net.simple("192.0.2.9")
+        self.server.create_registrar(min_expires=10, max_expires=600)
+        self.server.create_stateless_proxy()
+        self.alice = self.net.simple("192.0.2.1", from_="sip:alice@192.0.2.9", registrar="sip:192.0.2.9",
+                                     refresh=RefreshPolicy(backoff=30, backoff_cap=120))
+        self.events: list[tuple[str, dict]] = []
+        for name in ("registered", "register_failed", "unregistered"):
+            self.alice.on(name, lambda name, fields: self.events.append((name, fields)))
+
+    def registers(self) -> int:
+        return self.net.methods().count("REGISTER")
+
+    def test_granted_expiry_and_refresh_before_it_ends(self) -> None:
+        d = self.alice.register(expires=3600)
+        self.net.run()
+        self.assertEqual(self.successResultOf(d), 600)  # the registrar's cap
+        self.net.advance(479, step=10)
+        self.assertEqual(self.registers(), 1)
+        self.net.advance(2, step=1)  # refresh at min(600 * 0.8, 600 - 5) = 480 s
+        self.assertEqual(self.registers(), 2)
+        self.assertEqual([e[0] for e in self.events], ["registered", "registered"])
+
+    def test_failed_refresh_backs_off_and_reports(self) -> None:
+        self.successResultOf(self._register(100))
+        self.net.drop = lambda message, addr: True  # the registrar is gone
+        self.net.advance(80 + 32 + 1, step=1)  # refresh at 80 s, F timer after 32 s
+        self.assertEqual(self.events[-1][0], "register_failed")
+        self.assertEqual(self.events[-1][1]["code"], 408)
+        self.assertEqual(self.events[-1][1]["retry_in"], 30)
+        self.net.advance(30 + 32 + 1, step=1)
+        self.assertEqual(self.events[-1][1]["retry_in"], 60)
+        self.net.drop = None  # back
+        self.net.advance(61, step=1)
+        self.assertEqual(self.events[-1], ("registered", {"expires": 100}))
+
+    def _register(self, expires: int) -> Any:
+        d = self.alice.register(expires=expires)
+        self.net.run()
+        return d
+
+    def test_calls_reach_a_registered_user_through_the_proxy(self) -> None:
+        self.successResultOf(self._register(300))
+        taken: list[Any] = []
+        self.alice.listen(on_create=lambda call, request: taken.append(call) or True, sdp=None)
+        bob = self.net.simple("192.0.2.2", from_="bob", outgoing_proxy="192.0.2.9")
+        d = bob.invite("sip:alice@192.0.2.9", sdp=None)
+        self.net.run()
+        call = self.successResultOf(d)
+        self.assertEqual(len(taken), 1)
+        bye = call.bye()
+        self.net.run()
+        self.assertEqual(self.successResultOf(bye).code, 200)
+
+    def test_unregister(self) -> None:
+        self.successResultOf(self._register(300))
+        d = self.alice.unregister()
+        self.net.run()
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(self.events[-1][0], "unregistered")
+        self.net.advance(300, step=30)
+        self.assertEqual(self.registers(), 2)
+
+    def test_refused_registration_fails_the_deferred(self) -> None:
+        self.server.create_registrar  # the registrar serves 192.0.2.9 only through its domains
+        d = self.alice.register(expires=5)  # below min_expires: 423
+        self.net.run()
+        failure = self.failureResultOf(d, SIPError)
+        self.assertEqual(failure.value.code, 423)
