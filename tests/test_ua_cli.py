@@ -1,0 +1,146 @@
+"""sipproxy-ua as a subprocess: register, call and answer on loopback, the
+JSON event lines, the exit statuses, and one-line errors for bad options."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.internet import defer, error, protocol, reactor
+from twisted.trial.unittest import TestCase
+
+from sipproxy.app.ua import Simple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Collect(protocol.ProcessProtocol):
+    """Gathers a child's output; C{lines} fires with each JSON event as it
+    comes (so a test can wait for C{listening})."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.events: list[dict] = []
+        self.ended: defer.Deferred = defer.Deferred()
+        self._waiting: list[tuple[str, defer.Deferred]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        while b"\n" in self.out:
+            line, self.out = self.out.split(b"\n", 1)
+            event = json.loads(line)
+            self.events.append(event)
+            for name, d in list(self._waiting):
+                if event["event"] == name:
+                    self._waiting.remove((name, d))
+                    d.callback(event)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def wait_for(self, name: str) -> defer.Deferred:
+        for event in self.events:
+            if event["event"] == name:
+                return defer.succeed(event)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append((name, d))
+        return d
+
+    def processEnded(self, reason: Any) -> None:
+        code = reason.value.exitCode if isinstance(reason.value, error.ProcessTerminated) else 0
+        self.ended.callback(code)
+
+
+def run_cli(*args: str) -> _Collect:
+    collect = _Collect()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    reactor.spawnProcess(collect, sys.executable, [sys.executable, "-m", "sipproxy.ua.cli", *args], env=env,
+                         path=ROOT)
+    return collect
+
+
+class CommandLineTests(TestCase):
+    timeout = 60
+
+    def names(self, collect: _Collect) -> list[str]:
+        return [e["event"] for e in collect.events]
+
+    @defer.inlineCallbacks
+    def test_bad_options_give_one_line_and_status_2(self) -> Any:
+        for args in (("call",), ("call", "--calls", "0", "sip:x@127.0.0.1"), ("frobnicate",),
+                     ("register", "--leg", "udp:0.0.0.0:0"), ("call", "--leg", "sctp:127.0.0.1", "sip:x@y")):
+            collect = run_cli(*args)
+            code = yield collect.ended
+            self.assertEqual(code, 2, args)
+            lines = collect.err.decode().splitlines()
+            self.assertEqual(len(lines), 1, (args, lines))
+            self.assertTrue(lines[0].startswith("sipproxy-ua: "), lines)
+            self.assertNotIn("Traceback", collect.err.decode())
+            self.assertEqual(collect.events, [])
+
+    @defer.inlineCallbacks
+    def test_answer_and_call_talk_to_each_other(self) -> Any:
+        answer = run_cli("answer", "--leg", "udp:127.0.0.1:0", "--from", "bob", "--calls", "2",
+                         "--answer-after", "0.2", "--timeout", "40")
+        listening = yield answer.wait_for("listening")
+        leg = listening["legs"][0]
+        self.assertTrue(leg.startswith("udp:127.0.0.1:"))
+        target = f"sip:bob@{leg[4:]}"
+        call = run_cli("call", "--leg", "udp:127.0.0.1:0", "--from", "alice", "--hangup-after", "0.2",
+                       "--calls", "2", "--timeout", "40", target)
+        code = yield call.ended
+        self.assertEqual(code, 0, call.err.decode())
+        self.assertEqual(self.names(call), ["listening", "ringing", "established", "bye", "ringing", "established",
+                                            "bye", "done"])
+        byes = [e for e in call.events if e["event"] == "bye"]
+        self.assertEqual(byes[0], {"event": "bye", "by": "local", "code": 200})
+        self.assertEqual(call.events[-1], {"event": "done", "ok": True})
+        self.assertEqual(call.events[1], {"event": "ringing", "code": 180})
+        code = yield answer.ended
+        self.assertEqual(code, 0, answer.err.decode())
+        self.assertEqual(self.names(answer), ["listening", "incoming", "established", "bye", "incoming",
+                                              "established", "bye", "done"])
+        self.assertIn("alice", answer.events[1]["from"])
+        self.assertEqual(answer.events[3], {"event": "bye", "by": "remote", "code": 200})
+
+    @defer.inlineCallbacks
+    def test_ring_timeout_is_reported_as_cancelled_and_fails(self) -> Any:
+        bob = Simple(reactor, legs=["udp:127.0.0.1:0"], from_="bob")
+        self.addCleanup(bob.cleanup)
+        bob.listen(answer_after=None)
+        call = run_cli("call", "--leg", "udp:127.0.0.1:0", "--ring-time", "0.5", "--timeout", "20",
+                       f"sip:bob@{bob.dispatcher.legs[0].sent_by}")
+        code = yield call.ended
+        self.assertEqual(code, 1)
+        self.assertEqual(self.names(call), ["listening", "ringing", "cancelled", "done"])
+        self.assertEqual(call.events[-1], {"event": "done", "ok": False})
+
+    @defer.inlineCallbacks
+    def test_refused_call_is_reported_with_its_code(self) -> Any:
+        bob = Simple(reactor, legs=["udp:127.0.0.1:0"], from_="bob")
+        self.addCleanup(bob.cleanup)
+        bob.listen(on_create=lambda call, request: call.reject(486, "Busy Here") or True)
+        call = run_cli("call", "--leg", "udp:127.0.0.1:0", "--timeout", "20",
+                       f"sip:bob@{bob.dispatcher.legs[0].sent_by}")
+        code = yield call.ended
+        self.assertEqual(code, 1)
+        self.assertEqual(call.events[1], {"event": "failed", "code": 486, "reason": "Busy Here"})
+
+    @defer.inlineCallbacks
+    def test_register_with_auth_and_a_wrong_password(self) -> Any:
+        server = Simple(reactor, legs=["udp:127.0.0.1:0"])
+        self.addCleanup(server.cleanup)
+        server.create_registrar(auth_users={"alice": "secret"}, min_expires=10, max_expires=120)
+        address = server.dispatcher.legs[0].sent_by
+        good = run_cli("register", "--registrar", f"sip:{address}", "--from", f"sip:alice@{address}",
+                       "--password", "secret", "--expires", "600", "--timeout", "20")
+        self.assertEqual((yield good.ended), 0, good.err.decode())
+        self.assertEqual(good.events[1], {"event": "registered", "expires": 120})
+        self.assertEqual(self.names(good), ["listening", "registered", "done"])
+        bad = run_cli("register", "--registrar", f"sip:{address}", "--from", f"sip:alice@{address}",
+                      "--auth-user", "alice", "--password", "wrong", "--timeout", "20")
+        self.assertEqual((yield bad.ended), 1)
+        self.assertEqual(bad.events[1]["event"], "register_failed")
+        self.assertEqual(bad.events[1]["code"], 401)
