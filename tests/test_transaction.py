@@ -490,7 +490,7 @@ class Pair:
     C{answer_delay} (a 180 first if C{provisional}) with C{final_code}."""
 
     def __init__(self, method: str, reliable: bool, final_code: int, provisional: bool, answer_delay: float,
-                 up: dict, down: dict) -> None:
+                 up: dict, down: dict, rfc2543: bool = False) -> None:
         self.loop = Loop()
         self.reliable = reliable
         self.method = method
@@ -498,6 +498,8 @@ class Pair:
         self.to_server = Link(self.loop, self.server_receive, reliable=reliable, **up)
         self.to_client = Link(self.loop, self.client_receive, reliable=reliable, **down)
         self.request = request(method)
+        if rfc2543:  # a client without the magic cookie: matched by the RFC 2543 rules
+            self.request.set("via", "SIP/2.0/UDP 192.0.2.1:5062")
         cls = ClientInvite if method == "INVITE" else ClientNonInvite
         self.client = cls(self.request, TIMERS, reliable)
         self.client_timers = Timers(self.loop, self.client, self.client_handle)
@@ -676,10 +678,12 @@ class PairedMachinesTests(SynchronousTestCase):
     @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(method=st.sampled_from(["INVITE", "OPTIONS", "BYE"]), reliable=st.booleans(),
            final_code=st.sampled_from([200, 202, 302, 404, 486, 503, 603]), provisional=st.booleans(),
-           answer_delay=st.floats(0.0, 12.0), up=link, down=link)
+           answer_delay=st.floats(0.0, 12.0), up=link, down=link, rfc2543=st.booleans())
     def test_both_sides_agree(self, method: str, reliable: bool, final_code: int, provisional: bool,
-                              answer_delay: float, up: dict, down: dict) -> None:
-        self.check(Pair(method, reliable, final_code, provisional, answer_delay, up, down))
+                              answer_delay: float, up: dict, down: dict, rfc2543: bool) -> None:
+        pair = Pair(method, reliable, final_code, provisional, answer_delay, up, down, rfc2543)
+        self.assertEqual(server_key(pair.request)[0], "2543" if rfc2543 else "3261")
+        self.check(pair)
 
     def test_lossless_invite_2xx(self) -> None:
         clean = dict(drops=[], dups=[], delays=[0.05])
@@ -707,6 +711,16 @@ class PairedMachinesTests(SynchronousTestCase):
         self.assertEqual(len(of(Timeout, pair.server_events)), 1)
         acks = pair.to_server.count - 1
         self.assertGreater(acks, 5)  # one per retransmitted final (timer G)
+
+    def test_rfc2543_failure_acked(self) -> None:
+        clean = dict(drops=[], dups=[], delays=[0.05])
+        pair = Pair("INVITE", False, 486, True, 1.0, clean, dict(drops=[False, False, True], dups=[], delays=[0.05]),
+                    rfc2543=True)
+        self.check(pair)
+        self.assertEqual(of(Final, pair.client_events)[0].response.code, 486)
+        self.assertEqual(pair.acks_of_failures_delivered, 1)
+        self.assertIs(pair.server_list[0].machine.state, TERMINATED)
+        self.assertEqual(of(Timeout, pair.server_events), [])
 
     def test_request_never_arrives(self) -> None:
         pair = Pair("OPTIONS", False, 200, False, 1.0, dict(drops=[True] * 40, dups=[], delays=[0.05]),
