@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import struct
 
 from hypothesis import assume, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase

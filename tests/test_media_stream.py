@@ -1,0 +1,583 @@
+"""The RTP stream edge: pacing, latching, receiving, DTMF, the no-RTP
+watchdog, RTCP and stopping on a Clock with fake UDP ports; then two real
+streams on 127.0.0.1 exchanging audio and DTMF."""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import random
+import shutil
+import tempfile
+from array import array
+from typing import Any, Optional
+
+from twisted.internet import defer, error, reactor, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from sipproxy.ua.media import g711
+from sipproxy.ua.media.audiofile import PcmSource, RawPayloadSource, WavSink, WavSource, read_wav, write_wav
+from sipproxy.ua.media.dtmf import DtmfDigit, EventPackets, decode_event, tone_frames
+from sipproxy.ua.media.rtcp import ReceiverReport, ReportBlock, SenderReport, build_rr, middle32, parse_rtcp
+from sipproxy.ua.media.rtp import RTPPacket, build_rtp, parse_rtp
+from sipproxy.ua.media.stream import PortAllocationError, RTPStream
+from tests.util import has_ipv6
+
+LOCAL = "192.0.2.1"
+PEER = ("198.51.100.7", 40000)
+NAT = ("203.0.113.9", 61000)
+
+
+class FakePort:
+    def __init__(self, reactor: "FakeReactor", number: int, protocol: Any, interface: str) -> None:
+        self.reactor, self.number, self.protocol, self.interface = reactor, number, protocol, interface
+        self.sent: list[tuple[bytes, tuple, float]] = []
+        self.listening = True
+        self.fail_writes = False
+
+    def write(self, data: bytes, addr: tuple) -> None:
+        if self.fail_writes:
+            raise OSError(errno.ENOBUFS, "no buffer space")
+        self.sent.append((data, addr, self.reactor.seconds()))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", self.interface, self.number)
+
+    def stopListening(self) -> defer.Deferred:
+        self.listening = False
+        del self.reactor.ports[self.number]
+        return task.deferLater(self.reactor, 0, lambda: None)
+
+    def packets(self) -> list[RTPPacket]:
+        return [parse_rtp(d) for d, _, _ in self.sent]
+
+
+class FakeReactor(Clock):
+    """A Clock with listenUDP; ephemeral ports are handed out in order from
+    C{next_port}; C{busy} ports refuse."""
+
+    def __init__(self, next_port: int = 20000, busy=()) -> None:
+        super().__init__()
+        self.ports: dict[int, FakePort] = {}
+        self.next_port = next_port
+        self.busy = set(busy)
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakePort:
+        if port == 0:
+            port = self.next_port
+            self.next_port += 1
+        if port in self.ports or port in self.busy:
+            raise error.CannotListenError(interface, port, OSError(errno.EADDRINUSE, "in use"))
+        fake = FakePort(self, port, protocol, interface)
+        self.ports[port] = fake
+        protocol.makeConnection(fake)
+        return fake
+
+    def run(self, seconds: float, step: float = 0.02) -> None:
+        """Advance in steps to exact multiples of C{step} from now (adding
+        0.02 a thousand times would land a hair short of a deadline)."""
+        base = self.seconds()
+        for i in range(1, int(round(seconds / step)) + 1):
+            self.advance(base + i * step - self.seconds())
+
+
+def tone_pcm(seconds: float, freq: float = 440.0) -> bytes:
+    return array("h", (int(8000 * math.sin(2 * math.pi * freq * n / 8000)) for n in range(int(8000 * seconds)))
+                 ).tobytes()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed = False
+
+    def write(self, pcm: bytes) -> None:
+        self.frames.append(pcm)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class StreamTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.reactor.advance(1000.0)
+
+    def stream(self, **options) -> RTPStream:
+        options.setdefault("rng", random.Random(5))
+        stream = RTPStream(self.reactor, **options)
+        stream.listen(LOCAL)
+        return stream
+
+    def port_of(self, stream: RTPStream) -> FakePort:
+        return self.reactor.ports[stream.local_port]
+
+
+class PacingTests(StreamTestCase):
+    def test_one_packet_per_deadline(self) -> None:
+        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.run(0.5)
+        sent = self.port_of(stream).sent
+        self.assertEqual(len(sent), 26)  # t = 0, 20, ..., 500 ms
+        self.assertEqual({addr for _, addr, _ in sent}, {PEER})
+        for n, (_, _, when) in enumerate(sent):
+            self.assertAlmostEqual(when, 1000.0 + 0.02 * n, places=6)
+        packets = [parse_rtp(d) for d, _, _ in sent]
+        self.assertEqual([p.marker for p in packets[:3]], [True, False, False])
+        self.assertEqual({(b.sequence - a.sequence) & 0xFFFF for a, b in zip(packets, packets[1:])}, {1})
+        self.assertEqual({(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:])}, {160})
+        self.assertEqual({p.payload_type for p in packets}, {0})
+        self.assertEqual(packets[0].payload, g711.pcm16_to_ulaw(tone_pcm(1.0)[:320]))
+        self.assertEqual(stream.stats()["sent"], 26)
+
+    def test_schedule_is_one_timer_to_the_next_deadline(self) -> None:
+        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.advance(0.005)
+        calls = [c for c in self.reactor.getDelayedCalls() if c.func == stream._tick]
+        self.assertEqual(len(calls), 1)
+        self.assertAlmostEqual(calls[0].getTime(), 1000.02, places=5)
+
+    def test_late_timer_catches_up_then_skips(self) -> None:
+        source = PcmSource(b"".join(array("h", [i] * 160).tobytes() for i in range(200)))
+        stream = self.stream(source=source)
+        stream.set_remote(PEER)
+        stream.start()
+        port = self.port_of(stream)
+        self.reactor.advance(0.065)  # deadlines 20, 40, 60 ms passed: three sent at once
+        self.assertEqual(len(port.sent), 4)
+        self.assertEqual({when for _, _, when in port.sent[1:]}, {1000.065})
+        self.reactor.advance(0.015)  # back on the grid at 80 ms
+        self.assertEqual(len(port.sent), 5)
+        self.reactor.advance(1.0)  # a 1 s stall: 50 deadlines passed
+        self.assertEqual(len(port.sent), 6)
+        packets = port.packets()
+        jump = (packets[5].timestamp - packets[4].timestamp) & 0xFFFFFFFF
+        self.assertEqual(jump, 50 * 160)
+        self.assertTrue(packets[5].marker)
+        # the source was not consumed over the gap: the next frame follows
+        self.assertEqual(g711.ULAW_DECODE[packets[5].payload[0]], g711.ULAW_DECODE[g711.ulaw_encode([5])[0]])
+        self.assertEqual(stream.stats()["skipped_slots"], 49)
+        self.assertGreater(stream.stats()["late_max"], 0.04)
+
+    def test_source_done_once(self) -> None:
+        done = []
+        stream = self.stream(source=PcmSource(tone_pcm(0.1)), on_source_done=done.append)
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.run(0.5)
+        self.assertEqual(done, [stream])
+        self.assertEqual(len(self.port_of(stream).sent), 5)
+
+    def test_no_destination_sends_nothing_and_keeps_the_source(self) -> None:
+        stream = self.stream(source=PcmSource(b"".join(array("h", [i] * 160).tobytes() for i in range(100))))
+        stream.start()
+        self.reactor.run(0.2)
+        self.assertEqual(self.port_of(stream).sent, [])
+        stream.set_remote(PEER)
+        self.reactor.run(0.02)
+        (packet,) = self.port_of(stream).packets()
+        self.assertEqual(g711.ulaw_decode(packet.payload)[0], g711.ulaw_decode(g711.ulaw_encode([0]))[0])
+        self.assertTrue(packet.marker)
+
+    def test_raw_payload_source_passes_through_or_transcodes(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, "x.raw")
+        with open(path, "wb") as f:
+            f.write(bytes(range(160)))
+        same = self.stream(source=RawPayloadSource(path))
+        same.set_remote(PEER)
+        same.start()
+        other = self.stream(codec="PCMA", source=RawPayloadSource(path))
+        other.set_remote(PEER)
+        other.start()
+        self.assertEqual(self.port_of(same).packets()[0].payload, bytes(range(160)))
+        (packet,) = self.port_of(other).packets()
+        self.assertEqual((packet.payload_type, packet.payload), (8, g711.ulaw_to_alaw(bytes(range(160)))))
+
+    def test_send_errors_are_counted(self) -> None:
+        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(PEER)
+        self.port_of(stream).fail_writes = True
+        stream.start()
+        self.reactor.run(0.1)
+        self.assertEqual(stream.stats()["send_errors"], 6)
+
+
+def audio(seq: int, ts: Optional[int] = None, ssrc: int = 77, pt: int = 0, payload: bytes = None) -> bytes:
+    if payload is None:
+        payload = g711.pcm16_to_ulaw(array("h", [seq % 100] * 160).tobytes())
+    return build_rtp(pt, seq, seq * 160 if ts is None else ts, ssrc, payload)
+
+
+class ReceiveTests(StreamTestCase):
+    def test_decoded_to_sink_and_callback_with_statistics(self) -> None:
+        sink, seen = Recorder(), []
+        stream = self.stream(sink=sink, on_frame=lambda pcm, packet: seen.append(packet.sequence))
+        stream.set_remote(PEER)
+        for seq in (1, 2, 3, 3, 5):
+            stream.datagramReceived(audio(seq), PEER)
+            self.reactor.advance(0.02)
+        self.assertEqual(seen, [1, 2, 3, 5])  # the duplicate dropped
+        self.assertEqual(sink.frames[1], g711.ulaw_to_pcm16(g711.pcm16_to_ulaw(array("h", [2] * 160).tobytes())))
+        stats = stream.stats()
+        self.assertEqual((stats["received"], stats["lost"], stats["duplicates"]), (4, 1, 1))
+
+    def test_latching_to_the_real_source(self) -> None:
+        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(PEER)  # what the SDP says
+        stream.start()
+        self.reactor.run(0.04)
+        stream.datagramReceived(audio(1), NAT)  # where packets really come from
+        self.reactor.run(0.04)
+        stream.datagramReceived(audio(2), ("192.0.2.99", 5004))  # a stranger
+        stream.datagramReceived(audio(3), PEER)  # not the latched address either
+        self.reactor.run(0.04)
+        addresses = [addr for _, addr, _ in self.port_of(stream).sent]
+        self.assertEqual(addresses, [PEER, PEER, PEER, NAT, NAT, NAT, NAT])
+        self.assertEqual(stream.stats()["foreign"], 2)
+        self.assertEqual(stream.stats()["received"], 1)
+        # a new SDP (re-INVITE) forgets the latch
+        stream.set_remote(("198.51.100.8", 41000))
+        self.reactor.run(0.02)
+        self.assertEqual(self.port_of(stream).sent[-1][1], ("198.51.100.8", 41000))
+
+    def test_invalid_packets_do_not_latch_or_crash(self) -> None:
+        frames = []
+        stream = self.stream(on_frame=lambda pcm, packet: frames.append(pcm))
+        stream.set_remote(PEER)
+        for junk in (b"", b"\x00" * 40, b"\x80", audio(1)[:11], bytes([0x81, 200, 0, 1, 0, 0, 0, 1]),
+                     audio(1, pt=13)):
+            stream.datagramReceived(junk, NAT)
+        self.assertIsNone(stream.latched)
+        self.assertEqual(frames, [])
+        stats = stream.stats()
+        self.assertEqual((stats["malformed"], stats["unknown_payload"]), (5, 1))
+
+    def test_a_failing_callback_is_logged_not_raised(self) -> None:
+        def boom(pcm: bytes, packet: RTPPacket) -> None:
+            raise RuntimeError("application bug")
+
+        stream = self.stream(on_frame=boom)
+        stream.datagramReceived(audio(1), PEER)
+        stream.datagramReceived(audio(2), PEER)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertEqual(stream.stats()["received"], 2)
+
+
+class WatchdogTests(StreamTestCase):
+    def test_no_rtp_after_timeout_once(self) -> None:
+        fired = []
+        stream = self.stream(on_no_rtp=fired.append, no_rtp_timeout=10.0)
+        stream.start()
+        self.reactor.run(9.9, step=0.1)
+        self.assertEqual(fired, [])
+        self.reactor.run(0.2, step=0.1)
+        self.assertEqual(fired, [stream])
+        self.reactor.run(30.0, step=1.0)
+        self.assertEqual(fired, [stream])
+
+    def test_steady_rtp_keeps_it_quiet_and_silence_after_it_fires(self) -> None:
+        fired = []
+        stream = self.stream(on_no_rtp=lambda s: fired.append(self.reactor.seconds()), no_rtp_timeout=10.0)
+        stream.start()
+        for seq in range(750):  # 15 s of RTP
+            stream.datagramReceived(audio(seq), PEER)
+            self.reactor.advance(0.02)
+        self.assertEqual(fired, [])
+        stop = self.reactor.seconds() - 0.02
+        self.reactor.run(12.0, step=0.5)
+        self.assertEqual(len(fired), 1)
+        self.assertLessEqual(abs(fired[0] - (stop + 10.0)), 0.5)
+        # RTP comes back, then stops again: reported again
+        stream.datagramReceived(audio(800), PEER)
+        self.reactor.run(10.5, step=0.5)
+        self.assertEqual(len(fired), 2)
+
+    def test_the_watchdog_is_not_rearmed_per_packet(self) -> None:
+        stream = self.stream(no_rtp_timeout=10.0)
+        stream.start()
+        before = len(self.reactor.getDelayedCalls())
+        for seq in range(100):
+            stream.datagramReceived(audio(seq), PEER)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), before)
+
+
+class DtmfSendTests(StreamTestCase):
+    def test_rfc4733_keys_pause_the_audio(self) -> None:
+        # frame i holds the value 1024 i: distinct after µ-law coding
+        frames = [array("h", [1024 * i] * 160).tobytes() for i in range(1, 31)]
+        stream = self.stream(source=PcmSource(b"".join(frames)), dtmf_payload_type=101)
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.run(0.04)  # audio frames 1, 2, 3
+        done = stream.send_dtmf("12")
+        fired = []
+        done.addCallback(fired.append)
+        self.reactor.run(0.5)
+        packets = self.port_of(stream).packets()
+        self.assertEqual(fired, [None])
+        events = [p for p in packets if p.payload_type == 101]
+        self.assertEqual(len(events), 14)
+        first, second = events[:7], events[7:]
+        for press, key in ((first, 1), (second, 2)):
+            self.assertEqual({p.timestamp for p in press}, {press[0].timestamp})
+            self.assertEqual([p.marker for p in press], [True] + [False] * 6)
+            self.assertEqual([decode_event(p.payload).end for p in press], [False] * 4 + [True] * 3)
+            self.assertEqual({decode_event(p.payload).event for p in press}, {key})
+        # 100 ms press, 50 ms of silence, then the second press
+        # (a 50 ms pause is three whole packet intervals, as in Net::SIP)
+        self.assertEqual((second[0].timestamp - first[0].timestamp) & 0xFFFFFFFF, 800 + 480)
+        self.assertEqual({p.ssrc for p in packets}, {packets[0].ssrc})
+        self.assertEqual({(b.sequence - a.sequence) & 0xFFFF for a, b in zip(packets, packets[1:])}, {1})
+        audio_values = [g711.ulaw_decode(p.payload)[0] for p in packets if p.payload_type == 0]
+        expected = [g711.ulaw_decode(g711.ulaw_encode([1024 * i]))[0] for i in range(1, 20)]
+        # frames 1-3, the silent gap (0s), then frames 4, 5, ... where they left off
+        self.assertEqual([v for v in audio_values if v != 0][:10], expected[:10])
+        audio_after = [p for p in packets if p.payload_type == 0 and packets.index(p) > packets.index(second[-1])]
+        self.assertEqual((audio_after[0].timestamp - second[0].timestamp) & 0xFFFFFFFF, 800)
+
+    def test_inband_keys_are_tones_in_the_audio_codec(self) -> None:
+        stream = self.stream(codec="PCMA")
+        stream.set_remote(PEER)
+        stream.start()
+        stream.send_dtmf("9", method="audio")
+        self.reactor.run(0.3)
+        packets = self.port_of(stream).packets()
+        self.assertEqual({p.payload_type for p in packets}, {8})
+        self.assertEqual([p.payload for p in packets[:5]], [g711.pcm16_to_alaw(f) for f in tone_frames("9", 100)])
+
+    def test_method_choice_and_errors(self) -> None:
+        stream = self.stream()
+        self.assertRaises(ValueError, stream.send_dtmf, "1", method="rfc4733")
+        self.assertRaises(ValueError, stream.send_dtmf, "1", method="sip-info")
+        self.assertRaises(ValueError, stream.send_dtmf, "1", duration_ms=0)
+        stream.set_remote(PEER)
+        stream.start()
+        stream.send_dtmf("1")  # no telephone-event offered: audio
+        self.reactor.run(0.1)
+        self.assertEqual({p.payload_type for p in self.port_of(stream).packets()}, {0})
+
+    def test_stop_cancels_queued_keys(self) -> None:
+        stream = self.stream(dtmf_payload_type=101)
+        stream.set_remote(PEER)
+        stream.start()
+        d = stream.send_dtmf("123")
+        self.reactor.advance(0.02)
+        stream.stop()
+        self.failureResultOf(d, defer.CancelledError)
+
+
+class DtmfReceiveTests(StreamTestCase):
+    def test_rfc4733_and_inband_reported(self) -> None:
+        keys: list[DtmfDigit] = []
+        stream = self.stream(dtmf_payload_type=101, detect_inband=True, on_dtmf=keys.append)
+        seq = 0
+        for tick in EventPackets("7", 100).ticks:
+            for payload in tick:
+                stream.datagramReceived(build_rtp(101, seq, 4000, 77, payload), PEER)
+                seq += 1
+            self.reactor.advance(0.02)
+        for frame in [bytes(320)] * 3 + tone_frames("#", 120) + [bytes(320)] * 6:
+            stream.datagramReceived(build_rtp(0, seq, 4800 + seq * 160, 77, g711.pcm16_to_ulaw(frame)), PEER)
+            seq += 1
+            self.reactor.advance(0.02)
+        self.assertEqual(keys, [DtmfDigit("7", 100, "rfc4733"), DtmfDigit("#", 120, "audio")])
+
+    def test_a_press_without_end_is_reported_when_audio_resumes_or_on_stop(self) -> None:
+        keys: list[DtmfDigit] = []
+        stream = self.stream(dtmf_payload_type=101, on_dtmf=keys.append)
+        press = EventPackets("4", 100).ticks
+        for seq, tick in enumerate(press[:3]):
+            stream.datagramReceived(build_rtp(101, seq, 4000, 77, tick[0]), PEER)
+            self.reactor.advance(0.02)
+        self.reactor.advance(1.0)
+        stream.datagramReceived(audio(10), PEER)
+        self.assertEqual(keys, [DtmfDigit("4", 60, "rfc4733")])
+        stream.datagramReceived(build_rtp(101, 11, 9000, 77, press[0][0]), PEER)
+        stream.stop()
+        self.assertEqual(keys[1:], [DtmfDigit("4", 20, "rfc4733")])
+
+
+class RTCPTests(StreamTestCase):
+    def test_even_port_and_the_next_one(self) -> None:
+        stream = self.stream(rtcp=True)
+        self.assertEqual(stream.local_port % 2, 0)
+        self.assertTrue(16384 <= stream.local_port <= 32766)
+        self.assertEqual(sorted(self.reactor.ports), [stream.local_port, stream.local_port + 1])
+        fixed = self.stream(rtcp=True)
+        self.assertNotEqual(fixed.local_port, stream.local_port)
+
+    def test_busy_ports_are_skipped_and_giving_up(self) -> None:
+        self.reactor.busy = {30001, 30002}  # 30000's RTCP and 30002's RTP are taken
+        stream = RTPStream(self.reactor, rtcp=True, rng=random.Random(1), port_range=(30000, 30005))
+        self.assertEqual(stream.listen(LOCAL), 30004)
+        self.assertEqual(sorted(self.reactor.ports), [30004, 30005])
+        reactor = FakeReactor(busy=range(40001, 40200, 2))
+        stream = RTPStream(reactor, rtcp=True, port_range=(40000, 40199))
+        self.assertRaises(PortAllocationError, stream.listen, LOCAL, 0, 5)
+        self.assertEqual(reactor.ports, {})
+        explicit = RTPStream(reactor, rtcp=True)
+        self.assertEqual(explicit.listen(LOCAL, 50000), 50000)
+        self.assertEqual(sorted(reactor.ports), [50000, 50001])
+
+    def test_reports_every_five_seconds_rtt_and_bye(self) -> None:
+        stream = self.stream(rtcp=True, source=PcmSource(tone_pcm(1.0), repeat=0))
+        stream.set_remote(PEER)
+        stream.start()
+        rtcp_port = self.reactor.ports[stream.local_port + 1]
+        for seq in range(250):
+            stream.datagramReceived(audio(seq), PEER)
+            self.reactor.run(0.02)
+        (report_sent, _, when), = rtcp_port.sent
+        self.assertAlmostEqual(when, 1005.0, places=3)
+        sr, = [p for p in parse_rtcp(report_sent) if isinstance(p, SenderReport)]
+        self.assertEqual(sr.ssrc, stream.sender.ssrc)
+        self.assertEqual(sr.blocks[0].ssrc, 77)
+        self.assertEqual(sr.blocks[0].extended_max, 249)
+        self.assertEqual(rtcp_port.sent[0][1], (PEER[0], PEER[1] + 1))
+        # the peer's RR about us, 0.1 s after our SR, held 0.05 s: RTT 0.05
+        self.reactor.advance(0.1)
+        block = ReportBlock(stream.sender.ssrc, 0, 0, 100, 2, middle32(sr.ntp), int(0.05 * 65536))
+        stream._rtcp_received(build_rr(77, [block]), (PEER[0], PEER[1] + 1))
+        self.assertAlmostEqual(stream.stats()["round_trip"], 0.05, places=3)
+        stream._rtcp_received(b"garbage", (PEER[0], PEER[1] + 1))
+        stream._rtcp_received(build_rr(77), ("192.0.2.200", 9))
+        self.assertEqual((stream.stats()["malformed"], stream.stats()["foreign"]), (1, 1))
+        self.reactor.run(5.0)
+        self.assertEqual(len(rtcp_port.sent), 2)
+        stream.stop()
+        last = parse_rtcp(rtcp_port.sent[-1][0])
+        self.assertEqual(type(last[0]), ReceiverReport)
+        self.assertEqual(last[-1].ssrcs, (stream.sender.ssrc,))
+
+
+class StopTests(StreamTestCase):
+    def test_stop_closes_everything(self) -> None:
+        sink = Recorder()
+        stream = self.stream(rtcp=True, sink=sink, source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.run(0.1)
+        d1, d2 = stream.stop(), stream.stop()
+        self.assertNoResult(d1)
+        self.reactor.advance(0)
+        self.assertIsNone(self.successResultOf(d1))
+        self.assertIsNone(self.successResultOf(d2))
+        self.assertIsNone(self.successResultOf(stream.stop()))
+        self.assertEqual(self.reactor.ports, {})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertTrue(sink.closed)
+        sent = stream.stats()["sent"]
+        stream.datagramReceived(audio(1), PEER)
+        self.reactor.run(1.0)
+        self.assertEqual((stream.stats()["sent"], stream.stats()["received"]), (sent, 0))
+
+
+class LoopbackTests(TestCase):
+    """Two streams on real sockets on 127.0.0.1."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.streams: list[RTPStream] = []
+
+    def tearDown(self) -> defer.Deferred:
+        return defer.gatherResults([s.stop() for s in self.streams])
+
+    def make(self, **options) -> RTPStream:
+        stream = RTPStream(reactor, **options)
+        stream.listen("127.0.0.1")
+        self.streams.append(stream)
+        return stream
+
+    def counter(self, count: int) -> tuple[defer.Deferred, Any]:
+        """A Deferred firing when the returned callback was called C{count}
+        times (with a timeout, so a lost packet fails instead of hanging)."""
+        d: defer.Deferred = defer.Deferred()
+        seen = [0]
+
+        def tick(*args: Any) -> None:
+            seen[0] += 1
+            if seen[0] == count and not d.called:
+                d.callback(seen[0])
+
+        d.addTimeout(15, reactor)
+        return d, tick
+
+    @defer.inlineCallbacks
+    def test_two_seconds_of_audio_both_ways(self) -> None:
+        rng = random.Random(3)
+        speechy = array("h", (int(6000 * math.sin(2 * math.pi * (200 + 50 * math.sin(n / 900)) * n / 8000)
+                                  + rng.gauss(0, 800)) for n in range(16000)))
+        wav_a = os.path.join(self.dir, "a.wav")
+        write_wav(wav_a, speechy.tobytes())
+        pcm_b = tone_pcm(2.0, 1000.0)
+        a_done, a_frame = self.counter(100)
+        b_done, b_frame = self.counter(100)
+        a = self.make(source=WavSource(wav_a), on_frame=b_frame, sink=WavSink(os.path.join(self.dir, "a-got.wav")))
+        b = self.make(codec="PCMU", source=PcmSource(pcm_b), on_frame=a_frame,
+                      sink=WavSink(os.path.join(self.dir, "b-got.wav")))
+        a.set_remote(("127.0.0.1", b.local_port))
+        b.set_remote(None)  # b learns a's address from its packets (latching)
+        a.start()
+        b.start()
+        yield defer.gatherResults([a_done, b_done])
+        yield a.stop()
+        yield b.stop()
+        got_by_b = read_wav(os.path.join(self.dir, "b-got.wav"))
+        got_by_a = read_wav(os.path.join(self.dir, "a-got.wav"))
+        self.assertEqual(got_by_b, g711.ulaw_to_pcm16(g711.pcm16_to_ulaw(speechy.tobytes())))
+        self.assertEqual(got_by_a, g711.ulaw_to_pcm16(g711.pcm16_to_ulaw(pcm_b)))
+        self.assertEqual(b.latched, ("127.0.0.1", a.local_port))
+        for stream in (a, b):
+            stats = stream.stats()
+            self.assertEqual((stats["sent"], stats["received"], stats["lost"]), (100, 100, 0))
+            self.assertLess(stats["jitter_ms"], 20.0)
+
+    @defer.inlineCallbacks
+    def test_dtmf_both_methods(self) -> None:
+        keys: list[DtmfDigit] = []
+        done, tick = self.counter(8)
+
+        def on_dtmf(digit: DtmfDigit) -> None:
+            keys.append(digit)
+            tick()
+
+        a = self.make(codec="PCMA", dtmf_payload_type=101)
+        b = self.make(codec="PCMA", dtmf_payload_type=101, detect_inband=True, on_dtmf=on_dtmf)
+        a.set_remote(("127.0.0.1", b.local_port))
+        a.start()
+        yield a.send_dtmf("123#", method="rfc4733")
+        yield a.send_dtmf("456*", method="audio")
+        pause = a.send_dtmf(",,")  # trailing silence, so the last tone ends
+        yield done
+        yield pause
+        self.assertEqual([(k.digit, k.method) for k in keys],
+                         [(k, "rfc4733") for k in "123#"] + [(k, "audio") for k in "456*"])
+        for key in keys:
+            self.assertLessEqual(abs(key.duration_ms - 100), 20, key)
+
+    @defer.inlineCallbacks
+    def test_ipv6_loopback(self) -> None:
+        if not has_ipv6():
+            raise SkipTest("this host cannot bind UDP on ::1")
+        done, tick = self.counter(10)
+        a = RTPStream(reactor, source=PcmSource(tone_pcm(0.2)))
+        a.listen("::1")
+        b = RTPStream(reactor, on_frame=tick)
+        b.listen("::1")
+        self.streams += [a, b]
+        a.set_remote(("::1", b.local_port))
+        a.start()
+        yield done
+        self.assertEqual(b.stats()["received"], 10)
+        self.assertEqual(b.latched, ("::1", a.local_port))
