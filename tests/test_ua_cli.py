@@ -144,3 +144,22 @@ class CommandLineTests(TestCase):
         self.assertEqual((yield bad.ended), 1)
         self.assertEqual(bad.events[1]["event"], "register_failed")
         self.assertEqual(bad.events[1]["code"], 401)
+
+    @defer.inlineCallbacks
+    def test_answer_registered_and_called_through_a_proxy(self) -> Any:
+        server = Simple(reactor, legs=["udp:127.0.0.1:0"], from_="operator")
+        self.addCleanup(server.cleanup)
+        server.create_registrar(min_expires=10)
+        server.create_stateless_proxy()
+        address = server.dispatcher.legs[0].sent_by
+        answer = run_cli("answer", "--registrar", f"sip:{address}", "--from", f"sip:bob@{address}",
+                         "--expires", "60", "--timeout", "30")
+        registered = yield answer.wait_for("registered")
+        self.assertEqual(registered["expires"], 60)
+        call = run_cli("call", "--proxy", address, "--hangup-after", "0", "--timeout", "30", f"sip:bob@{address}")
+        self.assertEqual((yield call.ended), 0, call.err.decode())
+        self.assertEqual((yield answer.ended), 0, answer.err.decode())
+        self.assertEqual(self.names(answer), ["listening", "registered", "incoming", "established", "bye", "done"])
+        # answer unregistered when it finished
+        bindings = yield server._receivers[0].store.lookup(f"sip:bob@{address}")
+        self.assertEqual(bindings, [])

@@ -73,6 +73,12 @@ class AnswersTests(EndpointCase):
         self.assertIsNotNone(answer.to_tag)
         self.assertEqual(address, PEER)
 
+    def test_options_answer_takes_extra_headers(self) -> None:
+        self.endpoint.options_headers = [("Accept", "application/sdp, text/plain"), ("Allow-Events", "talk")]
+        (answer, _), = self.inject(request("OPTIONS", US))
+        self.assertEqual(answer.get_all("accept"), ["application/sdp", "text/plain"])
+        self.assertEqual(answer.get("allow-events"), "talk")
+
     def test_unknown_method_gets_501_and_known_one_405(self) -> None:
         self.assertEqual(self.codes(self.inject(request("FROBNICATE", US))), [501])
         sent = self.inject(request("SUBSCRIBE", US, via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKsub"))

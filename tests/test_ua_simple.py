@@ -229,3 +229,95 @@ class RegisterTests(SynchronousTestCase):
         self.net.run()
         failure = self.failureResultOf(d, SIPError)
         self.assertEqual(failure.value.code, 423)
+
+
+class SDPTests(SynchronousTestCase):
+    """The offer/answer of calls (no RTP: the media seam is empty)."""
+
+    def setUp(self) -> None:
+        self.net = MemoryNetwork()
+        self.alice = self.net.simple("192.0.2.1", from_="alice")
+        self.bob = self.net.simple("192.0.2.2", from_="bob")
+        self.bobs: list[Call] = []
+        self.bob.listen(on_create=lambda call, request: self.bobs.append(call) or True)
+
+    def call(self, **options: Any) -> Any:
+        d = self.alice.invite("sip:bob@192.0.2.2", **options)
+        self.net.run()
+        return d
+
+    def test_offer_and_answer_are_agreed(self) -> None:
+        call = self.successResultOf(self.call())
+        self.assertIn(b"m=audio 9 RTP/AVP 0 8 101", call.local_sdp)
+        self.assertEqual(call.negotiated.codec, "PCMU")
+        self.assertEqual(call.negotiated.telephone_event, 101)
+        self.assertEqual(self.bobs[0].negotiated.codec, "PCMU")
+        self.assertEqual(self.bobs[0].remote_sdp, call.local_sdp)
+
+    def test_no_common_codec_is_refused_with_488(self) -> None:
+        offer = (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+                 b"m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+        failure = self.failureResultOf(self.call(sdp=offer), SIPError)
+        self.assertEqual(failure.value.code, 488)
+
+    def test_hold_and_resume_reoffer_sendonly_then_sendrecv(self) -> None:
+        call = self.successResultOf(self.call())
+        held = call.hold()
+        self.net.run()
+        self.successResultOf(held)
+        self.assertTrue(call.on_hold)
+        self.assertIn(b"a=sendonly", call.local_sdp)
+        self.assertTrue(self.bobs[0].held_by_peer)
+        self.assertIn(b"a=recvonly", self.bobs[0].local_sdp)
+        resumed = call.resume()
+        self.net.run()
+        self.successResultOf(resumed)
+        self.assertFalse(call.on_hold)
+        self.assertFalse(self.bobs[0].held_by_peer)
+        self.assertIn(b"a=sendrecv", self.bobs[0].local_sdp)
+
+    def test_invite_without_offer_gets_the_offer_in_the_200_and_answers_in_the_ack(self) -> None:
+        call = self.successResultOf(self.call(sdp=None))
+        self.assertIsNotNone(call.remote_sdp)  # bob offered in his 200
+        self.assertIsNotNone(self.bobs[0].negotiated)  # from alice's answer in the ACK
+
+
+class AuthTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.net = MemoryNetwork()
+
+    def test_invite_through_a_proxy_asking_407_is_answered_once(self) -> None:
+        proxy = self.net.simple("192.0.2.9", from_="operator")
+        proxy.create_registrar()
+        proxy.create_stateless_proxy(auth_users={"alice": "pw"})
+        bob = self.net.simple("192.0.2.2", from_="bob")
+        bob.listen(sdp=None)
+        alice = self.net.simple("192.0.2.1", from_="alice", outgoing_proxy="192.0.2.9", auth=("alice", "pw"))
+        d = alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        call = self.successResultOf(d)
+        self.assertEqual(self.net.methods()[:4], ["INVITE", "407 INVITE", "ACK", "INVITE"])
+        bye = call.bye()  # in the dialog, with the CSeq after the retried INVITE
+        self.net.run()
+        self.assertEqual(self.successResultOf(bye).code, 200)
+
+    def test_wrong_password_fails_with_the_407(self) -> None:
+        proxy = self.net.simple("192.0.2.9", from_="operator")
+        proxy.create_stateless_proxy(auth_users={"alice": "pw"})
+        alice = self.net.simple("192.0.2.1", from_="alice", outgoing_proxy="192.0.2.9", auth=("alice", "nope"))
+        d = alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        self.assertEqual(self.failureResultOf(d, SIPError).value.code, 407)
+        self.assertEqual(self.net.methods().count("INVITE"), 2)
+
+    def test_listen_with_auth_users_challenges_callers(self) -> None:
+        bob = self.net.simple("192.0.2.2", from_="bob")
+        bob.listen(auth_users={"alice": "pw"}, sdp=None)
+        stranger = self.net.simple("192.0.2.3", from_="mallory")
+        d = stranger.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        self.assertEqual(self.failureResultOf(d, SIPError).value.code, 401)
+        alice = self.net.simple("192.0.2.1", from_="alice", auth=("alice", "pw"))
+        d = alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        self.successResultOf(d)

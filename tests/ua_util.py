@@ -17,6 +17,8 @@ class MemoryNetwork:
 
     def __init__(self, clock: Optional[Clock] = None) -> None:
         self.clock = clock or Clock()
+        if clock is None:
+            self.clock.advance(1_000_000)  # a plausible "now" (nonces issued at 0 read as stale)
         self.legs: dict[tuple[str, int], MemoryLeg] = {}
         self.log: list[tuple[str, Message]] = []
         self.drop: Optional[Callable[[Message, tuple[str, int]], bool]] = None

@@ -251,9 +251,22 @@ class Call:
             dialog = Dialog.from_uac(invite, response)
             self.dialog = dialog
             self.endpoint.add_dialog(dialog, self)
-            self._invite.ack(create_ack(invite, response, dialog))
-            if response.body:
+            ack = create_ack(invite, response, dialog)
+            refusal = None
+            if response.body and not invite.body:
+                # we offered nothing: the 2xx holds the offer, our ACK the answer (RFC 3261 13.2.1)
+                answer, refusal = self._answer_offer(response.body)
+                if answer:
+                    ack.set_body(answer, SDP_TYPE)
+            elif response.body:
                 self._take_answer(response.body)
+            self._invite.ack(ack)
+            if refusal is not None:
+                # an offer we cannot take: ACK it, then end the call (13.2.1)
+                self.state = "established"
+                self.bye()
+                self._fail(SIPError(refusal[0], refusal[1], response))
+                return
             if self._cancelled:
                 # answered while we were cancelling: hang up (RFC 3261 9.1)
                 self.state = "established"

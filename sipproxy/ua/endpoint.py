@@ -64,7 +64,10 @@ log = Logger()
 ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "MESSAGE")
 #: Methods answered 405 rather than 501 when nobody takes them.
 KNOWN_METHODS = frozenset(ALLOWED) | {"REGISTER", "SUBSCRIBE", "PUBLISH", "REFER", "PRACK", "UPDATE"}
-_TARGET = "tuple[Any, tuple[str, int]]"
+#: Challenges answered for one request at most: with_credentials answers a
+#: realm again only when the server says stale=true, and a server saying
+#: that every time must not make us loop.
+MAX_AUTH_RETRIES = 3
 
 
 class SIPError(Exception):
@@ -142,6 +145,7 @@ class ClientTransaction:
         self.deferred: Deferred = Deferred()
         self.final: Optional[Response] = None
         self.provisional = False
+        self.retries = 0
         self._cancel_wanted = False
         self._cancel: Optional[ClientTransaction] = None
         self._ack: Optional[Request] = None
@@ -216,7 +220,8 @@ class ClientTransaction:
             self.endpoint._send(self._ack, self.target)
 
     def _final_response(self, response: Response) -> None:
-        if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted:
+        if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted \
+                and self.retries < MAX_AUTH_RETRIES:
             retry = with_credentials(self.request, response, self.credentials)
             if retry is not None:
                 self._retry(retry)
@@ -232,6 +237,7 @@ class ClientTransaction:
                  realm="proxy" if request.get("proxy-authorization") else "server")
         child = ClientTransaction(self.endpoint, request, self.target, self.credentials, self.on_provisional,
                                   self.on_retry)
+        child.retries = self.retries + 1
         self.request = request
         if self.on_retry is not None:
             _call(self.on_retry, request)
@@ -435,6 +441,8 @@ class Endpoint:
     @ivar on_invite: C{on_invite(transaction) -> bool} for a new INVITE
         outside a dialog; true when taken (the endpoint has sent 100
         Trying); false passes the INVITE down the chain.
+    @ivar options_headers: (name, value) pairs added to (or replacing
+        ours in) the answers to OPTIONS.
     @ivar last_in_chain: nothing follows us in the receive chain: an
         INVITE nobody takes is answered (480 without a listener, 403 when
         the filter refuses it) instead of passed on.
@@ -457,6 +465,7 @@ class Endpoint:
         self.owns = owns
         self.user_agent = user_agent
         self.last_in_chain = False
+        self.options_headers: list[tuple[str, str]] = []
         self.on_invite: Optional[Callable[[ServerTransaction], Any]] = None
         self.accept_invite: Optional[Callable[[Request, Any, Any], Any]] = None
         self.on_request: Optional[Callable[[ServerTransaction], Any]] = None
@@ -627,8 +636,10 @@ class Endpoint:
         return True
 
     def _options(self, transaction: ServerTransaction) -> None:
-        transaction.respond(200, "OK", [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
-                                        ("Supported", "")])
+        headers = [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"), ("Supported", "")]
+        extra = {name.lower() for name, _ in self.options_headers}
+        headers = [h for h in headers if h[0].lower() not in extra] + list(self.options_headers)
+        transaction.respond(200, "OK", headers)
 
     def _refuse(self, transaction: ServerTransaction) -> None:
         if transaction.method in KNOWN_METHODS:

@@ -74,7 +74,8 @@ class Simple:
     @param from_: our address (C{"sip:alice@example.org"}, a name-addr,
         or just a user name with C{domain}).
     @param contact: our Contact (default: the From user at the leg).
-    @param options: extra headers (name, value) for every INVITE.
+    @param options: extra headers (name, value) for our answers to
+        OPTIONS (as Net::SIP's C{options}).
     @param route: preloaded Route set (URIs), first hop first.
     @param domain2proxy: domain to proxy, as the dispatcher's.
     @param media_factory: C{factory(call)} making C{call.media}.
@@ -124,11 +125,11 @@ class Simple:
         self.user = parse_name_addr(self.from_).uri.user
         self.contact = contact
         self.registrar = registrar
-        self.options = list(options)
         self.route = [r if r.startswith("<") else outbound_route(r) for r in route]
         self.media_factory = media_factory
         self.refresh = refresh or RefreshPolicy()
         self.endpoint = Endpoint(reactor, dispatcher, credentials=auth, user_agent=user_agent)
+        self.endpoint.options_headers = list(options)
         self._receivers: list[Any] = []
         self._front: list[Any] = []
         self._calls: dict[str, Call] = {}
@@ -325,7 +326,7 @@ class Simple:
             peer, uri = uri, str(parse_name_addr(uri).uri)
         else:
             peer = f"<{uri}>"
-        call = Call(self, outgoing=True, peer=peer, sdp=sdp, headers=[*self.options, *headers])
+        call = Call(self, outgoing=True, peer=peer, sdp=sdp, headers=headers)
         if on_call is not None:
             on_call(call)
         return call._invite_out(uri, self._complete(from_, True) if from_ else self.from_, ring_time)
