@@ -15,6 +15,7 @@ __all__ = [
     "IHostResolver",
     "IContactRewriter",
     "INATHelper",
+    "IRelaySockets",
     "ILocationStore",
     "ICredentialStore",
 ]
@@ -147,6 +148,24 @@ class INATHelper(Interface):
 
     def expire(now: float = None):
         """Expire idle and unused sessions; return infos of what was ended."""
+
+
+class IRelaySockets(Interface):
+    """Where the local RTP relay gets its UDP sockets
+    (L{sipproxy.nat.sockets} on a reactor; a fake in tests)."""
+
+    def open_udp(address: str, port: int, receiver):
+        """Bind a UDP socket on C{address:port} and hand every datagram to
+        C{receiver.datagramReceived(data, addr)}.
+
+        @return: a handle with C{sendto(data, addr)} (the socket's own),
+            C{port} and C{close()}.
+        @raise OSError: the socket cannot be had (EADDRINUSE: the port is
+            taken; EMFILE: no file descriptor left; ...); nothing stays open.
+        """
+
+    def close():
+        """Stop reading; the sockets themselves are closed by their handles."""
 
 
 class ILocationStore(Interface):

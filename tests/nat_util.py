@@ -12,6 +12,9 @@ from typing import Any, Optional, Sequence
 
 from twisted.internet import error
 from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from sipproxy.interfaces import IRelaySockets
 
 CRLF = "\r\n"
 
@@ -54,11 +57,27 @@ class FakeUDPPort:
     def getHost(self) -> Any:
         return (self.interface, self.number)
 
+    # the handle an IRelaySockets hands out
+    @property
+    def port(self) -> int:
+        return self.number
 
+    def sendto(self, data: bytes, addr: Any) -> int:
+        return self.socket.sendto(data, addr)
+
+    def close(self) -> None:
+        if self.listening:
+            self.listening = False
+            self.socket.closed = True
+            del self.reactor.bound[(self.interface, self.number)]
+
+
+@implementer(IRelaySockets)
 class FakeUDPReactor(Clock):
-    """A C{Clock} with C{listenUDP}: ports are remembered in C{bound};
-    C{busy} port numbers (or (interface, port) pairs) refuse to bind, and
-    C{foreign} interfaces refuse with EADDRNOTAVAIL."""
+    """A C{Clock} with C{listenUDP}, and the relay's L{IRelaySockets}
+    (C{open_udp}): ports are remembered in C{bound}; C{busy} port numbers
+    (or (interface, port) pairs) refuse to bind, and C{foreign} interfaces
+    refuse with EADDRNOTAVAIL."""
 
     def __init__(self, busy: Sequence[Any] = (), foreign: Sequence[str] = ()) -> None:
         super().__init__()
@@ -67,9 +86,14 @@ class FakeUDPReactor(Clock):
         self.foreign = set(foreign)
         self.attempts = 0
         self._ephemeral = 50000
+        #: at most this many bound ports, then EMFILE as a raw OSError (the
+        #: process is out of file descriptors); None: no limit
+        self.fd_limit: Optional[int] = None
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:
         self.attempts += 1
+        if self.fd_limit is not None and len(self.bound) >= self.fd_limit:
+            raise OSError(errno.EMFILE, "Too many open files")
         if interface in self.foreign:
             raise error.CannotListenError(interface, port, OSError(errno.EADDRNOTAVAIL, "not local"))
         if port == 0:
@@ -81,6 +105,22 @@ class FakeUDPReactor(Clock):
         self.bound[(interface, port)] = listening
         protocol.makeConnection(listening)
         return listening
+
+    def open_udp(self, address: str, port: int, receiver: Any) -> FakeUDPPort:
+        """IRelaySockets: the checks of C{listenUDP}, as a raw C{OSError}."""
+        self.attempts += 1
+        if self.fd_limit is not None and len(self.bound) >= self.fd_limit:
+            raise OSError(errno.EMFILE, "Too many open files")
+        if address in self.foreign:
+            raise OSError(errno.EADDRNOTAVAIL, "not local")
+        if (address, port) in self.bound or port in self.busy or (address, port) in self.busy:
+            raise OSError(errno.EADDRINUSE, "in use")
+        listening = FakeUDPPort(self, port, receiver, address)
+        self.bound[(address, port)] = listening
+        return listening
+
+    def close(self) -> None:
+        """IRelaySockets: nothing to stop reading."""
 
     def deliver(self, interface: str, port: int, data: bytes, source: tuple) -> None:
         """A datagram from C{source} arrives at C{interface:port}."""

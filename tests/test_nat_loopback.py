@@ -120,6 +120,53 @@ class RelayLoopbackTests(TestCase):
         self.assertEqual(caller.received, [])
 
 
+    @defer.inlineCallbacks
+    def test_packets_injected_after_latching_are_not_forwarded(self):
+        caller, callee, to_callee, to_caller = self.setup_call()
+        attacker = self.endpoint(self.caller_host)
+        caller.send(rtp(1), to_caller)
+        yield wait_until(lambda: callee.received, TIMEOUT, what="the caller's first packet")
+        for seq in range(20):
+            attacker.send(rtp(100 + seq), to_caller)
+        caller.send(rtp(2), to_caller)  # queued behind the injected packets on the same relay socket
+        yield wait_until(lambda: rtp(2) in [data for data, _ in callee.received], TIMEOUT, what="the marker")
+        self.assertEqual([data for data, _ in callee.received], [rtp(1), rtp(2)])
+
+    @defer.inlineCallbacks
+    def test_a_spray_before_the_first_packet_does_not_steal_the_stream(self):
+        caller, callee, to_callee, to_caller = self.setup_call()
+        attacker = self.endpoint(self.caller_host)
+        low, high = self.relay.port_range
+        for host in {self.caller_host, self.callee_host}:
+            for port in range(low, high + 1):
+                attacker.send(rtp(66), (host, port))
+        call_ports = {to_caller[1], to_callee[1]}
+
+        def sprayed() -> bool:  # both of the call's relay ports took the spray as their first source
+            return all(port["source"] is not None for group in self.relay.describe("call-1")["groups"]
+                       for media in group["media"] for port in media["ports"] if port["port"] in call_ports)
+
+        yield wait_until(sprayed, TIMEOUT, what="the spray")
+        caller.send(rtp(1), to_caller)  # goes where the callee's side learned: the attacker (forward.py)
+        yield wait_until(lambda: attacker.received, TIMEOUT, what="the caller's first packet")
+        callee.send(rtp(2), to_callee)
+        yield wait_until(lambda: rtp(2) in [data for data, _ in caller.received], TIMEOUT,
+                         what="callee to caller, not to the attacker")
+        for host in {self.caller_host, self.callee_host}:
+            for port in range(low, high + 1):
+                attacker.send(rtp(67), (host, port))
+        caller.send(rtp(3), to_caller)
+        callee.send(rtp(4), to_callee)
+        yield wait_until(lambda: rtp(3) in [data for data, _ in callee.received]
+                         and rtp(4) in [data for data, _ in caller.received], TIMEOUT, what="the markers")
+        # of the phones' media, the attacker got only the caller's first packet (before the
+        # callee's first); its spray came back to it from the ports no phone used (RTCP here)
+        self.assertEqual([data for data, _ in attacker.received if data not in (rtp(66), rtp(67))], [rtp(1)])
+        got = [data for data, _ in callee.received + caller.received]
+        self.assertNotIn(rtp(67), got)
+        self.assertLessEqual(got.count(rtp(66)), 2)  # at most the spray's first packet on each port, before the phones
+
+
 class IPv6RelayLoopbackTests(RelayLoopbackTests):
     caller_host = "::1"
     callee_host = "::1"

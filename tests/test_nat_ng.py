@@ -66,7 +66,7 @@ class AddressTests(SynchronousTestCase):
 class ServerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = FakeUDPReactor()
-        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(5))
+        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(5), sockets=self.reactor)
         self.server = NgServer(self.relay, self.reactor, NG)
         self.cookie = 0
 
@@ -173,7 +173,7 @@ class LinkedReactor(FakeUDPReactor):
 class ClientTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = LinkedReactor()
-        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(9))
+        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(9), sockets=self.reactor)
         self.reactor.server = NgServer(self.relay, self.reactor, NG)
         self.client = NgClient(self.reactor, NG)
         self.client.startService()

@@ -7,7 +7,8 @@ import socket
 from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from sipproxy.nat.relay import RelayPort, _EpollReader
+from sipproxy.nat.forward import RelayPort
+from sipproxy.nat.sockets import EpollSockets
 from tests.util import wait_until
 
 
@@ -17,7 +18,7 @@ class EpollReaderTests(TestCase):
     def setUp(self) -> None:
         if not hasattr(select, "epoll"):
             raise SkipTest("epoll is Linux only; elsewhere the relay uses one Twisted port per socket")
-        self.reader = _EpollReader(reactor)
+        self.reader = EpollSockets(reactor, 256 * 1024)
         self.addCleanup(self.reader.close)
 
     def peer(self) -> socket.socket:
@@ -33,8 +34,9 @@ class EpollReaderTests(TestCase):
         ports = []
         for _ in range(2):
             port = RelayPort("127.0.0.1", 0)
-            port.listening = self.reader.listen(0, port, "127.0.0.1", 256 * 1024)
-            port.number = port.listening.getHost().port
+            port.handle = self.reader.open_udp("127.0.0.1", 0, port)
+            port.send = port.handle.sendto
+            port.number = port.handle.port
             ports.append(port)
         to_b, to_a = ports
         to_b.wire(to_a, b.getsockname(), a.getsockname(), None)
@@ -74,15 +76,16 @@ class EpollReaderTests(TestCase):
         a, b = self.peer(), self.peer()
         to_b, to_a = self.pair(a, b)
         self.assertIn(self.reader, reactor.getReaders())
-        to_b.listening.stopListening()
+        to_b.handle.close()
         self.assertIn(self.reader, reactor.getReaders())
-        to_a.listening.stopListening()
+        to_a.handle.close()
         self.assertNotIn(self.reader, reactor.getReaders())
         self.assertEqual(self.reader.ports, {})
 
     def test_buffers_are_enlarged(self):
+        self.reader.buffer_size = 1024 * 1024
         port = RelayPort("127.0.0.1", 0)
-        port.listening = self.reader.listen(0, port, "127.0.0.1", 1024 * 1024)
-        self.addCleanup(port.listening.stopListening)
-        size = port.listening.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        port.handle = self.reader.open_udp("127.0.0.1", 0, port)
+        self.addCleanup(port.handle.close)
+        size = port.handle.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.assertGreaterEqual(size, 1024 * 1024)  # Linux doubles what was asked

@@ -79,7 +79,7 @@ class NATProxyTestCase(SynchronousTestCase):
         self.a = MemoryLeg("192.0.2.1")
         self.b = MemoryLeg("198.51.100.1")
         self.reactor = FakeUDPReactor()
-        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(3))
+        self.relay = LocalRelay(self.reactor, port_range=(30000, 30999), rng=random.Random(3), sockets=self.reactor)
         self.make_proxy(self.relay)
 
     def make_proxy(self, nathelper: Any, legs: Optional[list] = None) -> None:

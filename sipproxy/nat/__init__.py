@@ -2,8 +2,11 @@
 
   - L{sipproxy.nat.sessions}: which sessions a SIP packet opens, completes
     or closes (C{do_nat}), pure SIP logic over an C{INATHelper};
-  - L{sipproxy.nat.relay}: L{LocalRelay}, the RTP relay on reactor UDP
-    sockets;
+  - L{sipproxy.nat.relay}: L{LocalRelay}, the RTP relay service, which
+    carries out the plans of L{sipproxy.nat.table} (pure bookkeeping:
+    groups, sessions, limits, expiry) on the sockets of
+    L{sipproxy.nat.sockets} (one epoll set on the reactor), with the
+    per-packet path and source learning in L{sipproxy.nat.forward};
   - L{sipproxy.nat.ng}: rtpengine's ng control protocol -- L{NgClient}, an
     C{INATHelper} driving a remote relay (rtpengine or our own), and
     L{NgServer}, which puts a L{LocalRelay} behind ng;

@@ -642,14 +642,14 @@ class NgServer(Service):
         (call_id,) = self._required(message, "call-id")
         from_tag = _text(message.get("from-tag"))
         to_tag = _text(message.get("to-tag"))
-        if from_tag and to_tag:
-            key = self._key(call_id, 0, from_tag, to_tag)._replace(cseq=None)
-        elif from_tag:
-            key = self._key(call_id, 0, from_tag, None)._replace(cseq=None, idto=None)
-        else:
-            key = SessionKey(call_id, None, None, None, "", "")  # type: ignore[arg-type]
         known = call_id in self.relay.calls
-        self.relay.close_session(key, reason="delete")
+        if from_tag and to_tag:
+            key = self._key(call_id, 0, from_tag, to_tag)
+            self.relay.close_dialog(call_id, key.idfrom, key.idto, "delete")
+        elif from_tag:
+            self.relay.close_party(call_id, self._key(call_id, 0, from_tag, None).idfrom, "delete")
+        else:
+            self.relay.close_call(call_id, "delete")
         if not from_tag:
             for item in [k for k in self._offers if k[0] == call_id]:
                 del self._offers[item]
