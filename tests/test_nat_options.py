@@ -57,6 +57,25 @@ class OptionTests(SynchronousTestCase):
                           relay.close_delay, relay.max_sockets, relay.max_sockets_per_call),
                          ((30000, 30999), "127.0.0.1", 20.0, 60.0, 2.0, 100, 8))
 
+    def test_relay_hardening_defaults_and_options(self) -> None:
+        relay = makeService(self.parse("--nathelper")).proxy.nathelper
+        self.assertEqual((relay.max_streams, relay.max_sockets_per_call, relay.unanswered_timeout,
+                          relay.table.learn_window, relay.strict_source), (8, 64, 60.0, 3.0, False))
+        options = self.parse("--nathelper", "--rtp-strict-source", "--rtp-max-streams", "2", "--rtp-unanswered",
+                             "30", "--rtp-learn", "1.5", "--rtp-max-call-sockets", "0")
+        relay = makeService(options).proxy.nathelper
+        self.assertEqual((relay.max_streams, relay.max_sockets_per_call, relay.unanswered_timeout,
+                          relay.table.learn_window, relay.strict_source), (2, None, 30.0, 1.5, True))
+        for args, expected in ((("--nathelper", "--rtp-max-streams", "-1"), "--rtp-max-streams"),
+                               (("--nathelper", "--rtp-unanswered", "-5"), "--rtp-unanswered"),
+                               (("--nathelper", "--rtp-learn", "soon"), "--rtp-learn")):
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertIn(expected, self.refused(*args), args)
+        text = str(Options())
+        for name in ("rtp-strict-source", "rtp-max-streams", "rtp-unanswered", "rtp-learn"):
+            self.assertIn(f"--{name}", text)
+
     def test_remote_relay(self) -> None:
         options = self.parse("--nathelper-ng", "udp:127.0.0.1:2223", "--ng-timeout", "1.5", "--ng-no-direction")
         service = makeService(options)

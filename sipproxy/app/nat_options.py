@@ -17,7 +17,9 @@ from twisted.python import usage
 
 from sipproxy.app.option_types import number
 from sipproxy.nat.ng import DEFAULT_NG_PORT, parse_ng_address
-from sipproxy.nat.relay import DEFAULT_PORT_RANGE, DEFAULT_RELAY_BUFFER, parse_port_range
+from sipproxy.nat.forward import LEARN_WINDOW
+from sipproxy.nat.relay import (DEFAULT_MAX_CALL_SOCKETS, DEFAULT_MAX_STREAMS, DEFAULT_PORT_RANGE,
+                                DEFAULT_RELAY_BUFFER, DEFAULT_UNANSWERED, parse_port_range)
 
 __all__ = ["NAT_FLAGS", "NAT_PARAMETERS", "check_nat_options", "make_nathelper", "make_relay_service",
            "ng_bind_problem"]
@@ -29,6 +31,12 @@ NAT_FLAGS = [
     ["nathelper", None, "Relay RTP between legs in this process (Net::SIP's NATHelper): SDP in INVITE, "
                         "ACK, 183 and 200 is rewritten to point at relay ports on the outgoing leg's address."],
     ["relay-only", None, "Run only the RTP relay, controlled over the ng protocol (needs --ng); no SIP legs."],
+    ["rtp-strict-source", None, "Forward media only from the address and port each side's SDP names: no "
+                                "learning, no latching (rtpengine: endpoint-learning=off with strict-source). "
+                                "By default the relay learns each peer's source in its first ~3 s (the SDP "
+                                "address and port first, then the address, then any; rtpengine's heuristic "
+                                "learning) and then drops other sources, as rtpengine's strict-source; phones "
+                                "behind NAT need the default."],
     ["ng-no-direction", None, "With --nathelper-ng: send no 'direction' (for an rtpengine with one interface). "
                               "By default direction is [incoming leg IP, outgoing leg IP], so rtpengine needs "
                               "one --interface=IP/IP per leg."],
@@ -48,14 +56,26 @@ NAT_PARAMETERS = [
      number(float, "rtp-idle", "a number of seconds")],
     ["rtp-unused", None, 180.0, "Release relay ports never used in a session after this many seconds.",
      number(float, "rtp-unused", "a number of seconds")],
+    ["rtp-unanswered", None, DEFAULT_UNANSWERED, "Release an offer's relay ports after this many seconds "
+                                                 "without an answer carrying SDP (0: only --rtp-unused), so a "
+                                                 "flood of unanswered INVITEs cannot hold the port range.",
+     number(float, "rtp-unanswered", "a number of seconds")],
+    ["rtp-learn", None, LEARN_WINDOW, "Seconds each relay port learns its peer's source after the first packet "
+                                      "(rtpengine learns for 3 s).",
+     number(float, "rtp-learn", "a number of seconds")],
     ["rtp-close-delay", None, 1.0, "Release a session's relay ports this many seconds after BYE, CANCEL or "
-                                   "an error.",
+                                   "an error (nothing is forwarded meanwhile).",
      number(float, "rtp-close-delay", "a number of seconds")],
     ["rtp-max-sockets", None, 0, "At most this many relay sockets in total (0: no limit but the port range); "
                                  "beyond it calls are refused with 503.",
      number(int, "rtp-max-sockets", "an integer")],
-    ["rtp-max-call-sockets", None, 0, "At most this many relay sockets per call (0: no limit).",
+    ["rtp-max-call-sockets", None, DEFAULT_MAX_CALL_SOCKETS, "At most this many relay sockets per call "
+                                                             "(0: no limit).",
      number(int, "rtp-max-call-sockets", "an integer")],
+    ["rtp-max-streams", None, DEFAULT_MAX_STREAMS, "At most this many media streams per SDP get relay ports "
+                                                   "(m=audio P/N counts N; 0: no limit); beyond it the call "
+                                                   "gets 503.",
+     number(int, "rtp-max-streams", "an integer")],
     ["rtp-buffer", None, DEFAULT_RELAY_BUFFER, "Receive and send buffer of each relay socket, in bytes "
                                                "(0: the kernel's default).", number(int, "rtp-buffer", "an integer")],
     ["ng-timeout", None, 3.0, "With --nathelper-ng: give up on an unanswered ng request after this many "
@@ -104,6 +124,11 @@ def check_nat_options(options: Any) -> None:
     for name in ("rtp-idle", "rtp-unused", "rtp-close-delay", "ng-timeout"):
         if not 0 < options[name] < float("inf"):
             raise usage.UsageError(f"--{name} must be a positive number of seconds")
+    for name in ("rtp-unanswered", "rtp-learn"):
+        if not 0 <= options[name] < float("inf"):
+            raise usage.UsageError(f"--{name} must be a number of seconds, 0 or more")
+    if options["rtp-max-streams"] < 0:
+        raise usage.UsageError("--rtp-max-streams must not be negative")
     if options["rtp-buffer"] < 0:
         raise usage.UsageError("--rtp-buffer must not be negative")
     for name in ("rtp-max-sockets", "rtp-max-call-sockets"):
@@ -124,6 +149,8 @@ def _relay(reactor: Any, options: Any) -> Any:
         idle_timeout=options["rtp-idle"], unused_timeout=options["rtp-unused"],
         close_delay=options["rtp-close-delay"], max_sockets=options["rtp-max-sockets"] or None,
         max_sockets_per_call=options["rtp-max-call-sockets"] or None, buffer_size=options["rtp-buffer"],
+        unanswered_timeout=options["rtp-unanswered"] or None, max_streams=options["rtp-max-streams"] or None,
+        learn_window=options["rtp-learn"], strict_source=bool(options["rtp-strict-source"]),
     )
 
 
