@@ -8,7 +8,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
 from sipproxy.nat.forward import RelayPort
-from sipproxy.nat.sockets import EpollSockets
+from sipproxy.nat.sockets import EpollSockets, ReaderSockets
 from tests.util import wait_until
 
 
@@ -89,3 +89,44 @@ class EpollReaderTests(TestCase):
         self.addCleanup(port.handle.close)
         size = port.handle.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.assertGreaterEqual(size, 1024 * 1024)  # Linux doubles what was asked
+
+
+class ReaderSocketsTests(TestCase):
+    """The fallback where epoll is missing: each socket its own reader."""
+
+    timeout = 10
+
+    def test_a_stream_is_forwarded_and_the_readers_go_with_the_sockets(self):
+        sockets = ReaderSockets(reactor)
+        self.addCleanup(sockets.close)
+        a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+        for sock in (a, b):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            self.addCleanup(sock.close)
+        to_b, to_a = RelayPort("127.0.0.1", 0), RelayPort("127.0.0.1", 0)
+        for port in (to_b, to_a):
+            port.handle = sockets.open_udp("127.0.0.1", 0, port)
+            port.send = port.handle.sendto
+            port.number = port.handle.port
+        to_b.wire(to_a, b.getsockname(), a.getsockname(), None)
+        to_a.wire(to_b, a.getsockname(), b.getsockname(), None)
+        self.assertEqual(len(sockets.readers), 2)
+        a.sendto(b"rtp", ("127.0.0.1", to_b.number))
+
+        def arrived():
+            try:
+                return b.recvfrom(100)
+            except BlockingIOError:
+                return None
+
+        def check(got):
+            self.assertEqual(got, (b"rtp", ("127.0.0.1", to_a.number)))  # symmetric: from the partner socket
+            readers = list(sockets.readers.values())
+            self.assertEqual(len(set(readers) & set(reactor.getReaders())), 2)
+            to_b.handle.close()
+            to_a.handle.close()
+            self.assertEqual(sockets.readers, {})
+            self.assertEqual(set(readers) & set(reactor.getReaders()), set())
+
+        return wait_until(arrived, timeout=5, what="the packet through the relay").addCallback(check)
