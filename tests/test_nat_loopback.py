@@ -121,6 +121,17 @@ class RelayLoopbackTests(TestCase):
 
 
     @defer.inlineCallbacks
+    def test_a_restarted_relay_relays_again(self):
+        self.setup_call()
+        self.relay.stopService()
+        self.assertEqual(self.relay.socket_count, 0)
+        self.relay.startService()
+        caller, callee, to_callee, to_caller = self.setup_call()
+        caller.send(rtp(1), to_caller)
+        yield wait_until(lambda: callee.received, TIMEOUT, what="a packet through the restarted relay")
+        self.assertEqual(callee.received, [(rtp(1), to_callee)])
+
+    @defer.inlineCallbacks
     def test_packets_injected_after_latching_are_not_forwarded(self):
         caller, callee, to_callee, to_caller = self.setup_call()
         attacker = self.endpoint(self.caller_host)

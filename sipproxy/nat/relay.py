@@ -135,6 +135,7 @@ class LocalRelay(Service):
         self.expire_interval = expire_interval
         self.buffer_size = buffer_size
         self._sockets = sockets
+        self._own_sockets = sockets is None  # made here: closed and dropped on stop, made again on use
         self._loop: Optional[LoopingCall] = None
         self._warned: set[str] = set()
 
@@ -212,8 +213,9 @@ class LocalRelay(Service):
             self._loop.stop()
         self._loop = None
         self.close_all("shutdown")
-        if self._sockets is not None:
+        if self._sockets is not None and self._own_sockets:
             self._sockets.close()
+            self._sockets = None
         return super().stopService()
 
     # -- INATHelper -------------------------------------------------------------
