@@ -66,7 +66,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertIsNone(options["outgoing_proxy"])
         self.assertEqual(options["secret-file"], "sipproxy.secret")
         self.assertEqual(options["udp-buffer"], DEFAULT_BUFFER)
-        self.assertEqual(options["tcp-idle"], 120.0)
+        self.assertEqual(options["tcp-idle"], 180.0)
         self.assertFalse(options["force-rewrite"])
 
     def test_legs_comma_list_and_repeated(self) -> None:

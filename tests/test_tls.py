@@ -5,7 +5,7 @@ import os
 import socket
 import ssl
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.certs import make_certificates
@@ -99,3 +99,105 @@ class TLSLegTests(TestCase):
         except (ssl.SSLError, OSError):
             refused = b""
         self.assertEqual(refused, b"")
+
+
+def _raw_connection_closed(port: int, payload: bytes = b"", timeout: float = 10.0) -> bool:
+    """Open a plain TCP connection to a TLS leg, send C{payload} and wait
+    (blocking: run it in a thread) for the proxy to close it; True if it
+    did within C{timeout} seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        if payload:
+            raw.sendall(payload)
+        try:
+            while raw.recv(4096):
+                pass
+        except socket.timeout:
+            return False
+        except OSError:
+            pass
+    return True
+
+
+class TLSLimitTests(TestCase):
+    """The TCP limits hold for TLS legs, before and after the handshake."""
+
+    timeout = 40
+
+    @defer.inlineCallbacks
+    def start(self, *extra: str):
+        cwd = temp_dir(self)
+        self.certs = make_certificates(cwd)
+
+        def legs():
+            self.port = reserve_port("127.0.0.1", kind=socket.SOCK_STREAM)
+            return [f"tls:127.0.0.1:{self.port}"]
+
+        proxy = yield start_proxy(self, cwd, legs, args=["--tls-cert", self.certs["cert"], *extra])
+        return proxy
+
+    @defer.inlineCallbacks
+    def test_connections_per_address_are_capped_before_the_handshake(self):
+        proxy = yield self.start("--tcp-accept-iplimit", "2")
+        held = [socket.create_connection(("127.0.0.1", self.port), timeout=5) for _ in range(2)]
+        self.addCleanup(lambda: [s.close() for s in held])
+        context = _client_context(self.certs, False)
+        try:
+            refused = yield threads.deferToThread(_options_over_tls, self.port, context)
+        except (ssl.SSLError, OSError):
+            refused = b""
+        self.assertEqual(refused, b"")
+        self.assertIn("refused a connection from", proxy.log())
+        held.pop().close()
+        line = b""
+        for _ in range(50):  # until the proxy has seen the close: at most 50 tries, 5 s
+            try:
+                line = yield threads.deferToThread(_options_over_tls, self.port, context)
+                break
+            except (ssl.SSLError, OSError):
+                yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(line.startswith(b"SIP/2.0 200 "), line)
+
+    @defer.inlineCallbacks
+    def test_a_handshake_that_never_comes_is_cut_at_the_read_timeout(self):
+        proxy = yield self.start("--tcp-msg-read-timeout", "1")
+        closed = yield threads.deferToThread(_raw_connection_closed, self.port)
+        self.assertTrue(closed, "a silent connection to the TLS leg stayed open")
+        self.assertIn("no whole message within 1 s", proxy.log())
+
+
+class TLSWriteQueueTests(TestCase):
+    """A TLS peer that never reads is aborted like a TCP one."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_peer_that_never_reads_is_aborted(self):
+        from twisted.internet import endpoints, ssl as tssl
+
+        from sipproxy.transport.legs import TLSLeg, TLSOptions
+        from tests.test_legs_loopback import Recorder, RecordingDispatcher, TCPPeer
+        from tests.util import wait_until
+
+        certs = make_certificates(temp_dir(self))
+        leg = TLSLeg("127.0.0.1", 0, tls=TLSOptions(certs["cert"]))
+        RecordingDispatcher(reactor, legs=[leg], receiver=Recorder()).reindex()
+        leg.listen(reactor)
+        self.addCleanup(leg.stop)
+        endpoint = endpoints.wrapClientTLS(
+            tssl.optionsForClientTLS("127.0.0.1", trustRoot=tssl.Certificate.loadPEM(open(certs["ca"], "rb").read())),
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", leg.port, timeout=5))
+        peer = yield endpoints.connectProtocol(endpoint, TCPPeer())
+        self.addCleanup(peer.close)
+        peer.transport.write(b"\r\n\r\n")  # a ping: the handshake completes, and a pong comes back
+        yield peer.wait_data(lambda d: d == b"\r\n")
+        address = (peer.transport.getHost().host, peer.transport.getHost().port)
+        peer.transport.pauseProducing()  # never read again
+        sent = 0
+        for _ in range(256):  # at most 16 MiB
+            if address not in leg.connections:
+                break
+            leg.send(b"y" * 65536, address)
+            sent += 65536
+            yield task.deferLater(reactor, 0, lambda: None)
+        self.assertNotIn(address, leg.connections, f"still open after {sent} octets")
+        self.assertLessEqual(sent, 8 * 1024 * 1024)

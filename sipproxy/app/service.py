@@ -11,6 +11,7 @@ This is what C{twistd sipproxy} runs and what an application embeds::
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.application.service import MultiService, Service
@@ -20,6 +21,7 @@ from sipproxy.access.chain import ReceiveChain
 from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.transport.legs import DEFAULT_BUFFER, make_leg
 from sipproxy.transport.legspec import LegSpec, parse_leg_list
+from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
 from sipproxy.proxy.stateless import StatelessProxy
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import load_or_create
@@ -76,6 +78,9 @@ class ProxyService(MultiService):
     @param reuse_port: bind legs with C{SO_REUSEPORT}, so several worker
         processes share them (see L{sipproxy.app.workers}).
     @param tls: L{sipproxy.transport.legs.TLSOptions} for C{tls:} legs.
+    @param tcp_limits: the L{StreamLimits} of TCP and TLS legs (connections
+        in total and per IP, write queue, send, read and idle timeouts);
+        C{tcp_idle}, when given, overrides its idle timeout.
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """
@@ -95,7 +100,8 @@ class ProxyService(MultiService):
         resolver: Any = None,
         receivers: Sequence[Any] = (),
         udp_buffer: int = DEFAULT_BUFFER,
-        tcp_idle: float = 120.0,
+        tcp_idle: Optional[float] = None,
+        tcp_limits: Optional[StreamLimits] = None,
         reuse_port: bool = False,
         tls: Any = None,
     ) -> None:
@@ -110,8 +116,13 @@ class ProxyService(MultiService):
         table = {d.lower(): parse_proxy(p) if isinstance(p, str) else p for d, p in (domain2proxy or {}).items()}
         self.dispatcher = Dispatcher(reactor, resolver=resolver, outgoing_proxy=outgoing_proxy,
                                      domain2proxy=table)
-        self.legs = [make_leg(spec, buffer_size=udp_buffer, idle_timeout=tcp_idle, reuse_port=reuse_port, tls=tls)
-                     for spec in specs]
+        limits = tcp_limits or StreamLimits()
+        if tcp_idle is not None:
+            limits = replace(limits, idle_timeout=tcp_idle)
+        #: the connection counts shared by every TCP/TLS leg of the process
+        self.stream_guard = ConnectionGuard(limits, reactor) if any(s.proto != "udp" for s in specs) else None
+        self.legs = [make_leg(spec, buffer_size=udp_buffer, reuse_port=reuse_port, tls=tls, limits=limits,
+                              guard=self.stream_guard) for spec in specs]
         for leg in self.legs:
             self.dispatcher.add_leg(leg)
             LegService(leg, reactor).setServiceParent(self)

@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from sipproxy.app.option_types import number
 from sipproxy.transport.legs import DEFAULT_BUFFER
+from sipproxy.transport.stream_guard import StreamLimits
 from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
 from sipproxy.proxy.routing import parse_proxy
@@ -25,6 +26,47 @@ from sipproxy.app.secret import SecretError, load_or_create
 __all__ = ["Options", "makeService"]
 
 DEFAULT_LEG = "udp:127.0.0.1:5060"
+
+# -- TCP and TLS limits (named after Kamailio's core parameters; see README "Security") --------
+_LIMITS = StreamLimits()
+TCP_LIMIT_PARAMETERS = [
+    ["tcp-idle", None, _LIMITS.idle_timeout, "Close TCP/TLS connections without traffic for this many seconds "
+     "(Kamailio: tcp_connection_lifetime; longer than RFC 5626 keep-alive intervals).",
+     number(float, "tcp-idle", "a number")],
+    ["tcp-max-connections", None, _LIMITS.max_connections, "Accept no more TCP/TLS connections than this in "
+     "total (Kamailio: tcp_max_connections; lowered to what ulimit -n leaves room for).",
+     number(int, "tcp-max-connections", "an integer")],
+    ["tcp-accept-iplimit", None, _LIMITS.max_per_ip, "Accept no more TCP/TLS connections than this from one "
+     "source IP address (Kamailio: tcp_accept_iplimit).", number(int, "tcp-accept-iplimit", "an integer")],
+    ["tcp-conn-wq-max", None, _LIMITS.write_queue_max, "Abort a TCP/TLS connection whose peer does not read once "
+     "this many octets wait for it (Kamailio: tcp_conn_wq_max).", number(int, "tcp-conn-wq-max", "an integer")],
+    ["tcp-send-timeout", None, _LIMITS.send_timeout, "Abort a TCP/TLS connection whose peer has taken none of "
+     "our data for this many seconds (Kamailio: tcp_send_timeout).", number(float, "tcp-send-timeout", "a number")],
+    ["tcp-msg-read-timeout", None, _LIMITS.read_timeout, "Abort a TCP/TLS connection that has not delivered a "
+     "whole message within this many seconds of its first octet (or, for the first one, of the connect) "
+     "(Kamailio: tcp_msg_read_timeout).", number(float, "tcp-msg-read-timeout", "a number")],
+    ["tcp-log-interval", None, _LIMITS.log_interval, "Log at most one line per source IP in this many seconds "
+     "about refused, aborted or garbage TCP/TLS connections, then one summary line.",
+     number(float, "tcp-log-interval", "a number")],
+]
+
+
+def tcp_limits(options: Any) -> StreamLimits:
+    """The L{StreamLimits} the TCP limit options ask for."""
+    limits = StreamLimits(
+        max_connections=options["tcp-max-connections"], max_per_ip=options["tcp-accept-iplimit"],
+        write_queue_max=options["tcp-conn-wq-max"], send_timeout=options["tcp-send-timeout"],
+        read_timeout=options["tcp-msg-read-timeout"], idle_timeout=options["tcp-idle"],
+        log_interval=options["tcp-log-interval"])
+    problems = limits.problems()
+    if problems:
+        names = {"max_connections": "--tcp-max-connections", "max_per_ip": "--tcp-accept-iplimit",
+                 "write_queue_max": "--tcp-conn-wq-max", "send_timeout": "--tcp-send-timeout",
+                 "read_timeout": "--tcp-msg-read-timeout", "idle_timeout": "--tcp-idle",
+                 "log_interval": "--tcp-log-interval"}
+        field, _, rest = problems[0].partition(" ")
+        raise usage.UsageError(f"{names[field]} {rest}")
+    return limits
 
 
 class Options(usage.Options):
@@ -63,8 +105,7 @@ class Options(usage.Options):
          "missing. Give every worker and node that must understand each other the same file."],
         ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
          number(int, "udp-buffer", "an integer")],
-        ["tcp-idle", None, 120.0, "Close TCP connections idle for this many seconds.",
-         number(float, "tcp-idle", "a number")],
+        *TCP_LIMIT_PARAMETERS,
         ["workers", None, 1, "Run this many proxy processes sharing the legs (SO_REUSEPORT); the kernel "
                              "spreads traffic over them by source address. Needs legs with explicit ports, "
                              "a shared --store (sqlite or redis) with --registrar, and --nathelper-ng instead "
@@ -208,8 +249,7 @@ class Options(usage.Options):
             self["outgoing_proxy"] = None
         if self["udp-buffer"] < 0:
             raise usage.UsageError("--udp-buffer must not be negative")
-        if not 0 < self["tcp-idle"] < float("inf"):
-            raise usage.UsageError("--tcp-idle must be a positive number of seconds")
+        self["tcp_limits"] = tcp_limits(self)
         check_nat_options(self)
         self._check_workers()
 
@@ -318,7 +358,7 @@ def makeService(options: Any) -> Any:
         domain2proxy=options["domain2proxy"],
         force_rewrite=bool(options["force-rewrite"]),
         udp_buffer=options["udp-buffer"],
-        tcp_idle=options["tcp-idle"],
+        tcp_limits=options["tcp_limits"],
         nathelper=nathelper,
         reuse_port=sharing,
         tls=tls,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 import socket
 import sys
+from dataclasses import replace
 from typing import Any, Optional
 
 from twisted.internet import error, protocol, udp
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,6 +25,8 @@ from zope.interface import implementer
 from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import ILeg
 from sipproxy.transport.legspec import LegSpec
+from sipproxy.transport.source_log import SourceLog
+from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
 from sipproxy.sip.uri import format_host_port
 
 __all__ = ["UDPLeg", "StreamLeg", "TLSLeg", "TLSOptions", "SIPStreamProtocol", "make_leg", "MAX_HEADER",
@@ -243,43 +246,134 @@ def _size_buffers(sock: socket.socket, size: int, name: str) -> None:
                 log.warn("leg {leg}: cannot size socket buffer: {error}", leg=name, error=e)
 
 
+@implementer(IPushProducer)
 class SIPStreamProtocol(protocol.Protocol):
     """One TCP connection carrying SIP: frames messages by Content-Length,
-    answers RFC 5626 CRLF keep-alive pings, and reports idle time."""
+    answers RFC 5626 CRLF keep-alive pings, and keeps what a peer can make
+    it hold bounded.
+
+    It registers itself as the transport's producer: the transport calls
+    C{pauseProducing} when its send buffer is full (the peer does not read)
+    and C{resumeProducing} once it has drained. What is written while paused
+    is counted against C{write_queue_max}, and the pause against
+    C{send_timeout}; past either the connection is aborted, which frees
+    the buffer at once (a graceful close would wait for a reader that
+    never comes). The leg's sweep checks the timestamps kept here."""
 
     def __init__(self, leg: "StreamLeg", outbound: bool = False) -> None:
         self.leg = leg
         self.outbound = outbound
         self.peer: Optional[tuple[str, int]] = None
         self.last_active = 0.0
+        #: when the message not yet complete began (None: nothing partial)
+        self.partial_since: Optional[float] = None
+        #: when the transport last said its buffer was full (None: it is not)
+        self.paused_since: Optional[float] = None
+        #: when a graceful close began (None: open)
+        self.closing_since: Optional[float] = None
+        self._queued = 0
         self._buffer = b""
         self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._counted = False
+        self._aborted = False
+        self._seen = False  # a message or ping has arrived
 
     def connectionMade(self) -> None:
         self.peer = _address(self.transport.getPeer())
-        self.last_active = self.leg.clock.seconds()
+        now = self.last_active = self.leg.clock.seconds()
+        if not self.outbound:
+            self.partial_since = now  # the first message, too, must arrive within the read timeout
+        self.transport.registerProducer(self, True)
+        self._counted = True
         self.leg.connection_made(self)
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_size = self._pending, [], 0
         for data in pending:
-            self.transport.write(data)
+            self.write(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        self.leg.connection_lost(self)
+        self._buffer = b""
+        if self._counted:
+            self._counted = False
+            self.leg.connection_lost(self)
 
+    # IPushProducer: the transport's verdict on our writes --------------------------------
+    def pauseProducing(self) -> None:
+        if self.paused_since is None:
+            self.paused_since = self.leg.clock.seconds()
+            self._queued = 0
+
+    def resumeProducing(self) -> None:
+        self.paused_since = None
+        self._queued = 0
+
+    def stopProducing(self) -> None:
+        self.paused_since = None
+
+    # writing -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.transport is None or self.peer is None:
+        if self._aborted:
+            return
+        limit = self.leg.limits.write_queue_max
+        if self.transport is None or self.peer is None:  # still connecting
+            self._pending_size += len(data)
+            if self._pending_size > limit:
+                self._pending_size -= len(data)
+                self.leg.source_log.warn(self.leg.host, "leg {leg}: {size} octets wait for a connection "
+                                         "still being opened; dropped {dropped} more", leg=self.leg.key,
+                                         size=self._pending_size, dropped=len(data))
+                return
             self._pending.append(data)
-        else:
-            self.last_active = self.leg.clock.seconds()
-            self.transport.write(data)
+            return
+        self.last_active = self.leg.clock.seconds()
+        if self.paused_since is not None:
+            self._queued += len(data)
+            if self._queued > limit:
+                self.abort(f"the peer does not read: more than {limit} octets queued "
+                           "(--tcp-conn-wq-max)")
+                return
+        self.transport.write(data)
 
+    # closing -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close after sending what is queued (the sweep aborts it if the
+        peer does not take it within the send timeout)."""
+        if self.transport is None or self._aborted or self.closing_since is not None:
+            return
+        self.closing_since = self.leg.clock.seconds()
+        self.transport.unregisterProducer()  # with a producer, loseConnection would wait for it
+        self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection and everything queued on it, now."""
+        if self._aborted:
+            return
+        self._aborted = True
+        self._buffer = b""
+        self.leg.source_log.warn(self.peer[0] if self.peer else "?", "leg {leg}: closing connection from "
+                                 "{peer}: {reason}", leg=self.leg.key, peer=self.peer, reason=reason)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closing or closed (not while it
+        is still being opened)."""
+        return self._aborted or self.closing_since is not None or (
+            self.transport is not None and bool(self.transport.disconnecting))
+
+    # reading -------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
+        if self._aborted:
+            return
         self.last_active = self.leg.clock.seconds()
         buffer = self._buffer + data if self._buffer else data
+        progressed = False
         while buffer:
             if buffer[:1] in (b"\r", b"\n"):
                 if buffer.startswith(b"\r\n\r\n"):  # RFC 5626 3.5.1 ping: answer pong
-                    self.transport.write(b"\r\n")
+                    self.write(b"\r\n")
+                    self._seen = progressed = True
                     buffer = buffer[4:]
                     continue
                 if b"\r\n\r\n".startswith(buffer):
@@ -289,34 +383,44 @@ class SIPStreamProtocol(protocol.Protocol):
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEADER:
-                    self._abort("header larger than {limit} octets".format(limit=MAX_HEADER))
+                    self._refuse("header larger than {limit} octets".format(limit=MAX_HEADER))
                     return
                 break
             if end > MAX_HEADER:
-                self._abort("header larger than {limit} octets".format(limit=MAX_HEADER))
+                self._refuse("header larger than {limit} octets".format(limit=MAX_HEADER))
                 return
             head = buffer[:end]
             lengths = set(_CONTENT_LENGTH_RE.findall(head))
             if len(lengths) != 1:
-                self._abort("missing or conflicting Content-Length" if not lengths else "conflicting Content-Length")
+                self._refuse("missing or conflicting Content-Length" if not lengths
+                             else "conflicting Content-Length")
                 return
             length = int(lengths.pop())
             if length > MAX_BODY:
-                self._abort(f"body of {length} octets exceeds {MAX_BODY}")
+                self._refuse(f"body of {length} octets exceeds {MAX_BODY}")
                 return
             total = end + 4 + length
             if len(buffer) < total:
                 break
             message, buffer = buffer[:total], buffer[total:]
+            self._seen = progressed = True
             self.leg.dispatcher.message_received(message, self.leg, self.peer, stream=True)
-            if self.transport is None or self.transport.disconnecting:
+            if self.closed:
                 return
         self._buffer = buffer
+        if buffer:
+            if self.partial_since is None or progressed:
+                self.partial_since = self.last_active  # a message begins: it must be whole in time
+        elif self._seen:
+            self.partial_since = None  # (an inbound connection's first one is timed from the connect)
 
-    def _abort(self, reason: str) -> None:
-        log.warn("leg {leg}: closing connection from {peer}: {reason}", leg=self.leg.key, peer=self.peer, reason=reason)
+    def _refuse(self, reason: str) -> None:
+        """A framing error: close the connection (garbage, or a peer out
+        of step with us: nothing later on it can be trusted)."""
         self._buffer = b""
-        self.transport.loseConnection()
+        self.leg.source_log.warn(self.peer[0] if self.peer else "?", "leg {leg}: closing connection from "
+                                 "{peer}: {reason}", leg=self.leg.key, peer=self.peer, reason=reason)
+        self.close()
 
 
 class _OutboundFactory(protocol.ClientFactory):
@@ -334,36 +438,88 @@ class _OutboundFactory(protocol.ClientFactory):
         self.leg.connect_failed(self.addr, self.proto, reason)
 
 
+class _Admission(protocol.Factory):
+    """In front of a stream leg's listening socket (and of TLS, so a
+    refused peer costs no handshake): refuses connections beyond the
+    guard's limits by building no protocol, which makes Twisted close the
+    accepted socket at once."""
+
+    noisy = False
+
+    def __init__(self, leg: "StreamLeg", inner: protocol.Factory) -> None:
+        self.leg = leg
+        self.inner = inner
+
+    def doStart(self) -> None:
+        self.inner.doStart()
+
+    def doStop(self) -> None:
+        self.inner.doStop()
+
+    def buildProtocol(self, addr: IAddress) -> Optional[protocol.Protocol]:
+        host = getattr(addr, "host", "?")
+        reason = self.leg.guard.refusal(host)
+        if reason is not None:
+            self.leg.refused += 1
+            self.leg.source_log.warn(host, "leg {leg}: refused a connection from {peer}: {reason}",
+                                     leg=self.leg.key, peer=(host, getattr(addr, "port", 0)), reason=reason)
+            return None
+        return self.inner.buildProtocol(addr)
+
+
 @implementer(ILeg)
 class StreamLeg(_LegIdentity, protocol.ServerFactory):
     """A TCP leg: listens, accepts, connects, and keeps connections by peer
-    address and by alias (the sent-by a peer put in its Via) until they are
-    idle for C{idle_timeout} seconds."""
+    address and by alias (the sent-by a peer put in its Via).
+
+    Its L{StreamLimits} bound what peers can make it hold (connections,
+    queued octets, time to send and to read a message, idle time); the
+    counts shared by all stream legs of a process live in the
+    L{ConnectionGuard} (one is made at C{listen} when none is given)."""
 
     proto = "tcp"
     noisy = False
     protocol = SIPStreamProtocol  # type: ignore[assignment]
     connect_timeout = 10
 
-    def __init__(self, host: str, port: int = 5060, idle_timeout: float = 120.0,
-                 reuse_port: bool = False) -> None:
+    def __init__(self, host: str, port: int = 5060, idle_timeout: Optional[float] = None,
+                 reuse_port: bool = False, limits: Optional[StreamLimits] = None,
+                 guard: Optional[ConnectionGuard] = None) -> None:
         self._set_address(host, port)
-        self.idle_timeout = idle_timeout
+        limits = limits or (guard.limits if guard is not None else StreamLimits())
+        if idle_timeout is not None:
+            limits = replace(limits, idle_timeout=idle_timeout)
+        self.limits = limits
+        self.guard = guard
         self.reuse_port = reuse_port
         self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
         self._aliases: dict[tuple[str, int], SIPStreamProtocol] = {}
+        self._open: set[SIPStreamProtocol] = set()
+        #: inbound connections refused by the limits, since start
+        self.refused = 0
         self.clock: Any = None
         self._reactor: Any = None
         self._port: Any = None
         self._sweeper: Any = None
         self._connecting: dict[tuple[str, int], Any] = {}
 
+    @property
+    def idle_timeout(self) -> float:
+        return self.limits.idle_timeout
+
+    @property
+    def source_log(self) -> SourceLog:
+        """The rate-limited log for lines about peers (see L{SourceLog})."""
+        return self.guard.log
+
     # lifecycle ----------------------------------------------------------
     def listen(self, reactor: Any) -> None:
         from twisted.internet.task import LoopingCall
 
         self._reactor = self.clock = reactor
-        factory = self._server_factory()
+        if self.guard is None:
+            self.guard = ConnectionGuard(self.limits, reactor)
+        factory = _Admission(self, self._server_factory())
         if self.reuse_port:
             sock = _reusable_socket(self.host, self.port, socket.SOCK_STREAM)
             self._port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
@@ -371,9 +527,9 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         else:
             self._port = reactor.listenTCP(self.port, factory, backlog=100, interface=self.host)
         self._set_address(self.host, self._port.getHost().port)
-        self._sweeper = LoopingCall(self.expire_idle)
+        self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = reactor
-        self._sweeper.start(max(1.0, self.idle_timeout / 4), now=False)
+        self._sweeper.start(self.limits.sweep_interval, now=False)
 
     def stop(self) -> Any:
         if self._sweeper is not None and self._sweeper.running:
@@ -384,9 +540,8 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
             except error.NotConnectingError:
                 pass
         self._connecting.clear()
-        for conn in list(self.connections.values()):
-            if conn.transport is not None:
-                conn.transport.loseConnection()
+        for conn in list(self._open):
+            conn.close()
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
@@ -402,8 +557,13 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         assert conn.peer is not None
         self._connecting.pop(conn.peer, None)
         self.connections[conn.peer] = conn
+        self._open.add(conn)
+        self.guard.opened(conn.peer[0], not conn.outbound)
 
     def connection_lost(self, conn: SIPStreamProtocol) -> None:
+        if conn in self._open:
+            self._open.discard(conn)
+            self.guard.closed(conn.peer[0], not conn.outbound)
         if conn.peer is not None and self.connections.get(conn.peer) is conn:
             del self.connections[conn.peer]
         for key in [k for k, c in self._aliases.items() if c is conn]:
@@ -417,13 +577,31 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         if conn is not None and alias != peer:
             self._aliases[alias] = conn
 
-    def expire_idle(self) -> None:
-        """Close connections idle for longer than C{idle_timeout}."""
+    def sweep(self) -> None:
+        """Enforce the timeouts: abort connections whose peer has not taken
+        our data within C{send_timeout} or has not completed a message
+        within C{read_timeout}; close those idle for C{idle_timeout}."""
         now = self.clock.seconds()
-        for conn in list(self.connections.values()):
-            if now - conn.last_active > self.idle_timeout and conn.transport is not None:
-                log.info("leg {leg}: closing idle connection {peer}", leg=self.key, peer=conn.peer)
-                conn.transport.loseConnection()
+        limits = self.limits
+        for conn in list(self._open):
+            if conn._aborted:
+                continue
+            if conn.closing_since is not None:
+                if now - conn.closing_since > limits.send_timeout:
+                    conn.abort(f"not closed after {limits.send_timeout:g} s (the peer does not read)")
+            elif conn.paused_since is not None and now - conn.paused_since > limits.send_timeout:
+                conn.abort(f"the peer has not read for {limits.send_timeout:g} s (--tcp-send-timeout)")
+            elif conn.partial_since is not None and now - conn.partial_since > limits.read_timeout:
+                conn.abort(f"no whole message within {limits.read_timeout:g} s (--tcp-msg-read-timeout)")
+            elif now - conn.last_active > limits.idle_timeout:
+                self.source_log.info(conn.peer[0], "leg {leg}: closing idle connection {peer}", leg=self.key,
+                                     peer=conn.peer)
+                conn.close()
+        self.source_log.flush()
+
+    def expire_idle(self) -> None:
+        """The timeouts, now (the name older callers know)."""
+        self.sweep()
 
     # sending -------------------------------------------------------------------
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -435,7 +613,7 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
     def _connect(self, addr: tuple[str, int]) -> SIPStreamProtocol:
         conn = SIPStreamProtocol(self, outbound=True)
         self.connections[addr] = conn  # so messages sent meanwhile queue on it
-        self._open(addr, _OutboundFactory(self, addr, conn))
+        self._dial(addr, _OutboundFactory(self, addr, conn))
         return conn
 
     def _server_factory(self) -> protocol.Factory:
@@ -446,7 +624,7 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         """What an outbound connection runs (TLS legs wrap it)."""
         return factory
 
-    def _open(self, addr: tuple[str, int], factory: protocol.ClientFactory) -> None:
+    def _dial(self, addr: tuple[str, int], factory: protocol.ClientFactory) -> None:
         self._connecting[addr] = self._reactor.connectTCP(
             addr[0], addr[1], self._client_factory(factory), timeout=self.connect_timeout,
             bindAddress=(self.host, 0))
@@ -498,12 +676,13 @@ class TLSLeg(StreamLeg):
 
     proto = "tls"
 
-    def __init__(self, host: str, port: int = 5061, idle_timeout: float = 120.0, reuse_port: bool = False,
-                 tls: Optional[TLSOptions] = None) -> None:
+    def __init__(self, host: str, port: int = 5061, idle_timeout: Optional[float] = None,
+                 reuse_port: bool = False, tls: Optional[TLSOptions] = None, limits: Optional[StreamLimits] = None,
+                 guard: Optional[ConnectionGuard] = None) -> None:
         if tls is None:
             raise ValueError("a TLS leg needs TLSOptions (a certificate and key)")
         self.tls = tls
-        super().__init__(host, port, idle_timeout, reuse_port)
+        super().__init__(host, port, idle_timeout, reuse_port, limits=limits, guard=guard)
 
     def _server_factory(self) -> protocol.Factory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -517,16 +696,17 @@ class TLSLeg(StreamLeg):
 
 
 def make_leg(spec: LegSpec, **options: Any) -> Any:
-    """The leg object for a specification (not yet listening)."""
+    """The leg object for a specification (not yet listening). Stream legs
+    take C{idle_timeout}, C{limits} (L{StreamLimits}) and C{guard} (a
+    L{ConnectionGuard} to share with the process's other stream legs)."""
     reuse_port = options.get("reuse_port", False)
     if spec.proto == "udp":
         return UDPLeg(spec.host, spec.port, buffer_size=options.get("buffer_size", DEFAULT_BUFFER),
                       reuse_port=reuse_port)
+    stream = {"idle_timeout": options.get("idle_timeout"), "reuse_port": reuse_port,
+              "limits": options.get("limits"), "guard": options.get("guard")}
     if spec.proto == "tcp":
-        return StreamLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0),
-                         reuse_port=reuse_port)
+        return StreamLeg(spec.host, spec.port, **stream)
     if spec.proto == "tls":
-        return TLSLeg(spec.host, spec.port, idle_timeout=options.get("idle_timeout", 120.0),
-                      reuse_port=reuse_port, tls=options.get("tls"))
+        return TLSLeg(spec.host, spec.port, tls=options.get("tls"), **stream)
     raise ValueError(f"transport {spec.proto} is not supported yet")
-
