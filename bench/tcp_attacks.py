@@ -3,16 +3,19 @@
 
 Measures what issue 12 asks about, each attack bounded in time and count:
 
-* ``never-reading``: one connection sends OPTIONS for the proxy itself as
-  fast as it can and never reads the answers. Reports the proxy's resident
+* ``never-reading``: four connections send OPTIONS for the proxy itself as
+  fast as they can and never read the answers; one the proxy closes is
+  opened again. Reports the proxy's resident
   memory (VmRSS, sampled every 0.25 s) during the attack and for a few
   seconds after the attacker closes, and whether the proxy closed the
   connection itself.
 * ``slowloris``: N connections (default 200) each send one byte of an
   endless header per second. Reports how many the proxy accepted and how
   many are still open at the end, and the proxy's file descriptors.
-* ``garbage``: connections sending binary junk framed as a message, opened
-  one after another as fast as possible. Reports the proxy's log lines.
+* ``garbage``: connections sending binary junk without a Content-Length,
+  opened one after another as fast as possible; ``garbage-framed``: the
+  same junk with a Content-Length, so it reaches the parser. Reports the
+  proxy's log lines.
 
     python bench/tcp_attacks.py                       # all three, default options
     python bench/tcp_attacks.py never-reading --seconds 20
@@ -135,55 +138,70 @@ def udp_options_answered(port: int, timeout: float = 3.0) -> bool:
 
 
 # -- attacks --------------------------------------------------------------------------------
-def never_reading(proxy: Proxy, seconds: float, after: float) -> dict:
-    """One connection that writes requests and never reads the answers."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up fast
-    sock.connect(("127.0.0.1", proxy.port))
-    sock.setblocking(False)
-    local = sock.getsockname()[1]
+def never_reading(proxy: Proxy, seconds: float, after: float, count: int = 4) -> dict:
+    """C{count} connections that write requests and never read the
+    answers; one the proxy closes is opened again at once, so the attack
+    lasts C{seconds} whatever the proxy does."""
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list] = {}  # socket -> [local port, unsent octets]
+    closed_by_proxy: list[float] = []
+    sent = n = 0
+
+    def open_one() -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up fast
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.setblocking(False)
+        state[sock] = [sock.getsockname()[1], b""]
+        sel.register(sock, selectors.EVENT_WRITE)
+
+    for _ in range(count):
+        open_one()
     baseline = proxy.rss_kib()
     samples: list[tuple[float, int]] = []
     start = time.monotonic()
     next_sample = start
-    sent = n = 0
-    closed_by_proxy: Optional[float] = None
-    pending = b""
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_WRITE)
     while time.monotonic() - start < seconds:
         now = time.monotonic()
         if now >= next_sample:
             samples.append((round(now - start, 2), proxy.rss_kib()))
             next_sample += 0.25
-        if not sel.select(0.05):
-            continue
-        if not pending:
-            pending = b"".join(options_request(proxy.port, local, n + i) for i in range(32))
-            n += 32
-        try:
-            done = sock.send(pending)
-        except BlockingIOError:
-            continue
-        except OSError as e:  # reset or broken pipe: the proxy closed us
-            if e.errno in (errno.EPIPE, errno.ECONNRESET):
-                closed_by_proxy = round(time.monotonic() - start, 2)
-                break
-            raise
-        sent += done
-        pending = pending[done:]
-    sock.close()
+        for key, _ in sel.select(0.05):
+            sock = key.fileobj
+            local, pending = state[sock]
+            if not pending:
+                pending = b"".join(options_request(proxy.port, local, n + i) for i in range(32))
+                n += 32
+            try:
+                done = sock.send(pending)
+            except BlockingIOError:
+                done = 0
+            except OSError as e:  # reset or broken pipe: the proxy closed us; come back
+                if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                    raise
+                closed_by_proxy.append(round(time.monotonic() - start, 2))
+                sel.unregister(sock)
+                del state[sock]
+                sock.close()
+                open_one()
+                continue
+            sent += done
+            state[sock][1] = pending[done:]
+    for sock in list(state):
+        sel.unregister(sock)
+        sock.close()
     closed_at = time.monotonic()
     while time.monotonic() - closed_at < after:
         samples.append((round(time.monotonic() - start, 2), proxy.rss_kib()))
         time.sleep(0.25)
     during = [kib for t, kib in samples if t <= seconds]
     return {
-        "attack": "never-reading", "seconds": seconds, "sent_requests_octets": sent, "requests": n,
-        "closed_by_proxy_after_s": closed_by_proxy, "rss_baseline_kib": baseline,
-        "rss_peak_during_kib": max(during) if during else -1, "rss_peak_overall_kib": max(k for _, k in samples),
-        "rss_end_kib": samples[-1][1], "udp_options_answered_after": udp_options_answered(proxy.port),
-        "proxy_alive": proxy.proc.poll() is None,
+        "attack": "never-reading", "seconds": seconds, "connections": count, "sent_octets": sent, "requests": n,
+        "closed_by_proxy": len(closed_by_proxy), "first_close_after_s": closed_by_proxy[0] if closed_by_proxy else None,
+        "rss_baseline_kib": baseline, "rss_peak_during_kib": max(during) if during else -1,
+        "rss_peak_overall_kib": max(k for _, k in samples), "rss_end_kib": samples[-1][1],
+        "rss_every_5s_kib": [k for t, k in samples if abs(t - round(t / 5) * 5) < 0.13],
+        "udp_options_answered_after": udp_options_answered(proxy.port), "proxy_alive": proxy.proc.poll() is None,
     }
 
 
@@ -250,9 +268,12 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return True
 
 
-def garbage(proxy: Proxy, seconds: float, limit: int) -> dict:
-    """Connections sending framed junk, one after another, for C{seconds}."""
-    junk = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage \xff\xfe\r\n\r\n"
+def garbage(proxy: Proxy, seconds: float, limit: int, framed: bool = False) -> dict:
+    """Connections sending junk, one after another, for C{seconds}: junk
+    the stream framing refuses, or (C{framed}) junk with a Content-Length
+    that reaches the parser."""
+    junk = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage \xff\xfe\r\n"
+    junk += b"Content-Length: 0\r\n\r\n" if framed else b"\r\n"
     lines_before = proxy.log_lines()
     start = time.monotonic()
     made = 0
@@ -262,7 +283,8 @@ def garbage(proxy: Proxy, seconds: float, limit: int) -> dict:
                 sock.sendall(junk)
                 sock.settimeout(2)
                 try:
-                    sock.recv(100)  # wait for the proxy's close
+                    if not framed:
+                        sock.recv(100)  # wait for the proxy's close
                 except OSError:
                     pass
         except OSError:
@@ -271,16 +293,18 @@ def garbage(proxy: Proxy, seconds: float, limit: int) -> dict:
     elapsed = time.monotonic() - start
     time.sleep(0.5)  # the last lines reach the log file
     lines = proxy.log_lines() - lines_before
-    return {"attack": "garbage", "connections": made, "seconds": round(elapsed, 1), "log_lines": lines,
-            "log_lines_per_connection": round(lines / max(made, 1), 3)}
+    return {"attack": "garbage-framed" if framed else "garbage", "connections": made,
+            "seconds": round(elapsed, 1), "log_lines": lines, "log_lines_per_connection": round(lines / max(made, 1), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("attacks", nargs="*", default=["never-reading", "slowloris", "garbage"],
-                        choices=["never-reading", "slowloris", "garbage"])
+                        choices=["never-reading", "slowloris", "garbage", "garbage-framed"])
     parser.add_argument("--seconds", type=float, default=None, help="length of each attack")
-    parser.add_argument("--connections", type=int, default=200, help="slowloris connections")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="slowloris connections (200), never-reading connections (4)")
+    parser.add_argument("--keep-log", default=None, help="copy the proxy's log to this file")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -290,15 +314,20 @@ def main() -> None:
             proxy = Proxy(extra, workdir)
             try:
                 if attack == "never-reading":
-                    results.append(never_reading(proxy, args.seconds or 20, after=4))
+                    results.append(never_reading(proxy, args.seconds or 20, after=4, count=args.connections or 4))
                 elif attack == "slowloris":
-                    results.append(slowloris(proxy, args.connections, args.seconds or 40))
+                    results.append(slowloris(proxy, args.connections or 200, args.seconds or 40))
                 else:
-                    results.append(garbage(proxy, args.seconds or 20, limit=100000))
+                    results.append(garbage(proxy, args.seconds or 20, limit=100000,
+                                           framed=attack == "garbage-framed"))
                 results[-1]["python"] = sys.implementation.name
                 results[-1]["twistd_args"] = extra
             finally:
                 proxy.stop()
+                if args.keep_log:
+                    import shutil
+
+                    shutil.copy(proxy.log_path, args.keep_log)
         print(json.dumps(results[-1]), flush=True)
 
 

@@ -200,4 +200,4 @@ class TLSWriteQueueTests(TestCase):
             sent += 65536
             yield task.deferLater(reactor, 0, lambda: None)
         self.assertNotIn(address, leg.connections, f"still open after {sent} octets")
-        self.assertLessEqual(sent, 8 * 1024 * 1024)
+        self.assertLessEqual(sent, 12 * 1024 * 1024)  # the kernel's buffers, then 64 KiB + 128 KiB

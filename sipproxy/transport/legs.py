@@ -5,7 +5,8 @@ protocol frames messages by Content-Length; it keeps its connections,
 inbound and outbound, so that a response goes back over the connection its
 request came on and a request to a peer reuses a connection that peer
 opened (RFC 3261 18). Legs only move bytes: they hand what they receive to
-the dispatcher and send what it gives them.
+the dispatcher and send what it gives them. Stream legs also bound what a
+peer can make them hold (see L{sipproxy.transport.stream_guard}).
 """
 from __future__ import annotations
 
