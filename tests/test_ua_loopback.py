@@ -63,6 +63,29 @@ class LoopbackCalls(TestCase):
         return self.call_up_and_down("tcp", "::1")
 
     @defer.inlineCallbacks
+    def test_tls_call(self) -> Any:
+        import functools
+        import os
+
+        from sipproxy.app.ua import socket_transport
+        from sipproxy.transport.legs import TLSOptions
+        from tests.certs import make_certificates
+
+        folder = self.mktemp()
+        os.makedirs(folder)
+        certs = make_certificates(folder)
+        transport = functools.partial(socket_transport, tls=TLSOptions(certs["cert"], ca_file=certs["ca"]))
+        bob = self.agent("tls:127.0.0.1:0", from_="bob", transport=transport)
+        established: defer.Deferred = defer.Deferred()
+        bob.listen(on_established=established.callback)
+        alice = self.agent("tls:127.0.0.1:0", from_="alice", transport=transport)
+        call = yield alice.invite(f"sips:bob@{bob.dispatcher.legs[0].sent_by}", ring_time=10)
+        bobs_call = yield established
+        self.assertTrue(bobs_call.dialog.remote_target.startswith("sips:"))
+        end = yield call.bye()
+        self.assertEqual(end.code, 200)
+
+    @defer.inlineCallbacks
     def test_refused_call_fails_with_the_code(self) -> Any:
         bob = self.agent("udp:127.0.0.1:0", from_="bob")
         bob.listen(on_create=lambda call, request: call.reject(486, "Busy Here") or True)

@@ -26,8 +26,12 @@ __all__ = ["Simple", "socket_transport"]
 UA_UDP_BUFFER = 256 * 1024
 
 
-def socket_transport(reactor: IReactorTime, legs: Sequence[Any]) -> Dispatcher:
+def socket_transport(reactor: IReactorTime, legs: Sequence[Any], tls: Any = None) -> Dispatcher:
     """A dispatcher with C{legs} (specifications) bound on C{reactor}.
+
+    @param tls: L{sipproxy.transport.legs.TLSOptions} for C{tls:} legs;
+        pass it with C{functools.partial(socket_transport, tls=...)} as
+        C{Simple}'s C{transport}.
 
     @raise sipproxy.transport.legspec.LegSpecError: for a bad specification.
     @raise twisted.internet.error.CannotListenError: when a port is taken.
@@ -39,7 +43,7 @@ def socket_transport(reactor: IReactorTime, legs: Sequence[Any]) -> Dispatcher:
     bound = []
     try:
         for spec in specs:
-            leg = make_leg(spec, buffer_size=UA_UDP_BUFFER)
+            leg = make_leg(spec, buffer_size=UA_UDP_BUFFER, tls=tls)
             leg.listen(reactor)
             bound.append(leg)
             dispatcher.add_leg(leg)

@@ -123,6 +123,7 @@ class Call:
         self._server: Optional[ServerTransaction] = None
         self._result: Optional[Deferred] = None
         self._ring_timer: Optional[IDelayedCall] = None
+        self._answer_timer: Optional[IDelayedCall] = None
         self._ring_time: Optional[float] = None
         self._redirects = 0
         self._cancelled = False
@@ -367,6 +368,10 @@ class Call:
         server.acked.addCallbacks(lambda ack: None, self._no_ack)
         return response
 
+    def answer_later(self, delay: float) -> None:
+        """Answer after C{delay} seconds (unless the call ends first)."""
+        self._answer_timer = self.clock.callLater(delay, self.answer)
+
     def reject(self, code: int = 486, reason: Optional[str] = None) -> None:
         """Refuse an incoming call that was not answered yet."""
         if self._server is not None and self._server.final is None:
@@ -536,6 +541,8 @@ class Call:
         self.end = end
         self.state = "ended"
         self._stop_ring_timer()
+        if self._answer_timer is not None and self._answer_timer.active():
+            self._answer_timer.cancel()
         if self.dialog is not None:
             self.endpoint.remove_dialog(self.dialog)
         if self.media is not None and hasattr(self.media, "stop"):

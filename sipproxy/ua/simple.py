@@ -391,7 +391,7 @@ class Simple:
             call.ring()
         elif delay > 0:
             call.ring()
-            self.clock.callLater(delay, call.answer)
+            call.answer_later(delay)
         else:
             call.answer()
         return True
