@@ -91,6 +91,15 @@ class CallTests(SynchronousTestCase):
         self.assertIn("487 INVITE", self.net.methods())
         self.assertEqual(self.events[-1], ("cleanup", CallEnd("remote", 487, "cancelled by the caller")))
 
+    def test_ring_timeout_without_any_answer_fails_on_time(self) -> None:
+        self.net.drop = lambda message, addr: addr[0] == "192.0.2.2"  # bob is silent
+        d = self._call(ring_time=5)
+        self.net.advance(5.0)
+        self.assertEqual(self.failureResultOf(d, RingTimeout).value.code, 487)
+        self.assertNotIn("CANCEL", self.net.methods())  # RFC 3261 9.1: not before a 1xx
+        self.net.advance(40.0, step=4.0)
+        self.assertEqual(self.alice.calls, [])
+
     def test_refusal_fails_with_code_and_reason(self) -> None:
         self.bob.listen(on_create=lambda call, request: call.reject(486, "Busy Here") or True, sdp=None)
         failure = self.failureResultOf(self._call(), SIPError)

@@ -316,6 +316,12 @@ class Call:
         self._ring_expired = True
         log.info("INVITE {uri}: no answer in {seconds} s, cancelling", uri=self._uri, seconds=self._ring_time)
         self.cancel()
+        if self._invite is None or not self._invite.provisional:
+            # nothing heard yet: the CANCEL waits for a 1xx (RFC 3261 9.1),
+            # the caller does not; a late 2xx is ACKed and hung up
+            error = RingTimeout(self._ring_time or 0)
+            self._finish(CallEnd("local", error.code, error.reason))
+            self._fail(error)
 
     def _stop_ring_timer(self) -> None:
         if self._ring_timer is not None and self._ring_timer.active():
@@ -512,6 +518,8 @@ class Call:
             d = self._in_dialog("BYE")
 
             def done(result: Any) -> CallEnd:
+                if self.dialog is not None:
+                    self.endpoint.remove_dialog(self.dialog)  # also after an end reported earlier
                 if isinstance(result, Failure):
                     self._finish(CallEnd("local", getattr(result.value, "code", None), result.getErrorMessage()))
                 else:

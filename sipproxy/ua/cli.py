@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -277,7 +277,10 @@ async def _run(reactor: Any, args: argparse.Namespace, out: Output) -> int:
 
 def main(argv: Optional[Sequence[str]] = None, out: Optional[Output] = None) -> NoReturn:
     """The C{sipproxy-ua} console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "register" and not args.registrar and "@" not in (args.from_ or ""):
+        parser.error("register needs --registrar, or a --from address naming the registrar's domain")
     output = out or Output()
     from twisted.internet import task
 

@@ -146,6 +146,8 @@ class ClientTransaction:
         self.final: Optional[Response] = None
         self.provisional = False
         self.retries = 0
+        self._child: Optional[ClientTransaction] = None
+        self._failed_reason = "send failed"
         self._cancel_wanted = False
         self._cancel: Optional[ClientTransaction] = None
         self._ack: Optional[Request] = None
@@ -195,7 +197,7 @@ class ClientTransaction:
             elif isinstance(out, tx.Timeout):
                 self._fail(TransactionTimeout(self.request.method))
             elif isinstance(out, tx.TransportError):
-                self._fail(TransportFailure(getattr(self, "_failed_reason", "send failed")))
+                self._fail(TransportFailure(self._failed_reason))
             elif isinstance(out, tx.Terminated):
                 self._terminated()
 
@@ -247,6 +249,7 @@ class ClientTransaction:
 
     def _child_done(self, result: Any) -> None:
         child = self._child
+        assert child is not None
         self.final = child.final
         if not self.deferred.called:
             self.deferred.callback(result) if not isinstance(result, Failure) else self.deferred.errback(result)
@@ -259,7 +262,7 @@ class ClientTransaction:
     def ack(self, ack: Request) -> None:
         """Send the ACK of a 2xx (built by the dialog's owner) and send it
         again for each retransmitted 2xx."""
-        child = getattr(self, "_child", None)
+        child = self._child
         if child is not None:
             child.ack(ack)
             return
@@ -272,7 +275,7 @@ class ClientTransaction:
     def cancel(self) -> None:
         """CANCEL a pending INVITE (RFC 3261 9.1): at once after a
         provisional response, else when the first one arrives."""
-        child = getattr(self, "_child", None)
+        child = self._child
         if child is not None:
             child.cancel()
             return

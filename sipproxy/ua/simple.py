@@ -34,7 +34,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.access.digest_auth import Authorize
@@ -44,7 +43,7 @@ from sipproxy.registrar.registrar import Registrar
 from sipproxy.sip.ids import new_call_id, new_tag
 from sipproxy.sip.message import Request, Response
 from sipproxy.sip.uac import new_request, outbound_route
-from sipproxy.sip.uri import URIError, format_host_port, parse_name_addr, parse_uri
+from sipproxy.sip.uri import URIError, parse_name_addr
 from sipproxy.ua.call import Call
 from sipproxy.ua.endpoint import Endpoint, ServerTransaction, SIPError, _call
 from sipproxy.ua.registration import RefreshPolicy, Registration
@@ -67,7 +66,8 @@ class Simple:
     @param transport: C{transport(reactor, legs) -> dispatcher}.
     @param outgoing_proxy: every request goes there (C{host[:port]} or a
         URI).
-    @param registrar: where L{register} registers (default: the domain).
+    @param registrar: where L{register} registers (default: the domain
+        of our From address, RFC 3261 10.2).
     @param auth: answers to 401/407: C{(user, password)},
         C{{realm: (user, password)}} or a callable C{realm -> pair}.
     @param domain: completes targets without a host, and From.
@@ -106,6 +106,10 @@ class Simple:
     ) -> None:
         self.clock = reactor
         self._own_legs = dispatcher is None
+        # options that can be wrong are read before any socket is bound
+        proxy = parse_proxy(outgoing_proxy) if outgoing_proxy else None
+        table = {d.lower(): parse_proxy(p) for d, p in (domain2proxy or {}).items()}
+        self.route = [r if r.startswith("<") else outbound_route(r) for r in route]
         if dispatcher is None:
             transport = transport or type(self).transport
             if transport is None:
@@ -115,17 +119,21 @@ class Simple:
                 raise TypeError("Simple needs legs (e.g. ['udp:127.0.0.1:5060']) or a dispatcher")
             dispatcher = transport(reactor, [legs] if isinstance(legs, str) else list(legs))
         self.dispatcher = dispatcher
-        if outgoing_proxy:
-            dispatcher.outgoing_proxy = parse_proxy(outgoing_proxy)
-        if domain2proxy:
-            dispatcher.domain2proxy = {d.lower(): parse_proxy(p) for d, p in domain2proxy.items()}
-        first = dispatcher.legs[0]
-        self.domain = domain or first.host
-        self.from_ = self._complete(from_ or "sipproxy", for_from=True)
-        self.user = parse_name_addr(self.from_).uri.user
+        if proxy is not None:
+            dispatcher.outgoing_proxy = proxy
+        if table:
+            dispatcher.domain2proxy = table
+        self.domain = domain or dispatcher.legs[0].host
+        try:
+            self.from_ = self._complete(from_ or "sipproxy")
+            self.user = parse_name_addr(self.from_).uri.user
+        except URIError as e:
+            if self._own_legs:
+                for leg in dispatcher.legs:
+                    leg.stop()
+            raise ValueError(f"bad from address {from_!r}: {e}") from None
         self.contact = contact
         self.registrar = registrar
-        self.route = [r if r.startswith("<") else outbound_route(r) for r in route]
         self.media_factory = media_factory
         self.refresh = refresh or RefreshPolicy()
         self.endpoint = Endpoint(reactor, dispatcher, credentials=auth, user_agent=user_agent)
@@ -139,7 +147,7 @@ class Simple:
         self._rebuild_chain()
 
     # -- identity ----------------------------------------------------------------------
-    def _complete(self, address: str, for_from: bool = False) -> str:
+    def _complete(self, address: str) -> str:
         """C{bob} -> C{sip:bob@domain}; C{bob@host} -> C{sip:bob@host};
         a URI or name-addr stays."""
         address = address.strip()
@@ -245,7 +253,7 @@ class Simple:
         L{on}). Fails with L{SIPError} when the first REGISTER fails."""
         if self._registration is not None:
             self._registration.stop()
-        target = registrar or self.registrar or f"sip:{format_host_port(self.domain)}"
+        target = registrar or self.registrar or f"sip:{parse_name_addr(self.from_).uri.host_port}"
         if not target.lower().startswith(("sip:", "sips:")):
             target = "sip:" + target
         state = {"call_id": new_call_id(), "cseq": 0, "tag": new_tag()}
@@ -329,7 +337,7 @@ class Simple:
         call = Call(self, outgoing=True, peer=peer, sdp=sdp, headers=headers)
         if on_call is not None:
             on_call(call)
-        return call._invite_out(uri, self._complete(from_, True) if from_ else self.from_, ring_time)
+        return call._invite_out(uri, self._complete(from_) if from_ else self.from_, ring_time)
 
     def listen(self, filter: Union[Callable[[str, Request], Any], str, None] = None,
                on_create: Optional[Callable[[Call, Request], Any]] = None,
