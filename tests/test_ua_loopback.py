@@ -65,15 +65,13 @@ class LoopbackCalls(TestCase):
     @defer.inlineCallbacks
     def test_tls_call(self) -> Any:
         import functools
-        import os
 
         from sipproxy.app.ua import socket_transport
         from sipproxy.transport.legs import TLSOptions
         from tests.certs import make_certificates
+        from tests.util import temp_dir
 
-        folder = self.mktemp()
-        os.makedirs(folder)
-        certs = make_certificates(folder)
+        certs = make_certificates(temp_dir(self))
         transport = functools.partial(socket_transport, tls=TLSOptions(certs["cert"], ca_file=certs["ca"]))
         bob = self.agent("tls:127.0.0.1:0", from_="bob", transport=transport)
         established: defer.Deferred = defer.Deferred()
