@@ -223,6 +223,21 @@ class RegisterTests(SynchronousTestCase):
         self.net.run()
         self.assertEqual(self.successResultOf(bye).code, 200)
 
+    def test_ack_and_bye_go_to_the_callee_when_the_proxy_did_not_record_route(self) -> None:
+        self.successResultOf(self._register(300))
+        self.alice.listen(sdp=None)
+        bob = self.net.simple("192.0.2.2", from_="bob")
+        d = bob.invite("sip:alice@192.0.2.9", sdp=None)  # to the registrar's domain, no outgoing proxy
+        self.net.run()
+        call = self.successResultOf(d)
+        self.assertEqual(call.dialog.route_set, [])
+        bye = call.bye()
+        self.net.run()
+        self.successResultOf(bye)
+        sent_by_bob = [(to, m.method) for frm, to, m in self.net.routes
+                       if frm == "192.0.2.2" and hasattr(m, "method")]
+        self.assertEqual(sent_by_bob, [("192.0.2.9", "INVITE"), ("192.0.2.1", "ACK"), ("192.0.2.1", "BYE")])
+
     def test_unregister(self) -> None:
         self.successResultOf(self._register(300))
         d = self.alice.unregister()

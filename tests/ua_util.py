@@ -21,6 +21,7 @@ class MemoryNetwork:
             self.clock.advance(1_000_000)  # a plausible "now" (nonces issued at 0 read as stale)
         self.legs: dict[tuple[str, int], MemoryLeg] = {}
         self.log: list[tuple[str, Message]] = []
+        self.routes: list[tuple[str, str, Message]] = []  # (from host, to host, message)
         self.drop: Optional[Callable[[Message, tuple[str, int]], bool]] = None
 
     def leg(self, host: str, port: int = 5060, proto: str = "udp") -> MemoryLeg:
@@ -47,6 +48,7 @@ class MemoryNetwork:
             for source, data, addr in batch:
                 message = parse(data)
                 self.log.append((f"{source[0]}:{source[1]}", message))
+                self.routes.append((source[0], addr[0], message))
                 if self.drop is not None and self.drop(message, addr):
                     continue
                 target = self.legs.get((addr[0], addr[1]))

@@ -261,7 +261,7 @@ class Call:
                     ack.set_body(answer, SDP_TYPE)
             elif response.body:
                 self._take_answer(response.body)
-            self._invite.ack(ack)
+            self._send_ack(self._invite, ack)
             if refusal is not None:
                 # an offer we cannot take: ACK it, then end the call (13.2.1)
                 self.state = "established"
@@ -432,12 +432,27 @@ class Call:
         return False
 
     # -- what the user may do -----------------------------------------------------------------
+    def _first_hop(self) -> Deferred:
+        """(leg, address) of the dialog's next hop: its first route, or
+        the peer's Contact (RFC 3261 12.2.1.1)."""
+        dialog = self.dialog
+        assert dialog is not None
+        uri = str(parse_name_addr(dialog.route_set[0]).uri) if dialog.route_set else dialog.remote_target
+        return self.endpoint.resolve(uri)
+
+    def _send_ack(self, transaction: ClientTransaction, ack: Request) -> None:
+        """The ACK of a 2xx goes to the dialog's next hop, which may not
+        be where the INVITE went (a proxy that did not record-route)."""
+        d = self._first_hop()
+        d.addCallback(lambda target: transaction.ack(ack, target))
+        d.addErrback(lambda f: log.warn("call {call_id}: cannot send the ACK: {error}", call_id=self.call_id,
+                                        error=f.getErrorMessage()))
+
     def _in_dialog(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
                    headers: Sequence[tuple[str, str]] = ()) -> ClientTransaction:
         dialog = self.dialog
         assert dialog is not None
         request = dialog.new_request(method, body=body, content_type=content_type, headers=headers)
-        target_uri = str(parse_name_addr(dialog.route_set[0]).uri) if dialog.route_set else dialog.remote_target
         transaction_holder: list[ClientTransaction] = []
 
         def moved_cseq(retry: Request) -> None:
@@ -448,7 +463,7 @@ class Call:
             transaction_holder.append(transaction)
             return transaction
 
-        d = self.endpoint.resolve(target_uri)
+        d = self._first_hop()
         result = Deferred()
 
         def sent(transaction: ClientTransaction) -> None:
@@ -497,7 +512,7 @@ class Call:
         def acked(response: Response) -> Response:
             if 200 <= response.code < 300:
                 invite = holder[-1].request
-                holder[-1].ack(create_ack(invite, response, self.dialog))
+                self._send_ack(holder[-1], create_ack(invite, response, self.dialog))
                 self.dialog.receive_response(response)
                 if response.body:
                     self._take_answer(response.body)

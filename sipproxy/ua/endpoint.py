@@ -151,6 +151,7 @@ class ClientTransaction:
         self._cancel_wanted = False
         self._cancel: Optional[ClientTransaction] = None
         self._ack: Optional[Request] = None
+        self._ack_target: Any = None
         self._machine: Any = None
         self._key: Any = None
         self._timers = _Timers(endpoint.clock, self._timer_fired)
@@ -219,7 +220,7 @@ class ClientTransaction:
         ACK again. A fork's 2xx gets the same ACK, which its To tag does
         not match; the fork then gives up on its own (64*T1)."""
         if self._ack is not None:
-            self.endpoint._send(self._ack, self.target)
+            self.endpoint._send(self._ack, self._ack_target)
 
     def _final_response(self, response: Response) -> None:
         if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted \
@@ -259,18 +260,23 @@ class ClientTransaction:
             self.deferred.errback(error)
 
     # -- what the user may do ---------------------------------------------------------
-    def ack(self, ack: Request) -> None:
+    def ack(self, ack: Request, target: Any = None) -> None:
         """Send the ACK of a 2xx (built by the dialog's owner) and send it
-        again for each retransmitted 2xx."""
+        again for each retransmitted 2xx.
+
+        @param target: (leg, address) of the dialog's first hop (its route
+            set, or the peer's Contact); the INVITE's target by default."""
         child = self._child
         if child is not None:
-            child.ack(ack)
+            child.ack(ack, target)
             return
+        target = target or self.target
         if ack.get("via") is None:
-            leg = self.target[0]
+            leg = target[0]
             add_via(ack, leg.sent_by, leg.proto.upper())
         self._ack = ack
-        self.endpoint._send(ack, self.target)
+        self._ack_target = target
+        self.endpoint._send(ack, target)
 
     def cancel(self) -> None:
         """CANCEL a pending INVITE (RFC 3261 9.1): at once after a
