@@ -79,6 +79,15 @@ class AnswersTests(EndpointCase):
         self.assertEqual(answer.get_all("accept"), ["application/sdp", "text/plain"])
         self.assertEqual(answer.get("allow-events"), "talk")
 
+    def test_unsupported_extension_gets_420_and_other_bodies_415(self) -> None:
+        self.endpoint.on_invite = lambda t: True
+        (answer, _), = self.inject(request("INVITE", US, headers=[("Require", "100rel, timer")]))
+        self.assertEqual(answer.code, 420)
+        self.assertEqual(answer.get_all("unsupported"), ["100rel", "timer"])
+        (answer, _), = self.inject(request("INVITE", US, via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKtext",
+                                           headers=[("Content-Type", "text/plain")], body="hello"))
+        self.assertEqual((answer.code, answer.get("accept")), (415, "application/sdp"))
+
     def test_unknown_method_gets_501_and_known_one_405(self) -> None:
         self.assertEqual(self.codes(self.inject(request("FROBNICATE", US))), [501])
         sent = self.inject(request("SUBSCRIBE", US, via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKsub"))

@@ -21,7 +21,8 @@ What it answers by itself (RFC 3261 and Net::SIP's habits):
 - OPTIONS: 200 with Allow, Accept and Supported (also inside a dialog);
 - a method it knows but does not do: 405 with Allow; an unknown one: 501;
 - NOTIFY and INFO inside a dialog: 200 (after telling the dialog's owner);
-- a request older than the dialog's remote CSeq: 500 (12.2.2).
+- a request older than the dialog's remote CSeq: 500 (12.2.2);
+- a Require we do not support: 420; an INVITE body that is not SDP: 415.
 
 Client side, a 401/407 is answered once per challenge with the
 credentials given (L{sipproxy.sip.client_auth.with_credentials} refuses a
@@ -570,6 +571,8 @@ class Endpoint:
         if method == "INVITE":
             return self._invite(request, leg, addr)
         transaction = ServerTransaction(self, request, leg, addr)
+        if self._unacceptable(transaction):
+            return True
         if method == "OPTIONS":
             self._options(transaction)
         elif method == "BYE":
@@ -610,6 +613,8 @@ class Endpoint:
             return True
         dialog, owner = entry
         transaction = ServerTransaction(self, request, leg, addr)
+        if self._unacceptable(transaction):
+            return True
         refused = dialog.receive_request(request)
         if refused:
             transaction.respond(refused, "Server Internal Error (CSeq out of order)")
@@ -639,10 +644,30 @@ class Endpoint:
                 return True
             return False
         transaction = ServerTransaction(self, request, leg, addr)
+        if self._unacceptable(transaction):
+            return True
         transaction.respond(100, "Trying")
         if not _call(self.on_invite, transaction) and transaction.final is None:
             transaction.respond(603, "Decline")
         return True
+
+    def _unacceptable(self, transaction: ServerTransaction) -> bool:
+        """Refuse what we cannot honour before anyone acts on it: an
+        extension we do not support in Require (420, RFC 3261 8.2.2.3),
+        a body of an INVITE that is not SDP (415, 8.2.3)."""
+        request = transaction.request
+        if request.method in ("ACK", "CANCEL"):
+            return False
+        required = [tag.strip() for tag in request.get_all("require") if tag.strip()]
+        if required:
+            transaction.respond(420, "Bad Extension", [("Unsupported", ", ".join(required))])
+            return True
+        if request.method == "INVITE" and request.body:
+            kind = (request.get("content-type") or "").split(";")[0].strip().lower()
+            if kind != "application/sdp":
+                transaction.respond(415, "Unsupported Media Type", [("Accept", "application/sdp")])
+                return True
+        return False
 
     def _options(self, transaction: ServerTransaction) -> None:
         headers = [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"), ("Supported", "")]
