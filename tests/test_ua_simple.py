@@ -157,6 +157,25 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(seen, ["INFO", "reinvite"])
         self.assertEqual(call.dialog.local_cseq, 3)
 
+    def test_message_outside_a_dialog(self) -> None:
+        got: list[bytes] = []
+
+        def take(transaction: Any) -> bool:
+            if transaction.request.method != "MESSAGE":
+                return False
+            got.append(transaction.request.body)
+            transaction.respond(202, "Accepted")
+            return True
+
+        self.listen(on_request=take)
+        d = self.alice.message("sip:bob@192.0.2.2", "hello")
+        self.net.run()
+        self.assertEqual(self.successResultOf(d).code, 202)
+        self.assertEqual(got, [b"hello"])
+        refused = self.alice.request("SUBSCRIBE", "sip:bob@192.0.2.2")  # the handler leaves it: 405
+        self.net.run()
+        self.assertEqual(self.failureResultOf(refused, SIPError).value.code, 405)
+
     def test_cleanup_hangs_up_and_stops(self) -> None:
         self.listen()
         call = self.successResultOf(self._call())

@@ -339,12 +339,43 @@ class Simple:
             on_call(call)
         return call._invite_out(uri, self._complete(from_) if from_ else self.from_, ring_time)
 
+    def request(self, method: str, to: str, body: bytes = b"", content_type: Optional[str] = None,
+                headers: Sequence[tuple[str, str]] = ()) -> Deferred:
+        """Send a request outside any dialog (a MESSAGE, an OPTIONS ping,
+        ...): fires with the 2xx response, fails with L{SIPError} for a
+        3xx-6xx (after answering a 401/407 with our credentials)."""
+        uri = self._complete(to)
+        peer = uri if "<" in uri else f"<{uri}>"
+        uri = str(parse_name_addr(uri).uri) if "<" in uri else uri
+        hop = str(parse_name_addr(self.route[0]).uri) if self.route else uri
+        d = self.endpoint.resolve(hop)
+
+        def send(target: Any) -> Deferred:
+            leg = target[0]
+            request = new_request(method, uri, self.from_, peer, sent_by=leg.sent_by, transport=leg.proto.upper(),
+                                  route_set=self.route, body=body, content_type=content_type if body else None,
+                                  headers=headers)
+            return self.endpoint.send_request(request, target).deferred
+
+        def success_only(response: Response) -> Response:
+            if response.code >= 300:
+                raise SIPError(response.code, response.reason, response)
+            return response
+
+        return d.addCallback(send).addCallback(success_only)
+
+    def message(self, to: str, text: Union[str, bytes], content_type: str = "text/plain") -> Deferred:
+        """Send a MESSAGE (RFC 3428) outside any dialog; as L{request}."""
+        body = text.encode("utf-8") if isinstance(text, str) else text
+        return self.request("MESSAGE", to, body, content_type)
+
     def listen(self, filter: Union[Callable[[str, Request], Any], str, None] = None,
                on_create: Optional[Callable[[Call, Request], Any]] = None,
                on_established: Optional[Callable[[Call], Any]] = None,
                on_cleanup: Optional[Callable[[Call], Any]] = None,
                auth_users: Optional[Mapping[str, str]] = None,
-               answer_after: Optional[float] = 0, sdp: Any = True) -> Endpoint:
+               answer_after: Optional[float] = 0, sdp: Any = True,
+               on_request: Optional[Callable[[ServerTransaction], Any]] = None) -> Endpoint:
         """Take incoming calls.
 
         @param filter: C{filter(from_value, request)} or a regular
@@ -361,6 +392,10 @@ class Simple:
             calls C{call.answer()} or C{call.reject()}).
         @param sdp: what we answer with when the caller offered nothing
             (as L{invite}).
+        @param on_request: C{on_request(transaction)} for other requests
+            outside a dialog (MESSAGE, NOTIFY, ...): answer with
+            C{transaction.respond(code)} and return true; a false answer
+            gets 405 (501 for an unknown method).
         """
         if isinstance(filter, str):
             pattern = re.compile(filter)
@@ -378,6 +413,8 @@ class Simple:
                         "answer_after": answer_after, "sdp": sdp}
         self.endpoint.accept_invite = accepts
         self.endpoint.on_invite = self._incoming
+        if on_request is not None:
+            self.endpoint.on_request = on_request
         if auth_users:
             auth = self.create_auth(auth_users)
             self._front = [ReceiveChain([auth], filter=lambda p, leg, addr: p.to_tag is None, methods=["INVITE"])]
