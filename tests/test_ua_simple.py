@@ -114,6 +114,33 @@ class CallTests(SynchronousTestCase):
         self.assertIn("carol", call.dialog.remote_target)
         self.assertEqual(len(carol.calls), 1)
 
+    def test_305_sends_the_invite_again_through_the_proxy_named(self) -> None:
+        proxy = self.net.simple("192.0.2.9", from_="operator")
+        proxy.create_stateless_proxy()
+        carol = self.net.simple("192.0.2.3", from_="carol")
+        carol.listen(sdp=None)
+        self.bob.listen(on_create=lambda call, request: call._server.respond(
+            305, "Use Proxy", [("Contact", "<sip:192.0.2.9>")]) or True, sdp=None)
+        d = self.alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        # the proxy forwards to bob again, who says 305 again, until the bound on redirects
+        self.assertEqual(self.failureResultOf(d, SIPError).value.code, 305)
+        invites = [(frm, to) for frm, to, m in self.net.routes if getattr(m, "method", "") == "INVITE"
+                   and frm == "192.0.2.1"]
+        self.assertEqual(invites[0], ("192.0.2.1", "192.0.2.2"))
+        self.assertEqual(set(invites[1:]), {("192.0.2.1", "192.0.2.9")})
+        self.assertEqual(len(invites), 1 + 5)
+
+    def test_cleanup_cancels_a_call_still_ringing(self) -> None:
+        self.listen(answer_after=None)
+        d = self._call()
+        cleaned = self.alice.cleanup()
+        self.net.run()
+        self.successResultOf(cleaned)
+        self.failureResultOf(d, SIPError)
+        self.assertIn("CANCEL", self.net.methods())
+        self.assertEqual(self.events[-1][1].code, 487)
+
     def test_other_3xx_is_reported(self) -> None:
         self.bob.listen(on_create=lambda call, request: call._server.respond(
             301, "Moved Permanently", [("Contact", "<sip:carol@192.0.2.3>")]) or True, sdp=None)
