@@ -34,11 +34,14 @@ class ILeg(Interface):
     contact = Attribute("SIP URI of this leg, e.g. 'sip:192.0.2.1:5060;transport=tcp'.")
     key = Attribute("'proto:host:port', unique per leg; names the leg in logs and tokens.")
 
-    def send(data: bytes, addr: tuple) -> None:
+    def send(data: bytes, addr: tuple, on_error=None) -> None:
         """Send one serialised message to C{addr} (host, port).
 
         Stream legs reuse a connection to C{addr} (inbound or outbound) or
-        open one; failures are logged, never raised.
+        open one; failures are logged, never raised, and reported to
+        C{on_error(reason)} when given (a closed leg, an unreachable
+        address, a connection that could not be opened). The dispatcher
+        passes C{on_error} only when its caller asked for it.
         """
 
     def can_reach(proto: str, family: int) -> bool:

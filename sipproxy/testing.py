@@ -48,7 +48,7 @@ class MemoryLeg(_LegIdentity):
     def stop(self) -> None:
         """Nothing to close."""
 
-    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+    def send(self, data: bytes, addr: tuple[str, int], on_error: Optional[Callable[[str], Any]] = None) -> None:
         self.sent.append((data, addr))
 
     def add_alias(self, peer: tuple[str, int], alias: tuple[str, int]) -> None:

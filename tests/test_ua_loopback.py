@@ -84,6 +84,19 @@ class LoopbackCalls(TestCase):
         self.assertEqual(end.code, 200)
 
     @defer.inlineCallbacks
+    def test_tcp_connection_refused_fails_the_call_at_once(self) -> Any:
+        """RFC 3261 17.1.4: a transport error ends the transaction, not
+        Timer B 32 s later (this test's timeout is shorter than that)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            closed_port = s.getsockname()[1]  # nothing listens there once closed
+        alice = self.agent("tcp:127.0.0.1:0", from_="alice")
+        with self.assertRaises(SIPError) as caught:
+            yield alice.invite(f"sip:bob@127.0.0.1:{closed_port};transport=tcp")
+        self.assertEqual(caught.exception.code, 503)
+        self.assertIn("cannot connect", caught.exception.reason)
+
+    @defer.inlineCallbacks
     def test_refused_call_fails_with_the_code(self) -> Any:
         bob = self.agent("udp:127.0.0.1:0", from_="bob")
         bob.listen(on_create=lambda call, request: call.reject(486, "Busy Here") or True)

@@ -226,9 +226,10 @@ class Dispatcher:
         """Serialise and send; refuses broadcast and multicast targets.
 
         @param on_error: called with a reason when the message cannot be
-            sent (a refused target, a leg that raised), so a transaction
-            can end at once (RFC 3261 17.1.4); without it such failures
-            are only logged."""
+            sent (a refused target; the leg reports its own failures: a
+            closed socket, an unreachable network, a TCP connection
+            refused), so a transaction can end at once (RFC 3261 17.1.4);
+            without it such failures are only logged."""
         if not is_unicast(addr[0]):
             log.warn("not sending {message!r} to non-unicast address {dst}", message=message, dst=addr)
             if on_error is not None:
@@ -238,8 +239,8 @@ class Dispatcher:
             leg.send(bytes(message), addr)
             return
         try:
-            leg.send(bytes(message), addr)
-        except Exception as e:  # a leg that cannot send at all (closed, wrong family)
+            leg.send(bytes(message), addr, on_error)
+        except Exception as e:  # a leg that raised instead of reporting
             log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
             on_error(str(e) or type(e).__name__)
 

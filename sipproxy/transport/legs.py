@@ -14,7 +14,7 @@ import re
 import socket
 import sys
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import error, protocol, udp
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -139,22 +139,28 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
             return
         self.dispatcher.message_received(data, self, addr)
 
-    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+    def send(self, data: bytes, addr: tuple[str, int], on_error: Optional[Callable[[str], Any]] = None) -> None:
         sendto = self._sendto
         if self._port is None or self.transport is None:
             log.warn("leg {leg} is closed; dropped {size} octets to {dst}", leg=self.key, size=len(data), dst=addr)
+            if on_error is not None:
+                on_error(f"leg {self.key} is closed")
             return
         if sendto is None:
-            self._send_through_transport(data, addr)
+            self._send_through_transport(data, addr, on_error)
             return
         if addr[0] not in self._sendable and not self._can_send_to(addr[0]):
             log.warn("leg {leg}: not an address of its family, dropped {size} octets to {dst}",
                      leg=self.key, size=len(data), dst=addr)
+            if on_error is not None:
+                on_error(f"{addr[0]} is not an address leg {self.key} can reach")
             return
         try:
             sendto(data, addr)
         except OSError as e:  # a full send buffer, a message too long, an unreachable network
             log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+            if on_error is not None:
+                on_error(str(e))
 
     def _can_send_to(self, host: str) -> bool:
         """True for an IP address of the socket's family: the socket is
@@ -165,12 +171,15 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
             return False
         return remember(self._sendable, host, True, 4096)
 
-    def _send_through_transport(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _send_through_transport(self, data: bytes, addr: tuple[str, int],
+                                on_error: Optional[Callable[[str], Any]] = None) -> None:
         """Sending on reactors that are not posix: Twisted's C{write}."""
         try:
             self.transport.write(data, addr)
         except (OSError, error.InvalidAddressError, error.MessageLengthError) as e:
             log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+            if on_error is not None:
+                on_error(str(e))
 
 
 class _SIPDatagramPort(udp.Port):
@@ -279,6 +288,8 @@ class SIPStreamProtocol(protocol.Protocol):
         self._counted = False
         self._aborted = False
         self._seen = False  # a message or ping has arrived
+        #: who wants to hear that this (outbound) connection could not be opened
+        self.connect_errors: list[Callable[[str], Any]] = []
 
     def connectionMade(self) -> None:
         self.peer = _address(self.transport.getPeer())
@@ -289,6 +300,7 @@ class SIPStreamProtocol(protocol.Protocol):
         self._counted = True
         self.leg.connection_made(self)
         pending, self._pending, self._pending_size = self._pending, [], 0
+        self.connect_errors = []
         for data in pending:
             self.write(data)
 
@@ -605,10 +617,12 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
         self.sweep()
 
     # sending -------------------------------------------------------------------
-    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+    def send(self, data: bytes, addr: tuple[str, int], on_error: Optional[Callable[[str], Any]] = None) -> None:
         conn = self.connections.get(addr) or self._aliases.get(addr)
         if conn is None:
             conn = self._connect(addr)
+        if on_error is not None and conn.peer is None:  # still connecting: a refusal is this message's failure
+            conn.connect_errors.append(on_error)
         conn.write(data)
 
     def _connect(self, addr: tuple[str, int]) -> SIPStreamProtocol:
@@ -636,6 +650,9 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
             del self.connections[addr]
         log.warn("leg {leg}: cannot connect to {dst}: {reason}; {count} message(s) dropped",
                  leg=self.key, dst=addr, reason=reason.getErrorMessage(), count=len(conn._pending))
+        reports, conn.connect_errors = conn.connect_errors, []
+        for report in reports:
+            report(f"cannot connect to {addr[0]}:{addr[1]}: {reason.getErrorMessage()}")
 
 
 class TLSOptions:
