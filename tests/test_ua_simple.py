@@ -13,6 +13,16 @@ from sipproxy.ua.registration import RefreshPolicy
 from tests.ua_util import MemoryNetwork
 
 
+def _retag(data: bytes, tag: str) -> bytes:
+    """A copy of a response whose To carries another tag (another fork)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if line.lower().startswith(b"to:"):
+            lines[i] = line.split(b";tag=")[0] + b";tag=" + tag.encode()
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
 class CallTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.net = MemoryNetwork()
@@ -76,6 +86,28 @@ class CallTests(SynchronousTestCase):
         self.assertEqual([e[0] for e in self.events], ["create", "established"])
         self.assertEqual(self.net.methods().count("200 INVITE"), 2)
         self.assertEqual(self.net.methods().count("ACK"), 2)
+
+    def test_second_fork_answering_is_acked_and_ended(self) -> None:
+        self.listen()
+        forked: list[bool] = []
+
+        def fork(message: Any, addr: Any) -> bool:
+            if getattr(message, "code", None) == 200 and message.cseq_method == "INVITE" and not forked:
+                forked.append(True)
+                copy = _retag(bytes(message), "fork1")
+                self.net.legs[("192.0.2.1", 5060)].receive(message, ("192.0.2.2", 5060))
+                self.net.legs[("192.0.2.1", 5060)].receive(copy, ("192.0.2.2", 5060))
+                return True
+            return False
+
+        self.net.drop = fork
+        call = self.successResultOf(self._call())
+        self.net.run()
+        sent = [(m.method, m.to_tag) for frm, to, m in self.net.routes if frm == "192.0.2.1" and hasattr(m, "method")]
+        self.assertIn(("ACK", "fork1"), sent)
+        self.assertIn(("BYE", "fork1"), sent)
+        self.assertEqual(call.state, "established")
+        self.assertNotEqual(call.dialog.remote_tag, "fork1")
 
     def test_ring_timeout_cancels_and_fails_clearly(self) -> None:
         self.listen(answer_after=None)
@@ -345,6 +377,19 @@ class SDPTests(SynchronousTestCase):
         self.assertFalse(call.on_hold)
         self.assertFalse(self.bobs[0].held_by_peer)
         self.assertIn(b"a=sendrecv", self.bobs[0].local_sdp)
+
+    def test_reinvite_glare_gets_491_on_both_sides(self) -> None:
+        call = self.successResultOf(self.call())
+        ours = call.hold()
+        theirs = self.bobs[0].hold()  # both offer before either is answered
+        self.net.run()
+        self.assertEqual(self.failureResultOf(ours, SIPError).value.code, 491)
+        self.assertEqual(self.failureResultOf(theirs, SIPError).value.code, 491)
+        self.assertFalse(call.on_hold)
+        self.assertIn(b"a=sendrecv", call.local_sdp)  # the refused offer is forgotten
+        again = call.hold()  # RFC 3261 14.1: try again later
+        self.net.run()
+        self.successResultOf(again)
 
     def test_invite_without_offer_gets_the_offer_in_the_200_and_answers_in_the_ack(self) -> None:
         call = self.successResultOf(self.call(sdp=None))

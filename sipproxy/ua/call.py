@@ -114,6 +114,8 @@ class Call:
         self.held_by_peer = False
         self._sdp_session: Optional[SdpSession] = None
         self._answer_in_ack = False
+        self._reinviting = False
+        self._forks: set = set()
         self.media: Any = None
         self.ended: Deferred = Deferred()
         self.end: Optional[CallEnd] = None
@@ -230,6 +232,7 @@ class Call:
             self.call_id = request.call_id
             self.simple._calls[self.call_id] = self
             self._invite = self.endpoint.send_request(request, target, on_provisional=self._provisional)
+            self._invite.on_fork = self._fork_answered
             self._invite.deferred.addCallbacks(self._invite_final, self._invite_failed)
             if self._ring_time and self._ring_timer is None:
                 self._ring_timer = self.clock.callLater(self._ring_time, self._ring_timeout)
@@ -238,6 +241,29 @@ class Call:
 
         d.addCallback(send)
         d.addErrback(self._invite_failed)
+
+    def _fork_answered(self, response: Response) -> None:
+        """Another fork of our INVITE answered too: we keep one call, so
+        the other dialog is ACKed and ended at once (RFC 6026 7.2, RFC
+        3261 13.2.2.4)."""
+        if response.to_tag in self._forks or self._invite is None:
+            return
+        self._forks.add(response.to_tag)
+        invite = self._invite.request
+        fork = Dialog.from_uac(invite, response)
+        ack = create_ack(invite, response, fork)
+        bye = fork.new_request("BYE")
+        hop = str(parse_name_addr(fork.route_set[0]).uri) if fork.route_set else fork.remote_target
+        log.info("call {call_id}: a second fork answered ({tag}); ending it", call_id=self.call_id,
+                 tag=response.to_tag)
+
+        def send(target: Any) -> None:
+            self.endpoint._send(ack, target)
+            self.endpoint.send_request(bye, target).deferred.addErrback(lambda f: None)
+
+        self.endpoint.resolve(hop).addCallback(send).addErrback(
+            lambda f: log.warn("call {call_id}: cannot end the fork: {e}", call_id=self.call_id,
+                               e=f.getErrorMessage()))
 
     def _provisional(self, response: Response) -> None:
         if response.code > 100:
@@ -412,6 +438,9 @@ class Call:
             self._finish(CallEnd("remote", 200, "BYE"))
             return True
         if method == "INVITE":
+            if self._reinviting:  # both sides re-offer at once: glare (RFC 3261 14.2)
+                transaction.respond(491, "Request Pending")
+                return True
             offer = request.body
             if offer:
                 body, refusal = self._answer_offer(offer)
@@ -504,21 +533,32 @@ class Call:
     def _reoffer(self, direction: str) -> Deferred:
         if self.dialog is None or self.state != "established":
             return fail(SIPError(481, "no established dialog"))
+        if self._reinviting:
+            return fail(SIPError(491, "Request Pending (our re-INVITE is not answered yet)"))
         offer = self._our_sdp(direction)
-        self.local_sdp = offer
+        previous, self.local_sdp = self.local_sdp, offer
+        self._reinviting = True
         d = self._in_dialog("INVITE", offer or b"", SDP_TYPE if offer else None)
         holder = d.transaction_holder  # type: ignore[attr-defined]
 
         def acked(response: Response) -> Response:
+            self._reinviting = False
             if 200 <= response.code < 300:
                 invite = holder[-1].request
                 self._send_ack(holder[-1], create_ack(invite, response, self.dialog))
                 self.dialog.receive_response(response)
                 if response.body:
                     self._take_answer(response.body)
+            else:
+                self.local_sdp = previous  # refused: the session stays as it was (RFC 3261 14.1)
             return response
 
-        return d.addCallback(acked).addCallback(_success_only)
+        def failed(failure: Failure) -> Failure:
+            self._reinviting = False
+            self.local_sdp = previous
+            return failure
+
+        return d.addCallbacks(acked, failed).addCallback(_success_only)
 
     def bye(self) -> Deferred:
         """Hang up: BYE when established, CANCEL while our INVITE is

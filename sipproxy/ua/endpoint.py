@@ -152,6 +152,9 @@ class ClientTransaction:
         self._cancel_wanted = False
         self._cancel: Optional[ClientTransaction] = None
         self._ack: Optional[Request] = None
+        #: called with the 2xx of another fork of our INVITE (a second
+        #: dialog), which the caller ACKs and ends (RFC 6026 7.2)
+        self.on_fork: Optional[Callable[[Response], Any]] = None
         self._ack_target: Any = None
         self._machine: Any = None
         self._key: Any = None
@@ -217,11 +220,12 @@ class ClientTransaction:
             _call(self.on_provisional, response)
 
     def _extra_2xx(self, response: Response) -> None:
-        """A 2xx again (our ACK was lost, or another fork answered): our
-        ACK again. A fork's 2xx gets the same ACK, which its To tag does
-        not match; the fork then gives up on its own (64*T1)."""
-        if self._ack is not None:
+        """A 2xx again: a retransmission (our ACK was lost) gets our ACK
+        again; another fork's 2xx (another To tag) goes to C{on_fork}."""
+        if self._ack is not None and response.to_tag == self._ack.to_tag:
             self.endpoint._send(self._ack, self._ack_target)
+        elif self.on_fork is not None:
+            _call(self.on_fork, response)
 
     def _final_response(self, response: Response) -> None:
         if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted \
@@ -242,6 +246,7 @@ class ClientTransaction:
         child = ClientTransaction(self.endpoint, request, self.target, self.credentials, self.on_provisional,
                                   self.on_retry)
         child.retries = self.retries + 1
+        child.on_fork = self.on_fork
         self.request = request
         if self.on_retry is not None:
             _call(self.on_retry, request)
