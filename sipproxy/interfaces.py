@@ -33,6 +33,8 @@ class ILeg(Interface):
     sent_by = Attribute("host:port as written into Via (IPv6 bracketed).")
     contact = Attribute("SIP URI of this leg, e.g. 'sip:192.0.2.1:5060;transport=tcp'.")
     key = Attribute("'proto:host:port', unique per leg; names the leg in logs and tokens.")
+    via_prefix = Attribute("'SIP/2.0/UDP host:port;branch=' as a proxy writes its Via (branch appended).")
+    dispatcher = Attribute("The IDispatcher the leg reports to, set by the dispatcher.")
 
     def send(data: bytes, addr: tuple, on_error=None) -> None:
         """Send one serialised message to C{addr} (host, port).
@@ -47,6 +49,17 @@ class ILeg(Interface):
     def can_reach(proto: str, family: int) -> bool:
         """True if this leg can send with transport C{proto} to an address
         of C{family}."""
+
+    def add_alias(peer: tuple, alias: tuple) -> None:
+        """Stream legs: a request from connection C{peer} named C{alias}
+        (its Via sent-by) as its address; send to C{alias} over C{peer}'s
+        connection. Datagram legs ignore it."""
+
+    def listen(reactor) -> None:
+        """Bind the socket (or start listening) with C{reactor}."""
+
+    def stop() -> None:
+        """Close the socket and its connections."""
 
 
 class IReceiver(Interface):
@@ -86,6 +99,38 @@ class IDispatcher(Interface):
     def resolve(uri, leg_hint=None):
         """Targets for a URI: a Deferred firing with a list of
         (leg, (host, port)) pairs, best first."""
+
+    def stateless_tag(request) -> str:
+        """The To tag of stateless answers to C{request}
+        (L{sipproxy.sip.stateless.stateless_tag})."""
+
+    def hop_for(uri):
+        """The L{sipproxy.proxy.routing.Hop} a request for C{uri} goes to
+        next (before DNS); raises L{sipproxy.proxy.routing.RoutingError}."""
+
+    def targets_for_hop(hop, leg_hint=None):
+        """(leg, (host, port)) pairs for C{hop}: a list at once for an IP
+        address, else a Deferred of it; raises (or errbacks with)
+        L{sipproxy.proxy.routing.RoutingError}."""
+
+    def choose_leg(proto: str, address: str, hint=None):
+        """The leg to send to C{address} with C{proto} from, or None."""
+
+    def legs_at(host: str, port: int) -> list:
+        """The legs bound to C{host}:C{port}."""
+
+    def is_local(host: str, port, proto=None) -> bool:
+        """C{host[:port]} (and C{proto}, if given) is one of our legs; no
+        port means the transport's default."""
+
+    def names_us(uri) -> bool:
+        """C{uri} is a sip/sips URI naming one of our legs."""
+
+    def set_receiver(receiver) -> None:
+        """Hand every parsed message to C{receiver} (an L{IReceiver})."""
+
+    def message_received(data: bytes, leg, addr: tuple, stream: bool = False) -> None:
+        """Called by a leg with one message's bytes; never raises."""
 
 
 class IContactRewriter(Interface):

@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterable, Optional
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from sipproxy.interfaces import IReceiver
-from sipproxy.sip.message import Request
+from sipproxy.interfaces import ILeg, IReceiver
+from sipproxy.sip.message import Message, Request
 
 __all__ = ["ReceiveChain"]
 
@@ -38,7 +38,7 @@ class ReceiveChain:
         self.filter = filter
         self.methods = frozenset(m.upper() for m in methods) if methods else None
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if self.methods is not None:
             method = packet.method if isinstance(packet, Request) else packet.cseq_method
             if method not in self.methods:
@@ -47,7 +47,7 @@ class ReceiveChain:
             return False
         return self._run(0, packet, leg, addr)
 
-    def _run(self, start: int, packet: Any, leg: Any, addr: Any) -> Any:
+    def _run(self, start: int, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         receivers = self.receivers
         for i in range(start, len(receivers)):
             result = receivers[i].receive(packet, leg, addr)
@@ -57,5 +57,5 @@ class ReceiveChain:
                 return result
         return False
 
-    def _continue(self, result: Any, start: int, packet: Any, leg: Any, addr: Any) -> Any:
+    def _continue(self, result: Any, start: int, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         return result if result else self._run(start, packet, leg, addr)

@@ -28,15 +28,16 @@ import struct
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipproxy.interfaces import ICredentialStore, IReceiver
+from sipproxy.interfaces import ICredentialStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
-from sipproxy.sip.message import Request
-from sipproxy.access.domains import is_ack_for_own_response
 from sipproxy.sip.digest import ALGORITHMS, digest_response, ha1, parse_credentials
+from sipproxy.sip.message import Message, Request
+from sipproxy.sip.stateless import is_ack_to_own_answer
 from sipproxy.sip.keys import derive
 from sipproxy.sip.uri import URIError, parse_uri, uri_equal
 
@@ -167,7 +168,7 @@ class Nonces:
     nonces are forgotten and from then on answered as stale).
     """
 
-    def __init__(self, secret: bytes, clock: Any, lifetime: float = 300.0, max_tracked: int = 50000) -> None:
+    def __init__(self, secret: bytes, clock: IReactorTime, lifetime: float = 300.0, max_tracked: int = 50000) -> None:
         self.key = derive(secret, "digest-nonce")
         self.clock = clock
         self.lifetime = lifetime
@@ -244,7 +245,7 @@ def _from_uri(packet: Request) -> Any:
     return addr.uri if addr is not None else None
 
 
-def FromIsRealm(packet: Request, leg: Any, addr: Any, user: str, realm: str) -> bool:
+def FromIsRealm(packet: Request, leg: ILeg, addr: tuple[str, int], user: str, realm: str) -> bool:
     """The From domain is the realm or a true subdomain of it."""
     try:
         uri = _from_uri(packet)
@@ -256,7 +257,7 @@ def FromIsRealm(packet: Request, leg: Any, addr: Any, user: str, realm: str) -> 
     return host == realm or host.endswith("." + realm)
 
 
-def FromIsAuthUser(packet: Request, leg: Any, addr: Any, user: str, realm: str) -> bool:
+def FromIsAuthUser(packet: Request, leg: ILeg, addr: tuple[str, int], user: str, realm: str) -> bool:
     """The From user is the authenticated user (case-insensitive)."""
     try:
         uri = _from_uri(packet)
@@ -265,7 +266,7 @@ def FromIsAuthUser(packet: Request, leg: Any, addr: Any, user: str, realm: str) 
     return uri is not None and (uri.user or "").lower() == user.lower()
 
 
-def ToIsFrom(packet: Request, leg: Any, addr: Any, user: str, realm: str) -> bool:
+def ToIsFrom(packet: Request, leg: ILeg, addr: tuple[str, int], user: str, realm: str) -> bool:
     """To and From name the same URI (a user registering itself)."""
     try:
         to, frm = packet.name_addr("to"), packet.name_addr("from")
@@ -336,11 +337,11 @@ class Authorize:
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: IDispatcher,
         users: Union[ICredentialStore, Mapping[str, str]],
         realm: str = "sipproxy",
         secret: Optional[bytes] = None,
-        clock: Any = None,
+        clock: Optional[IReactorTime] = None,
         i_am_proxy: bool = False,
         opaque: Optional[str] = None,
         filter: Optional[Mapping[str, Any]] = None,
@@ -371,13 +372,13 @@ class Authorize:
             self.request_header, self.challenge_header, self.code = "authorization", "WWW-Authenticate", 401
 
     # -- IReceiver --------------------------------------------------------------------
-    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request):
             return False
         if packet.method == "ACK":
             # never challenged (RFC 3261 22.1); one answering our own
             # challenge ends here
-            return is_ack_for_own_response(packet, self.dispatcher)
+            return is_ack_to_own_answer(packet)
         if packet.method == "CANCEL":
             return False  # cannot be challenged; it follows its INVITE
         keep: list[str] = []
@@ -397,7 +398,7 @@ class Authorize:
             return d
         return self._decide(checks, packet, leg, addr, keep)
 
-    def _decide(self, checks: list, packet: Request, leg: Any, addr: Any, keep: list[str]) -> Any:
+    def _decide(self, checks: list, packet: Request, leg: ILeg, addr: tuple[str, int], keep: list[str]) -> Any:
         for outcome, user in checks:
             if outcome == _OK:
                 if not self._allowed(packet, leg, addr, user):
@@ -416,13 +417,13 @@ class Authorize:
                      source=addr)
         return self._challenge(packet, leg, addr, stale=_STALE in outcomes)
 
-    def _allowed(self, packet: Request, leg: Any, addr: Any, user: str) -> bool:
+    def _allowed(self, packet: Request, leg: ILeg, addr: tuple[str, int], user: str) -> bool:
         chain = self.filter.get(packet.method) or self.filter.get("*")
         if not chain:
             return True
         return any(all(check(packet, leg, addr, user, self.realm) for check in alternative) for alternative in chain)
 
-    def _challenge(self, packet: Request, leg: Any, addr: Any, stale: bool) -> bool:
+    def _challenge(self, packet: Request, leg: ILeg, addr: tuple[str, int], stale: bool) -> bool:
         nonce = self.nonces.make(self.realm)
         headers = []
         for algorithm in self.algorithms:

@@ -19,9 +19,10 @@ from typing import Any, Iterable, Optional
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipproxy.interfaces import IReceiver
+from sipproxy.interfaces import ILocationStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import contact_key
-from sipproxy.sip.message import Request
+from sipproxy.sip.message import Message, Request
+from sipproxy.sip.stateless import is_ack_to_own_answer
 from sipproxy.sip.uri import URIError, is_ip_address, parse_name_addr
 
 __all__ = ["Domains", "RelayGuard", "OwnAcks", "is_ack_for_own_response", "in_dialog_through_us", "registrar_request",
@@ -50,7 +51,7 @@ class Domains:
         often use the proxy's address as their domain).
     """
 
-    def __init__(self, domains: Optional[Iterable[str]] = None, dispatcher: Any = None) -> None:
+    def __init__(self, domains: Optional[Iterable[str]] = None, dispatcher: IDispatcher = None) -> None:
         names = None if domains is None else [_normalise(d) for d in domains if d.strip()]
         if names is not None and ("*" in names or not names):
             names = None
@@ -87,16 +88,14 @@ class Domains:
 
 
 # -- request classification -------------------------------------------------------
-def is_ack_for_own_response(request: Request, dispatcher: Any) -> bool:
+def is_ack_for_own_response(request: Request, dispatcher: IDispatcher = None) -> bool:
     """An ACK to a final response this proxy sent statelessly (a 401, 403,
-    404, ...): hop-by-hop, it ends here."""
-    if request.method != "ACK":
-        return False
-    tag = request.to_tag
-    return bool(tag) and tag == dispatcher.stateless_tag(request)
+    404, ...): hop-by-hop, it ends here. Kept for callers of the old name;
+    the test itself is L{sipproxy.sip.stateless.is_ack_to_own_answer}."""
+    return is_ack_to_own_answer(request)
 
 
-def in_dialog_through_us(request: Request, dispatcher: Any) -> bool:
+def in_dialog_through_us(request: Request, dispatcher: IDispatcher) -> bool:
     """A request inside a dialog this proxy record-routed: it has a To tag
     and its top Route (or, with a strict router or a rewritten contact, its
     Request-URI) names one of our legs."""
@@ -137,7 +136,7 @@ def registrar_request(domains: Domains) -> Any:
     """A chain filter: REGISTERs the registrar answers (Request-URI in a
     served domain)."""
 
-    def check(packet: Any, leg: Any, addr: Any) -> bool:
+    def check(packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         if not isinstance(packet, Request) or packet.method != "REGISTER":
             return False
         target = _request_uri_host(packet)
@@ -146,7 +145,7 @@ def registrar_request(domains: Domains) -> Any:
     return check
 
 
-def proxy_auth_needed(domains: Domains, dispatcher: Any, registrar: bool = True) -> Any:
+def proxy_auth_needed(domains: Domains, dispatcher: IDispatcher, registrar: bool = True) -> Any:
     """A chain filter: new requests the proxy must authenticate (407).
 
     Without configured domains: every new request. With them: new requests
@@ -157,7 +156,7 @@ def proxy_auth_needed(domains: Domains, dispatcher: Any, registrar: bool = True)
     """
     is_registrar_request = registrar_request(domains) if registrar else (lambda *a: False)
 
-    def check(packet: Any, leg: Any, addr: Any) -> bool:
+    def check(packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         if not isinstance(packet, Request) or packet.method in ("ACK", "CANCEL"):
             return False
         if is_registrar_request(packet, leg, addr) or in_dialog_through_us(packet, dispatcher):
@@ -179,11 +178,11 @@ class OwnAcks:
     (401, 403, 404, 407, 423, 503, ...): they end here, the proxy must not
     forward them."""
 
-    def __init__(self, dispatcher: Any) -> None:
+    def __init__(self, dispatcher: IDispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> bool:
-        return isinstance(packet, Request) and is_ack_for_own_response(packet, self.dispatcher)
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
+        return isinstance(packet, Request) and is_ack_to_own_answer(packet)
 
 
 @implementer(IReceiver)
@@ -196,16 +195,16 @@ class RelayGuard:
         registered contacts; None to skip that test.
     """
 
-    def __init__(self, dispatcher: Any, domains: Domains, store: Any = None) -> None:
+    def __init__(self, dispatcher: IDispatcher, domains: Domains, store: Optional[ILocationStore] = None) -> None:
         self.dispatcher = dispatcher
         self.domains = domains
         self.store = store
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request) or self.domains.everything:
             return False
         dispatcher = self.dispatcher
-        if is_ack_for_own_response(packet, dispatcher):
+        if is_ack_to_own_answer(packet):
             return True
         if in_dialog_through_us(packet, dispatcher):
             return False
@@ -232,7 +231,7 @@ class RelayGuard:
                        lambda failure: self._refuse(packet, leg, addr))
         return d
 
-    def _refuse(self, packet: Request, leg: Any, addr: Any) -> bool:
+    def _refuse(self, packet: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         if packet.method != "ACK":
             log.info("{method} {uri} from {source}: answered 403, neither to nor from a served domain",
                      method=packet.method, uri=packet.uri, source=addr)

@@ -9,17 +9,16 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Pattern, Sequence, Union
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.interfaces import IReceiver
-from sipproxy.registrar.location import StoreUnavailable
-from sipproxy.sip.message import REASONS, Request
-from sipproxy.sip.uri import URIError
+from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
+from sipproxy.registrar.location import WallClock
+from sipproxy.sip.message import Message, REASONS, Request
+from sipproxy.sip.stateless import is_ack_to_own_answer
 
 __all__ = ["Blocker", "Dropper", "ByIPPort", "ByField", "parse_block"]
 
@@ -47,18 +46,18 @@ class Blocker:
         INVITE is blocked, the ACKs for those answers are swallowed.
     """
 
-    def __init__(self, dispatcher: Any, block: Mapping[str, Union[int, str]]) -> None:
+    def __init__(self, dispatcher: IDispatcher, block: Mapping[str, Union[int, str]]) -> None:
         if not block:
             raise ValueError("nothing to block")
         self.dispatcher = dispatcher
         self.block = {method.strip().upper(): parse_block(code) for method, code in block.items()}
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request):
             return False
         method = packet.method
         if method == "ACK":
-            return "INVITE" in self.block and packet.to_tag == self.dispatcher.stateless_tag(packet)
+            return "INVITE" in self.block and is_ack_to_own_answer(packet)
         blocked = self.block.get(method)
         if blocked is None:
             return False
@@ -79,7 +78,7 @@ class Dropper:
             raise ValueError("a Dropper needs at least one check")
         self.dropped = 0
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> bool:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         for check in self.checks:
             if check(packet, leg, addr):
                 self.dropped += 1
@@ -87,7 +86,7 @@ class Dropper:
         return False
 
 
-def _method_of(packet: Any) -> str:
+def _method_of(packet: Message) -> str:
     """The method, or C{""} for a response (Net::SIP's convention)."""
     return packet.method if isinstance(packet, Request) else ""
 
@@ -103,18 +102,20 @@ class ByIPPort:
     @param database: keeps the counts across restarts: an object with
         C{load()} and C{save(data)} (L{sipproxy.stores.blockfile.JSONFile}),
         saved at most every C{save_interval} seconds and by L{save}.
-    @param clock: C{seconds()}; the wall clock when None.
+    @param clock: an C{IReactorTime} (C{seconds()}); the wall clock when
+        None, only so that Net::SIP-style code can build one without a
+        reactor (L{sipproxy.access.front_chain} passes the reactor).
     """
 
     def __init__(self, interval: float, attempts: int, methods: Optional[Sequence[str]] = None,
-                 database: Any = None, clock: Any = None, save_interval: float = 10.0) -> None:
+                 database: Any = None, clock: Optional[IReactorTime] = None, save_interval: float = 10.0) -> None:
         if interval <= 0 or attempts < 1:
             raise ValueError("want interval > 0 and attempts >= 1")
         self.interval = interval
         self.attempts = attempts
         self.methods = frozenset(m.upper() for m in methods) if methods is not None else None
         self.database = database
-        self.clock = clock
+        self.clock = clock if clock is not None else WallClock()
         self.save_interval = save_interval
         # ip -> port -> second -> count
         self.data: dict[str, dict[int, dict[int, int]]] = {}
@@ -125,9 +126,9 @@ class ByIPPort:
             self.load()
 
     def _now(self) -> float:
-        return self.clock.seconds() if self.clock is not None else time.time()
+        return self.clock.seconds()
 
-    def run(self, packet: Any, leg: Any, addr: Any) -> bool:
+    def run(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         now = self._now()
         if now - self._expired_at >= 1.0:  # a sweep a second, not one per packet
             self.expire(now)
@@ -229,7 +230,7 @@ class ByField:
             self.fields.append((name, test))  # type: ignore[arg-type]
         self.methods = frozenset(m.upper() for m in methods) if methods is not None else None
 
-    def run(self, packet: Any, leg: Any, addr: Any) -> bool:
+    def run(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         if self.methods is not None and _method_of(packet) not in self.methods:
             return False
         for name, test in self.fields:

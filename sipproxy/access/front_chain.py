@@ -29,9 +29,11 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from twisted.internet.interfaces import IReactorTime
+
 from sipproxy.access.digest_auth import Authorize, Nonces
 from sipproxy.access.chain import ReceiveChain
-from sipproxy.interfaces import ICredentialStore, ILocationStore
+from sipproxy.interfaces import ICredentialStore, IDispatcher, ILocationStore
 from sipproxy.access.domains import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
 from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper
 from sipproxy.registrar.redirect import Redirect
@@ -66,7 +68,7 @@ class FrontDoor:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         store: Optional[ILocationStore] = None,
         registrar: bool = False,
         redirect: bool = False,
@@ -102,10 +104,10 @@ class FrontDoor:
         #: set by L{__call__}: the parts, for inspection and tests
         self.parts: dict[str, Any] = {}
 
-    def __call__(self, dispatcher: Any) -> list[Any]:
+    def __call__(self, dispatcher: IDispatcher) -> list[Any]:
         return self.build(dispatcher)
 
-    def build(self, dispatcher: Any) -> list[Any]:
+    def build(self, dispatcher: IDispatcher) -> list[Any]:
         """The receivers, in chain order."""
         parts = self.parts = {}
         chain: list[Any] = []

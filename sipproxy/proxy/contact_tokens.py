@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from zope.interface import implementer
 
 from sipproxy.sip.bounded import remember
-from sipproxy.interfaces import IContactRewriter
+from sipproxy.interfaces import IContactRewriter, ILeg
 from sipproxy.sip.keys import derive
 
 __all__ = ["ContactTokens", "CallableRewriter"]
@@ -82,7 +82,7 @@ class ContactTokens:
         return remember(self._decoded, key, result, _CACHE_LIMIT)
 
     # IContactRewriter -------------------------------------------------------------
-    def rewrite(self, contact: str, incoming_leg: Any, outgoing_leg: Any, force: bool = False) -> Optional[str]:
+    def rewrite(self, contact: str, incoming_leg: ILeg, outgoing_leg: ILeg, force: bool = False) -> Optional[str]:
         """Restore a token that is travelling back the way it came; else
         seal C{contact}."""
         user, at, _ = contact.partition("@")
@@ -95,7 +95,7 @@ class ContactTokens:
         token = self.encode(contact, incoming_leg.index, outgoing_leg.index)
         return f"{token}@{outgoing_leg.sent_by}"
 
-    def restore(self, user: str, incoming_leg: Any) -> Optional[tuple[str, Any]]:
+    def restore(self, user: str, incoming_leg: ILeg) -> Optional[tuple[str, Any]]:
         """The original contact behind a Request-URI user part, and the leg
         it was learned on (where the request must go), if the token is
         valid and arrives on the leg it was handed out on."""
@@ -120,10 +120,10 @@ class CallableRewriter:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
 
-    def rewrite(self, contact: str, incoming_leg: Any, outgoing_leg: Any, force: bool = False) -> Optional[str]:
+    def rewrite(self, contact: str, incoming_leg: ILeg, outgoing_leg: ILeg, force: bool = False) -> Optional[str]:
         return self._fn(contact, incoming_leg, outgoing_leg, force)
 
-    def restore(self, user: str, incoming_leg: Any) -> Optional[tuple[str, Any]]:
+    def restore(self, user: str, incoming_leg: ILeg) -> Optional[tuple[str, Any]]:
         result = self._fn(user, incoming_leg, None, False)
         if result is None:
             return None

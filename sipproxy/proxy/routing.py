@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Mapping, NamedTuple, Optional, Union
 
+from sipproxy.sip.addresses import is_ip_literal
 from sipproxy.sip.bounded import remember
 from sipproxy.sip.message import Via, parse_via
 from sipproxy.sip.uri import URI, URIError, parse_uri, split_host_port
@@ -48,22 +49,7 @@ class Hop(NamedTuple):
 
     @property
     def is_ip(self) -> bool:
-        return _is_ip(self.host)
-
-
-_IS_IP_CACHE: dict[str, bool] = {}
-
-
-def _is_ip(host: str) -> bool:
-    known = _IS_IP_CACHE.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host)
-            known = True
-        except ValueError:
-            known = False
-        remember(_IS_IP_CACHE, host, known, 10000)
-    return known
+        return is_ip_literal(self.host)
 
 
 _UNICAST_CACHE: dict[str, bool] = {}

@@ -17,13 +17,16 @@ import secrets as _secrets
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import remember
+from sipproxy.sip.stateless import is_ack_to_own_answer
 from sipproxy.proxy.branch import BranchMaker
 from sipproxy.proxy.contact_tokens import CallableRewriter, ContactTokens
-from sipproxy.interfaces import IContactRewriter, IReceiver
+from sipproxy.interfaces import INATHelper, IContactRewriter, IDispatcher, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
 from sipproxy.proxy.routing import RoutingError, response_hop_of
@@ -33,7 +36,6 @@ __all__ = ["StatelessProxy", "NATError"]
 
 log = Logger()
 
-_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 _ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
 
 
@@ -56,9 +58,9 @@ class StatelessProxy:
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: IDispatcher,
         rewrite_contact: Union[IContactRewriter, Callable[..., Any], None] = None,
-        nathelper: Any = None,
+        nathelper: Optional[INATHelper] = None,
         force_rewrite: bool = False,
         secret: Optional[bytes] = None,
     ) -> None:
@@ -76,9 +78,11 @@ class StatelessProxy:
         self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
         self.branches = BranchMaker(secret)
+        #: per leg: its Record-Route line, value and the contact they were made from
+        self._record_routes: dict[ILeg, tuple[str, str, str]] = {}
 
     # IReceiver --------------------------------------------------------------
-    def receive(self, packet: Message, leg: Any, addr: tuple[str, int]) -> bool:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         if isinstance(packet, Request):
             self._request(packet, leg, addr)
         else:
@@ -86,15 +90,15 @@ class StatelessProxy:
         return True
 
     # requests ---------------------------------------------------------------
-    def _refuse(self, request: Request, code: int, reason: str, leg: Any, addr: tuple[str, int],
+    def _refuse(self, request: Request, code: int, reason: str, leg: ILeg, addr: tuple[str, int],
                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         log.info("{method} {uri} from {source}: answered {code} {reason}",
                  method=request.method, uri=request.uri, source=addr, code=code, reason=reason)
         self.dispatcher.respond(request, code, reason, leg, addr, headers)
 
-    def _request(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
-        if request.method == "ACK" and self._acks_our_answer(request):
-            return
+    def _request(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
+        if request.method == "ACK" and is_ack_to_own_answer(request):
+            return  # it ends here (RFC 3261 17.2.1): the next hop never saw the INVITE
         mf = request.get("max-forwards")
         if mf is not None and mf not in _DECREMENTED and int(mf) == 0:  # parse() vouched it is a number
             self._refuse(request, 483, "Too Many Hops", leg, addr)
@@ -155,14 +159,7 @@ class StatelessProxy:
             )
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
 
-    def _acks_our_answer(self, request: Request) -> bool:
-        """True for the ACK of an error response this proxy generated: its
-        To tag is our stateless tag. It ends there (RFC 3261 17.2.1); the
-        next hop never saw the INVITE."""
-        to = request.get("to") or ""
-        return ";tag=sp" in to and request.to_tag == self.dispatcher.stateless_tag(request)
-
-    def _route_failed(self, failure: Any, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+    def _route_failed(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         error = failure.check(RoutingError)
         if error is None:
             log.failure("resolving the target of {request!r} failed", failure, request=request)
@@ -194,7 +191,7 @@ class StatelessProxy:
                     return True
         return False
 
-    def _process_routes(self, request: Request, uri: URI, leg: Any) -> Any:
+    def _process_routes(self, request: Request, uri: URI, leg: ILeg) -> Any:
         """RFC 3261 16.4: undo a strict router, then pop our own Route
         entries. When two or more were ours (double Record-Route, RFC 5658),
         the last one names the leg to leave through."""
@@ -222,7 +219,7 @@ class StatelessProxy:
             popped.append(legs[0])
         return popped[-1] if len(popped) > 1 else None
 
-    def _for_us(self, request: Request, leg: Any, addr: tuple[str, int]) -> None:
+    def _for_us(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         """A request whose target is the proxy itself: answer OPTIONS (a
         keep-alive ping), refuse the rest."""
         if request.method == "OPTIONS":
@@ -232,7 +229,7 @@ class StatelessProxy:
             return
         self._refuse(request, 404, "Not Found (no such user here)", leg, addr)
 
-    def _forward_request(self, targets: list, request: Request, in_leg: Any, addr: tuple[str, int],
+    def _forward_request(self, targets: list, request: Request, in_leg: ILeg, addr: tuple[str, int],
                          loop: str) -> None:
         if not targets:
             self._refuse(request, 503, "No Route", in_leg, addr)
@@ -244,9 +241,9 @@ class StatelessProxy:
         else:
             request.replace_first("max-forwards", _DECREMENTED.get(mf) or str(int(mf) - 1))
         if request.method != "REGISTER" and "tag=" not in (request.get("to") or ""):
-            request.insert_line("record-route", *_record_route(in_leg))
+            request.insert_line("record-route", *self._record_route(in_leg))
             if out_leg is not in_leg:
-                request.insert_line("record-route", *_record_route(out_leg))
+                request.insert_line("record-route", *self._record_route(out_leg))
         if out_leg is not in_leg or self.force_rewrite:
             self._rewrite_contacts(request, in_leg, out_leg)
         via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
@@ -254,7 +251,7 @@ class StatelessProxy:
         self._deliver(request, in_leg, out_leg, dst, addr)
 
     # responses -----------------------------------------------------------------------
-    def _response(self, response: Response, leg: Any, addr: tuple[str, int]) -> None:
+    def _response(self, response: Response, leg: ILeg, addr: tuple[str, int]) -> None:
         via = response.top_via()
         branch = via.branch if via is not None else None
         if (via is None or not self.branches.is_ours(branch)
@@ -290,7 +287,7 @@ class StatelessProxy:
                 log.info("dropped {code} response: no leg for {proto} to {host}",
                          code=response.code, proto=hop.proto, host=hop.host)
                 return
-            self._forward_response([(out_leg, (hop.host, hop.port or _DEFAULT_PORTS[hop.proto]))],
+            self._forward_response([(out_leg, (hop.host, hop.port or DEFAULT_PORTS[hop.proto]))],
                                    response, leg, addr)
             return
         d = self.dispatcher.targets_for_hop(hop, out_leg)
@@ -298,7 +295,7 @@ class StatelessProxy:
         d.addErrback(lambda f: log.info("dropped {code} response: {reason}", code=response.code,
                                         reason=f.getErrorMessage()))
 
-    def _forward_response(self, targets: list, response: Response, in_leg: Any, addr: tuple[str, int]) -> None:
+    def _forward_response(self, targets: list, response: Response, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if not targets:
             log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
             return
@@ -308,7 +305,17 @@ class StatelessProxy:
         self._deliver(response, in_leg, out_leg, dst, addr)
 
     # both -------------------------------------------------------------------------------
-    def _rewrite_contacts(self, packet: Message, in_leg: Any, out_leg: Any) -> None:
+    def _record_route(self, leg: ILeg) -> tuple[str, str]:
+        """The Record-Route line naming a leg, and its value: rendered once
+        per leg and kept here, by the proxy, not on the leg (again when
+        the leg's contact changed, e.g. after binding port 0)."""
+        line = self._record_routes.get(leg)
+        if line is None or line[2] != leg.contact:
+            value = f"<{leg.contact};lr>"
+            line = self._record_routes[leg] = (f"Record-Route: {value}", value, leg.contact)
+        return line[0], line[1]
+
+    def _rewrite_contacts(self, packet: Message, in_leg: ILeg, out_leg: ILeg) -> None:
         """Replace each sip/sips Contact with what the rewriter gives.
 
         With the built-in token scheme the result is a function of the
@@ -332,7 +339,7 @@ class StatelessProxy:
         if changed:
             packet.set_all("contact", new_values)
 
-    def _rewrite_contact(self, value: str, in_leg: Any, out_leg: Any) -> str:
+    def _rewrite_contact(self, value: str, in_leg: ILeg, out_leg: ILeg) -> str:
         """One Contact value rewritten (the same object when unchanged)."""
         if value.strip() == "*":
             return value
@@ -351,7 +358,7 @@ class StatelessProxy:
             new_uri += f";transport={out_leg.proto}"  # a token naming a TCP leg
         return format_name_addr(addr.display, new_uri, addr.params)
 
-    def _deliver(self, packet: Message, in_leg: Any, out_leg: Any, dst: tuple[str, int],
+    def _deliver(self, packet: Message, in_leg: ILeg, out_leg: ILeg, dst: tuple[str, int],
                  addr: tuple[str, int]) -> None:
         try:
             result = self.do_nat(packet, in_leg, out_leg)
@@ -367,7 +374,7 @@ class StatelessProxy:
         else:
             self.dispatcher.send(packet, out_leg, dst)
 
-    def _nat_failed(self, error: NATError, packet: Message, in_leg: Any, addr: tuple[str, int]) -> None:
+    def _nat_failed(self, error: NATError, packet: Message, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if isinstance(packet, Request):
             headers: tuple[tuple[str, str], ...] = ()
             if error.retry_after is not None:
@@ -378,7 +385,7 @@ class StatelessProxy:
         else:
             log.info("dropped {packet!r}: {reason}", packet=packet, reason=error.reason)
 
-    def do_nat(self, packet: Message, incoming_leg: Any, outgoing_leg: Any) -> Optional[Deferred]:
+    def do_nat(self, packet: Message, incoming_leg: ILeg, outgoing_leg: ILeg) -> Optional[Deferred]:
         """Media relaying for a packet changing legs (Net::SIP's do_nat):
         None when done or nothing to do, a Deferred when the NAT helper
         answers later; raises L{NATError} to refuse the packet. Override it
@@ -386,16 +393,6 @@ class StatelessProxy:
         if self._nat_sessions is None or incoming_leg is outgoing_leg:
             return None
         return self._nat_sessions.do_nat(packet, incoming_leg, outgoing_leg)
-
-
-def _record_route(leg: Any) -> tuple[str, str]:
-    """The Record-Route line naming a leg, and its value (rendered once
-    per leg)."""
-    line = getattr(leg, "_record_route", None)
-    if line is None or line[1] != f"<{leg.contact};lr>":
-        value = f"<{leg.contact};lr>"
-        line = leg._record_route = (f"Record-Route: {value}", value)
-    return line
 
 
 #: Max-Forwards values as text, to the text one lower: the usual ones.

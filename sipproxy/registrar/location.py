@@ -37,8 +37,13 @@ _KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
 
 
 class WallClock:
-    """C{IReactorTime.seconds} without a reactor: the default clock of the
-    pieces that take one."""
+    """C{IReactorTime.seconds} without a reactor.
+
+    The only wall clock in the package: the default of the logic pieces
+    that take a clock (registrar, memory store, authorizer, rate limit), so
+    that code written the Net::SIP way (C{Registrar(dispatcher)}) still
+    works without a reactor at hand. Everything sipproxy wires itself
+    passes the reactor, and tests pass C{task.Clock}."""
 
     def seconds(self) -> float:
         return time.time()

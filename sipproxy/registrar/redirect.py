@@ -8,9 +8,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.interfaces import IReceiver
-from sipproxy.registrar.location import StoreUnavailable
-from sipproxy.sip.message import Request
+from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
+from sipproxy.registrar.registrar import answer_store_failure
+from sipproxy.sip.message import Message, Request
 from sipproxy.sip.uri import URIError
 
 __all__ = ["Redirect"]
@@ -30,11 +30,11 @@ class Redirect:
         C{domains}).
     """
 
-    def __init__(self, dispatcher: Any, registrar: Any) -> None:
+    def __init__(self, dispatcher: IDispatcher, registrar: Any) -> None:
         self.dispatcher = dispatcher
         self.registrar = registrar
 
-    def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request) or packet.method == "REGISTER" or packet.to_tag:
             return False
         try:
@@ -53,7 +53,7 @@ class Redirect:
         d.addCallbacks(self._found, self._failed, callbackArgs=(packet, leg, addr), errbackArgs=(packet, leg, addr))
         return d
 
-    def _found(self, bindings: list, packet: Request, leg: Any, addr: Any) -> bool:
+    def _found(self, bindings: list, packet: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         contacts = []
         for binding in bindings:
             try:
@@ -71,12 +71,5 @@ class Redirect:
             self.dispatcher.respond(packet, 404, "Not Found", leg, addr)
         return True
 
-    def _failed(self, failure: Failure, packet: Request, leg: Any, addr: Any) -> bool:
-        headers: tuple = ()
-        if failure.check(StoreUnavailable):
-            headers = (("Retry-After", str(failure.value.retry_after)),)
-            self.dispatcher.respond(packet, 503, "Service Unavailable (location service)", leg, addr, headers)
-        else:
-            log.failure("redirect lookup failed", failure)
-            self.dispatcher.respond(packet, 500, "Server Internal Error", leg, addr)
-        return True
+    def _failed(self, failure: Failure, packet: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+        return answer_store_failure(self.dispatcher, failure, packet, leg, addr)

@@ -22,18 +22,20 @@ from __future__ import annotations
 import email.utils
 from typing import Any, Iterable, Optional, Union
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.interfaces import ILocationStore, IReceiver
+from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first
-from sipproxy.sip.message import Request
+from sipproxy.sip.addresses import address_of_record
+from sipproxy.sip.message import Message, Request
 from sipproxy.access.domains import Domains
 from sipproxy.sip.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
 
-__all__ = ["Registrar", "SUPPORTED"]
+__all__ = ["Registrar", "SUPPORTED", "answer_store_failure"]
 
 log = Logger()
 
@@ -42,6 +44,25 @@ SUPPORTED = frozenset(["path"])
 
 #: RFC 3261 10.3 step 7: only intervals below one hour may be refused.
 _ONE_HOUR = 3600
+
+
+def answer_store_failure(dispatcher: IDispatcher, failure: Failure, request: Request, leg: ILeg,
+                         addr: tuple[str, int]) -> bool:
+    """The one answer to a location store that failed: 503 with the
+    store's Retry-After when it is unavailable (RFC 3261 21.5.4), 500 for
+    anything else (logged with its traceback); an ACK gets nothing."""
+    if request.method == "ACK":
+        return True
+    if failure.check(StoreUnavailable):
+        log.warn("location store unavailable for {method} from {source}: {reason}", method=request.method,
+                 source=addr, reason=failure.value.reason)
+        dispatcher.respond(request, 503, "Service Unavailable (location service)", leg, addr,
+                           (("Retry-After", str(failure.value.retry_after)),))
+    else:
+        log.failure("location store failed for {method} from {source}", failure, method=request.method,
+                    source=addr)
+        dispatcher.respond(request, 500, "Server Internal Error (location service)", leg, addr)
+    return True
 
 
 @implementer(IReceiver)
@@ -64,9 +85,9 @@ class Registrar:
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: IDispatcher,
         store: Optional[ILocationStore] = None,
-        clock: Any = None,
+        clock: Optional[IReactorTime] = None,
         domains: Union[Domains, Iterable[str], None] = None,
         min_expires: int = 60,
         max_expires: int = 3600,
@@ -97,14 +118,7 @@ class Registrar:
         """The address-of-record C{uri} is filed under: C{scheme:user@host},
         host in lower case, user unescaped; a port only when it is neither
         the scheme's default nor one of our legs."""
-        from urllib.parse import unquote
-
-        port = uri.port
-        if port is not None and (port == (5061 if uri.scheme == "sips" else 5060)
-                                 or self.domains.is_local(uri.host, port)):
-            port = None
-        user = f"{unquote(uri.user)}@" if uri.user else ""
-        return f"{uri.scheme}:{user}{format_host_port(uri.host.lower(), port)}"
+        return address_of_record(uri.scheme, uri.user, uri.host, uri.port, self.domains.is_local)
 
     def lookup(self, target: Union[URI, str]) -> Deferred:
         """Deferred list of the bindings of an address-of-record (a URI or
@@ -113,7 +127,7 @@ class Registrar:
         return self.store.lookup(self.aor(uri)).addCallback(best_first)
 
     # -- IReceiver --------------------------------------------------------------------
-    def receive(self, packet: Any, leg: Any, addr: tuple[str, int]) -> Any:
+    def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request):
             return False
         if packet.method == "REGISTER":
@@ -122,13 +136,13 @@ class Registrar:
             return self._route(packet, leg, addr)
         return False
 
-    def _respond(self, request: Request, code: int, reason: Optional[str], leg: Any, addr: tuple[str, int],
+    def _respond(self, request: Request, code: int, reason: Optional[str], leg: ILeg, addr: tuple[str, int],
                  headers: Iterable[tuple[str, str]] = ()) -> bool:
         self.dispatcher.respond(request, code, reason, leg, addr, tuple(headers))
         return True
 
     # -- REGISTER ---------------------------------------------------------------------
-    def _register(self, request: Request, leg: Any, addr: tuple[str, int]) -> Any:
+    def _register(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> Any:
         try:
             target = request.parsed_uri()
         except URIError:
@@ -185,7 +199,7 @@ class Registrar:
                 return min(int(value), self.max_expires)
         return self.default_expires
 
-    def _answer(self, result: Deferred, request: Request, aor: str, leg: Any, addr: tuple[str, int]) -> Deferred:
+    def _answer(self, result: Deferred, request: Request, aor: str, leg: ILeg, addr: tuple[str, int]) -> Deferred:
         def ok(bindings: list[Binding]) -> bool:
             headers = [("Contact", b.header_value()) for b in best_first(bindings)]
             if "path" in (t.strip().lower() for t in request.get_all("supported")):
@@ -202,19 +216,11 @@ class Registrar:
 
         return result.addCallbacks(ok, failed)
 
-    def _unavailable(self, failure: Failure, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
-        if request.method == "ACK":
-            return True
-        if failure.check(StoreUnavailable):
-            log.warn("location store unavailable for {method} from {source}: {reason}", method=request.method,
-                     source=addr, reason=failure.value.reason)
-            return self._respond(request, 503, "Service Unavailable (location service)", leg, addr,
-                                 [("Retry-After", str(failure.value.retry_after))])
-        log.failure("location store failed for {method} from {source}", failure, method=request.method, source=addr)
-        return self._respond(request, 500, "Server Internal Error (location service)", leg, addr)
+    def _unavailable(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+        return answer_store_failure(self.dispatcher, failure, request, leg, addr)
 
     # -- routing ----------------------------------------------------------------------
-    def _route(self, request: Request, leg: Any, addr: tuple[str, int]) -> Any:
+    def _route(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> Any:
         if request.to_tag:
             return False  # inside a dialog: the proxy follows Route and the remote target
         try:
@@ -231,7 +237,7 @@ class Registrar:
                        errbackArgs=(request, leg, addr))
         return d
 
-    def _routed(self, bindings: list[Binding], request: Request, leg: Any, addr: tuple[str, int],
+    def _routed(self, bindings: list[Binding], request: Request, leg: ILeg, addr: tuple[str, int],
                 local: bool) -> bool:
         for binding in best_first(bindings):
             try:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Iterable, Optional, Sequence
-from urllib.parse import unquote
+
+# one place for ports, IP literals and addresses-of-record (DEFAULT_PORTS re-exported)
+from sipproxy.sip.addresses import DEFAULT_PORTS, address_of_record as _address_of_record
+from sipproxy.sip.addresses import default_port as _default_port, is_ip_literal as _is_ip_literal
 
 __all__ = [
     "URIError",
@@ -27,8 +30,6 @@ __all__ = [
     "DEFAULT_PORTS",
 ]
 
-#: The port a scheme (or transport) implies when a URI names none.
-DEFAULT_PORTS = {"sip": 5060, "sips": 5061, "udp": 5060, "tcp": 5060, "tls": 5061}
 
 Param = tuple[str, Optional[str]]
 
@@ -45,13 +46,7 @@ class URIError(ValueError):
 
 def is_ip_address(host: str) -> bool:
     """True for an IPv4 literal or an IPv6 literal (bracketed or not)."""
-    if host.startswith("["):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return _is_ip_literal(host)
 
 
 def split_host_port(hostport: str) -> tuple[str, Optional[int]]:
@@ -230,9 +225,7 @@ class URI:
         """The explicit port, else the default for the scheme and transport."""
         if self.port is not None:
             return self.port
-        if self.scheme == "sips" or self.transport == "tls":
-            return 5061
-        return 5060
+        return _default_port(self.scheme, self.transport)
 
     @property
     def address_of_record(self) -> str:
@@ -240,8 +233,7 @@ class URI:
         a registrar files bindings under (RFC 3261 10.3 step 5)."""
         if not self.is_sip:
             return str(self.without_params())
-        user = f"{unquote(self.user)}@" if self.user else ""
-        return f"{self.scheme}:{user}{format_host_port(self.host.lower(), self.port)}"
+        return _address_of_record(self.scheme, self.user, self.host, self.port, drop_default_port=False)
 
     # -- changing ------------------------------------------------------
     def copy(self) -> "URI":

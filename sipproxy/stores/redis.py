@@ -37,7 +37,6 @@ changes are atomic even when two nodes update the same address-of-record.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.defer import Deferred, fail
@@ -146,11 +145,13 @@ class RedisStore:
         than this while Redis is slow.
     @param probe_interval: after a timeout, answer 503 without asking
         Redis for this many seconds.
+    @param clock: C{IReactorTime} timing those probes (the reactor when
+        None), so tests drive it with C{task.Clock}.
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", reactor: Any = None, prefix: str = "sipproxy:",
                  timeout: float = 1.0, retry_after: int = 5, threads: int = 4, max_pending: int = 256,
-                 probe_interval: float = 0.5, client: Any = None) -> None:
+                 probe_interval: float = 0.5, client: Any = None, clock: Any = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -160,12 +161,13 @@ class RedisStore:
 
             reactor = default_reactor
         self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
         self.url = url
         self.prefix = prefix
         self.retry_after = retry_after
         self.max_pending = max_pending
         self.probe_interval = probe_interval
-        self._hung_at = 0.0  # monotonic time of the last timeout
+        self._hung_at: Optional[float] = None  # clock time of the last timeout
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.ReadOnlyError, OSError, StoreUnavailable)
         self._timeout_error = redis.exceptions.TimeoutError
@@ -218,8 +220,8 @@ class RedisStore:
             return fail(StoreUnavailable("redis store is closed", self.retry_after))
         if self._pending >= self.max_pending:
             return fail(StoreUnavailable(f"redis: {self._pending} operations waiting", self.retry_after))
-        submitted = time.monotonic()
-        if submitted - self._hung_at < self.probe_interval:
+        submitted = self.clock.seconds()
+        if self._hung_at is not None and submitted - self._hung_at < self.probe_interval:
             return fail(StoreUnavailable(f"redis {self.url}: timed out {submitted - self._hung_at:.1f} s ago",
                                          self.retry_after))
         self._start_pool()
@@ -227,7 +229,8 @@ class RedisStore:
 
         def work() -> Any:
             # queued behind a command that then timed out: do not wait too
-            if self._hung_at > submitted:
+            hung_at = self._hung_at
+            if hung_at is not None and hung_at > submitted:
                 raise StoreUnavailable(f"redis {self.url}: timed out", self.retry_after)
             return function(*args)
 
@@ -245,7 +248,7 @@ class RedisStore:
         if failure.check(StoreUnavailable):
             return failure
         if failure.check(self._timeout_error):
-            self._hung_at = time.monotonic()
+            self._hung_at = self.clock.seconds()
         if failure.check(*self._errors):
             raise StoreUnavailable(f"redis {self.url}: {failure.getErrorMessage()}", self.retry_after)
         if failure.check(self._response_error):

@@ -9,7 +9,6 @@ reaches the reactor.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import socket
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
@@ -23,6 +22,8 @@ from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response, parse
 from sipproxy.transport.resolver import ReactorHostResolver
 from sipproxy.proxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
+from sipproxy.sip.addresses import DEFAULT_PORTS
+from sipproxy.sip.stateless import stateless_answer, stateless_tag
 from sipproxy.sip.uri import URI
 
 __all__ = ["Dispatcher", "Target", "stamp_via", "local_address_for"]
@@ -30,7 +31,6 @@ __all__ = ["Dispatcher", "Target", "stamp_via", "local_address_for"]
 log = Logger()
 
 Target = tuple[Any, tuple[str, int]]  # (leg, (host, port))
-_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def stamp_via(request: Request, source: tuple[str, int]) -> None:
@@ -195,7 +195,7 @@ class Dispatcher:
                 stamp_via(message, addr)
                 if stream:
                     via = message.top_via()
-                    leg.add_alias(addr, (addr[0], via.port or _DEFAULT_PORTS[leg.proto]))
+                    leg.add_alias(addr, (addr[0], via.port or DEFAULT_PORTS[leg.proto]))
             receiver = self.receiver
             if receiver is None:
                 log.warn("no receiver: dropped {message!r} from {source}", message=message, source=addr)
@@ -210,8 +210,7 @@ class Dispatcher:
         if isinstance(partial, Request) and partial.method != "ACK" and "via" in partial.header_names():
             log.info("refused {method} from {source} on {leg}: {reason} (answered {code})",
                      method=partial.method, source=addr, leg=leg.key, reason=error.reason, code=error.status)
-            response = partial.create_response(error.status, _reason_phrase(error.reason),
-                                               to_tag=self.stateless_tag(partial))
+            response = stateless_answer(partial, error.status, _reason_phrase(error.reason))
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
             leg.send(bytes(response), addr)
@@ -247,9 +246,9 @@ class Dispatcher:
     @staticmethod
     def stateless_tag(request: Request) -> str:
         """A To tag that is the same for every retransmission of a request,
-        so stateless answers to them agree (RFC 3261 8.2.6.2)."""
-        key = f"{request.call_id}|{request.cseq[0]}|{request.get('from') or ''}".encode("utf-8", "surrogateescape")
-        return "sp" + hashlib.md5(key).hexdigest()[:10]
+        so stateless answers to them agree (RFC 3261 8.2.6.2); see
+        L{sipproxy.sip.stateless}."""
+        return stateless_tag(request)
 
     def respond(
         self,
@@ -265,7 +264,7 @@ class Dispatcher:
         answered."""
         if request.method == "ACK":
             return
-        response = request.create_response(code, reason, headers, to_tag=self.stateless_tag(request))
+        response = stateless_answer(request, code, reason, headers)
         via = request.top_via()
         if via is None or leg is None:
             return
@@ -274,7 +273,7 @@ class Dispatcher:
         except RoutingError:
             hop = None
         if hop is not None and hop.is_ip and hop.proto == leg.proto == "udp":
-            self.send(response, leg, (hop.host, hop.port or _DEFAULT_PORTS["udp"]))
+            self.send(response, leg, (hop.host, hop.port or DEFAULT_PORTS["udp"]))
         elif addr is not None:
             # stream transports: over the connection it came on (18.2.2);
             # a Via naming another transport than the leg: to the source
@@ -331,7 +330,7 @@ class Dispatcher:
                 continue
             leg = self.choose_leg(proto, address, leg_hint)
             if leg is not None:
-                targets.append((leg, (address, hop.port or _DEFAULT_PORTS[proto])))
+                targets.append((leg, (address, hop.port or DEFAULT_PORTS[proto])))
         if not targets:
             raise RoutingError(503, f"no leg can reach {hop.proto or 'any transport'} to {hop.host}")
         return targets
@@ -383,8 +382,8 @@ class Dispatcher:
         if host[:1] == "[":
             host = host.strip("[]")
         if port is None:
-            return any(leg.port == _DEFAULT_PORTS[leg.proto] and (proto is None or proto == leg.proto)
-                       for leg in self.legs_at(host, 5060) + self.legs_at(host, 5061))
+            return any(leg.port == DEFAULT_PORTS[leg.proto] and (proto is None or proto == leg.proto)
+                       for leg in self.legs_at(host, DEFAULT_PORTS["udp"]) + self.legs_at(host, DEFAULT_PORTS["tls"]))
         for leg in self.legs_at(host, port):
             if proto is None or proto == leg.proto:
                 return True

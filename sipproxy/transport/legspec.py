@@ -7,12 +7,12 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
+from sipproxy.sip.addresses import DEFAULT_PORTS, is_ip_literal
 from sipproxy.sip.uri import URIError, split_host_port
 
 __all__ = ["LegSpec", "LegSpecError", "parse_leg_spec", "parse_leg_list", "PROTOCOLS"]
 
 PROTOCOLS = ("udp", "tcp", "tls")
-_DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 class LegSpecError(ValueError):
@@ -50,7 +50,7 @@ def parse_leg_spec(text: str) -> LegSpec:
     head, sep, rest = text.partition(":")
     if sep and head.lower() in PROTOCOLS:
         proto, text = head.lower(), rest
-    elif sep and head.isalpha() and not _is_ip(text):
+    elif sep and head.isalpha() and not is_ip_literal(text):
         raise LegSpecError(f"leg {original!r}: unknown transport {head!r} (use udp, tcp or tls)")
     try:
         host, port = split_host_port(text)
@@ -67,15 +67,7 @@ def parse_leg_spec(text: str) -> LegSpec:
             f"leg {original!r}: give the address to bind, not a wildcard "
             "(the leg writes it into Via and Record-Route)"
         )
-    return LegSpec(proto, str(address), _DEFAULT_PORT[proto] if port is None else port)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    return LegSpec(proto, str(address), DEFAULT_PORTS[proto] if port is None else port)
 
 
 def parse_leg_list(values: "list[str] | str") -> list[LegSpec]:
