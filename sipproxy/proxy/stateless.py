@@ -78,8 +78,8 @@ class StatelessProxy:
         self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
         self.branches = BranchMaker(secret)
-        #: per leg: its Record-Route line, value and the contact they were made from
-        self._record_routes: dict[ILeg, tuple[str, str, str]] = {}
+        #: per leg: the contact its Record-Route was made from, and (line, value)
+        self._record_routes: dict[ILeg, tuple[str, tuple[str, str]]] = {}
 
     # IReceiver --------------------------------------------------------------
     def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
@@ -309,11 +309,12 @@ class StatelessProxy:
         """The Record-Route line naming a leg, and its value: rendered once
         per leg and kept here, by the proxy, not on the leg (again when
         the leg's contact changed, e.g. after binding port 0)."""
-        line = self._record_routes.get(leg)
-        if line is None or line[2] != leg.contact:
-            value = f"<{leg.contact};lr>"
-            line = self._record_routes[leg] = (f"Record-Route: {value}", value, leg.contact)
-        return line[0], line[1]
+        entry = self._record_routes.get(leg)
+        contact = leg.contact
+        if entry is None or entry[0] != contact:
+            value = f"<{contact};lr>"
+            entry = self._record_routes[leg] = (contact, (f"Record-Route: {value}", value))
+        return entry[1]
 
     def _rewrite_contacts(self, packet: Message, in_leg: ILeg, out_leg: ILeg) -> None:
         """Replace each sip/sips Contact with what the rewriter gives.
