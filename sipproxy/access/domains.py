@@ -23,10 +23,10 @@ from sipproxy.interfaces import ILocationStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import contact_key
 from sipproxy.sip.message import Message, Request
 from sipproxy.sip.stateless import is_ack_to_own_answer
-from sipproxy.sip.uri import URIError, is_ip_address, parse_name_addr
+from sipproxy.sip.uri import URI, URIError, is_ip_address, parse_name_addr
 
 __all__ = ["Domains", "RelayGuard", "OwnAcks", "is_ack_for_own_response", "in_dialog_through_us", "registrar_request",
-           "proxy_auth_needed"]
+           "proxy_auth_needed", "names_us", "next_target", "has_foreign_route", "is_keepalive_for_us"]
 
 log = Logger()
 
@@ -112,6 +112,58 @@ def in_dialog_through_us(request: Request, dispatcher: IDispatcher) -> bool:
     return uri.is_sip and dispatcher.is_local(uri.host, uri.port)
 
 
+def names_us(uri: URI, dispatcher: IDispatcher) -> bool:
+    """A sip/sips URI whose host and port are one of our legs (any user
+    part: a Contact token names us too)."""
+    return uri.is_sip and dispatcher.is_local(uri.host, uri.port)
+
+
+def next_target(request: Request, dispatcher: IDispatcher) -> Optional[URI]:
+    """Where a request goes after the proxy pops its own Route entries: the
+    first Route that does not name us, else the Request-URI. None when a
+    Route or the Request-URI cannot be parsed (the proxy answers 400)."""
+    try:
+        for value in request.get_all("route"):
+            uri = parse_name_addr(value).uri
+            if not names_us(uri, dispatcher):
+                return uri
+        uri = request.parsed_uri()
+    except URIError:
+        return None
+    if names_us(uri, dispatcher) and uri.user is None and request.get("route") is not None:
+        # a strict router put us in the Request-URI: the last Route is the target
+        try:
+            return parse_name_addr(request.get_all("route")[-1]).uri
+        except URIError:
+            return None
+    return uri
+
+
+def has_foreign_route(request: Request, dispatcher: IDispatcher) -> bool:
+    """The request carries a preloaded Route entry naming someone else:
+    the proxy would send it there whatever the Request-URI says. (The
+    common request has no Route at all: that costs one lookup.)"""
+    if request.get("route") is None:
+        return False
+    for value in request.get_all("route"):
+        try:
+            if not names_us(parse_name_addr(value).uri, dispatcher):
+                return True
+        except URIError:
+            return True
+    return False
+
+
+def is_keepalive_for_us(request: Request, dispatcher: IDispatcher) -> bool:
+    """An OPTIONS to the proxy itself (no user part, no Route): a phone's
+    keep-alive, answered at once and forwarded nowhere (as Kamailio's
+    default configuration does in REQINIT, before authentication)."""
+    if request.method != "OPTIONS" or request.get("route") is not None:
+        return False
+    target = _request_uri_host(request)
+    return target is not None and target[2] and dispatcher.is_local(target[0], target[1])
+
+
 def _request_uri_host(request: Request) -> Optional[tuple[str, Optional[int], bool]]:
     try:
         uri = request.parsed_uri()
@@ -149,20 +201,30 @@ def proxy_auth_needed(domains: Domains, dispatcher: IDispatcher, registrar: bool
     """A chain filter: new requests the proxy must authenticate (407).
 
     Without configured domains: every new request. With them: new requests
-    from a served domain. Never: ACK and CANCEL (they cannot be
-    challenged), requests inside a dialog we record-routed, requests to the
-    proxy itself (an OPTIONS ping), and the REGISTERs the registrar answers
-    (those get a 401).
+    from a served domain. Requests addressed to the proxy itself are no
+    exception (a Route after them could lead anywhere); only a keep-alive
+    OPTIONS to the proxy is answered without credentials. Inside a dialog
+    we record-routed nothing is challenged (as Kamailio's C{loose_route}),
+    except an INVITE whose target is not ours: from a served domain it
+    could start a call to anywhere, so it is challenged like a new one.
+    Never: ACK and CANCEL (they cannot be challenged) and the REGISTERs
+    the registrar answers (those get a 401).
     """
     is_registrar_request = registrar_request(domains) if registrar else (lambda *a: False)
 
     def check(packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         if not isinstance(packet, Request) or packet.method in ("ACK", "CANCEL"):
             return False
-        if is_registrar_request(packet, leg, addr) or in_dialog_through_us(packet, dispatcher):
+        if is_registrar_request(packet, leg, addr):
             return False
-        target = _request_uri_host(packet)
-        if target is not None and target[2] and dispatcher.is_local(target[0], target[1]):
+        if in_dialog_through_us(packet, dispatcher):
+            if packet.method != "INVITE":
+                return False
+            target = next_target(packet, dispatcher)
+            if target is None or names_us(target, dispatcher) or (target.is_sip and domains.served(target.host,
+                                                                                                    target.port)):
+                return False
+        elif is_keepalive_for_us(packet, dispatcher):
             return False
         if domains.everything:
             return True
@@ -207,7 +269,18 @@ class RelayGuard:
         if is_ack_to_own_answer(packet):
             return True
         if in_dialog_through_us(packet, dispatcher):
-            return False
+            if packet.method != "INVITE":
+                return False  # as Kamailio's loose_route: our Route is the dialog's proof
+            # a re-INVITE can start a call: its target, or its sender, must be ours
+            target = next_target(packet, dispatcher)
+            if target is None or self._ours(target) or self._from_served(packet):
+                return False
+            return self._unless_registered(target, packet, leg, addr)
+        if has_foreign_route(packet, dispatcher):
+            # a preloaded route leads wherever it names, whatever the
+            # Request-URI says: only for senders of a served domain (who
+            # are authenticated when there are users)
+            return False if self._from_served(packet) else self._refuse(packet, leg, addr)
         target = _request_uri_host(packet)
         if target is None:
             try:
@@ -215,18 +288,27 @@ class RelayGuard:
             except URIError:
                 return False  # the proxy answers 400
             # tel: and other schemes: only from our own users
-            host = _from_host(packet)
-            if host is not None and self.domains.served(host):
+            if self._from_served(packet):
                 return False
             return self._refuse(packet, leg, addr)
         if self.domains.served(target[0], target[1]):
             return False
-        host = _from_host(packet)
-        if host is not None and self.domains.served(host):
+        if self._from_served(packet):
             return False
-        if self.store is None:
+        return self._unless_registered(packet.parsed_uri(), packet, leg, addr)
+
+    def _ours(self, uri: URI) -> bool:
+        return names_us(uri, self.dispatcher) or (uri.is_sip and self.domains.served(uri.host, uri.port))
+
+    def _from_served(self, packet: Request) -> bool:
+        host = _from_host(packet)
+        return host is not None and self.domains.served(host)
+
+    def _unless_registered(self, target: URI, packet: Request, leg: ILeg, addr: tuple[str, int]) -> Any:
+        """Pass a request to a registered contact; refuse the rest."""
+        if self.store is None or not target.is_sip:
             return self._refuse(packet, leg, addr)
-        d = self.store.has_contact(contact_key(packet.parsed_uri()))
+        d = self.store.has_contact(contact_key(target))
         d.addCallbacks(lambda found: False if found else self._refuse(packet, leg, addr),
                        lambda failure: self._refuse(packet, leg, addr))
         return d

@@ -23,6 +23,7 @@ from sipproxy.transport.legs import DEFAULT_BUFFER, make_leg
 from sipproxy.transport.legspec import LegSpec, parse_leg_list
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
 from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.proxy.contact_tokens import DEFAULT_DIALOG_LIFETIME
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import load_or_create
 from sipproxy.sip.uri import URI
@@ -81,6 +82,8 @@ class ProxyService(MultiService):
     @param tcp_limits: the L{StreamLimits} of TCP and TLS legs (connections
         in total and per IP, write queue, send, read and idle timeouts);
         C{tcp_idle}, when given, overrides its idle timeout.
+    @param token_lifetime: seconds a dialog's Contact token stays good
+        (L{sipproxy.proxy.contact_tokens}).
     @ivar dispatcher: the L{Dispatcher}.
     @ivar proxy: the L{StatelessProxy}.
     """
@@ -104,6 +107,7 @@ class ProxyService(MultiService):
         tcp_limits: Optional[StreamLimits] = None,
         reuse_port: bool = False,
         tls: Any = None,
+        token_lifetime: float = DEFAULT_DIALOG_LIFETIME,
     ) -> None:
         super().__init__()
         specs = [leg if isinstance(leg, LegSpec) else None for leg in legs]
@@ -127,7 +131,8 @@ class ProxyService(MultiService):
             self.dispatcher.add_leg(leg)
             LegService(leg, reactor).setServiceParent(self)
         self.proxy = StatelessProxy(self.dispatcher, rewrite_contact=rewrite_contact, nathelper=nathelper,
-                                    force_rewrite=force_rewrite, secret=secret)
+                                    force_rewrite=force_rewrite, secret=secret, clock=reactor,
+                                    token_lifetime=token_lifetime)
         if isinstance(nathelper, Service) and nathelper.parent is None:
             nathelper.setServiceParent(self)  # the relay's expiry timer / the ng client's socket
         receivers = _built(receivers, self.dispatcher)

@@ -129,6 +129,10 @@ class Options(usage.Options):
         ["rate-limit", None, None, "ATTEMPTS/SECONDS: silently drop packets from a source IP:port that sent "
                                    "ATTEMPTS or more within SECONDS (off by default; 50/10 suits an office)."],
         ["rate-limit-db", None, None, "Keep the --rate-limit counts and blocks in this JSON file across restarts."],
+        ["token-lifetime", None, 43200, "Seconds a dialog's Contact token stays good after its Contact last "
+                                        "passed the proxy (every re-INVITE renews it); a token never starts a "
+                                        "new call unless it came from a REGISTER.",
+         number(int, "token-lifetime", "an integer")],
         *NAT_PARAMETERS,
     ]
 
@@ -362,6 +366,7 @@ def makeService(options: Any) -> Any:
         nathelper=nathelper,
         reuse_port=sharing,
         tls=tls,
+        token_lifetime=options["token-lifetime"],
     )
     if options["workers"] > 1 and not options["worker-index"]:
         from sipproxy.app.workers import WorkerPool

@@ -17,6 +17,7 @@ import secrets as _secrets
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -25,7 +26,8 @@ from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import remember
 from sipproxy.sip.stateless import is_ack_to_own_answer
 from sipproxy.proxy.branch import BranchMaker
-from sipproxy.proxy.contact_tokens import CallableRewriter, ContactTokens
+from sipproxy.proxy.contact_tokens import (DEFAULT_DIALOG_LIFETIME, DEFAULT_REGISTRATION_LIFETIME, STEP,
+                                           CallableRewriter, ContactTokens)
 from sipproxy.interfaces import INATHelper, IContactRewriter, IDispatcher, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
@@ -54,6 +56,10 @@ class StatelessProxy:
     @param secret: key material for Contact tokens and Via branches; share
         it between workers and nodes (see L{sipproxy.app.secret}). None makes a
         random one for this process only.
+    @param clock: C{IReactorTime} dating Contact tokens (the wall clock when
+        None, so the proxy can be built without a reactor).
+    @param token_lifetime: seconds a dialog's Contact token stays good after
+        its Contact last passed (see L{sipproxy.proxy.contact_tokens}).
     """
 
     def __init__(
@@ -63,17 +69,20 @@ class StatelessProxy:
         nathelper: Optional[INATHelper] = None,
         force_rewrite: bool = False,
         secret: Optional[bytes] = None,
+        clock: Optional[IReactorTime] = None,
+        token_lifetime: float = DEFAULT_DIALOG_LIFETIME,
     ) -> None:
         self.dispatcher = dispatcher
         if secret is None:
             secret = _secrets.token_bytes(32)
         if rewrite_contact is None:
-            rewrite_contact = ContactTokens(secret, dispatcher.legs)
+            rewrite_contact = ContactTokens(secret, dispatcher.legs, clock, token_lifetime)
         elif not IContactRewriter.providedBy(rewrite_contact):
             rewrite_contact = CallableRewriter(rewrite_contact)
         self.rewriter: IContactRewriter = rewrite_contact
         # token rewriting is deterministic, so its results can be remembered
-        self._contact_cache: Optional[dict] = {} if isinstance(rewrite_contact, ContactTokens) else None
+        self._tokens: Optional[ContactTokens] = rewrite_contact if isinstance(rewrite_contact, ContactTokens) else None
+        self._contact_cache: Optional[dict] = {} if self._tokens is not None else None
         self.nathelper = nathelper
         self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
@@ -128,7 +137,7 @@ class StatelessProxy:
         else:
             uri = request.parsed_uri()
             if self.dispatcher.names_us(uri):
-                restored = self.rewriter.restore(uri.user, leg) if uri.user else None
+                restored = self._restore(uri.user, request, leg) if uri.user else None
                 if restored is None:
                     self._for_us(request, leg, addr)
                     return
@@ -158,6 +167,14 @@ class StatelessProxy:
                 callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
             )
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
+
+    def _restore(self, user: str, request: Request, leg: ILeg) -> Optional[tuple[str, Optional[ILeg]]]:
+        """The contact behind a token in the Request-URI. Our own tokens
+        start nothing new unless they came from a REGISTER: a request
+        without a To tag is C{initial}."""
+        if self._tokens is None:
+            return self.rewriter.restore(user, leg)
+        return self._tokens.restore(user, leg, initial="tag=" not in (request.get("to") or ""))
 
     def _route_failed(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         error = failure.check(RoutingError)
@@ -325,13 +342,23 @@ class StatelessProxy:
         if "contact" not in packet._names:
             return
         cache = self._contact_cache
+        tokens = self._tokens
+        expires = 0
+        registration = False
+        if tokens is not None:
+            method = packet.method if isinstance(packet, Request) else packet.cseq_method  # type: ignore[attr-defined]
+            registration = method == "REGISTER"
+            if not registration:
+                expires = tokens.expiry(tokens.dialog_lifetime)
         changed = False
         new_values = []
         for value in packet.get_all("contact"):
-            key = (value, in_leg.index, out_leg.index)
+            if registration:
+                expires = tokens.expiry(_registration_lifetime(value, packet))  # type: ignore[union-attr]
+            key = (value, in_leg.index, out_leg.index, expires)
             new_value = cache.get(key) if cache is not None else None
             if new_value is None:
-                new_value = self._rewrite_contact(value, in_leg, out_leg)
+                new_value = self._rewrite_contact(value, in_leg, out_leg, expires, registration)
                 if cache is not None:
                     remember(cache, key, new_value, 20000)
             if new_value is not value:
@@ -340,7 +367,8 @@ class StatelessProxy:
         if changed:
             packet.set_all("contact", new_values)
 
-    def _rewrite_contact(self, value: str, in_leg: ILeg, out_leg: ILeg) -> str:
+    def _rewrite_contact(self, value: str, in_leg: ILeg, out_leg: ILeg, expires: int = 0,
+                         registration: bool = False) -> str:
         """One Contact value rewritten (the same object when unchanged)."""
         if value.strip() == "*":
             return value
@@ -351,7 +379,11 @@ class StatelessProxy:
         uri = addr.uri
         if not uri.is_sip or (uri.user is None and self.dispatcher.is_local(uri.host, uri.port)):
             return value
-        rewritten = self.rewriter.rewrite(str(uri)[len(uri.scheme) + 1:], in_leg, out_leg, self.force_rewrite)
+        text = str(uri)[len(uri.scheme) + 1:]
+        if self._tokens is not None:
+            rewritten = self._tokens.rewrite(text, in_leg, out_leg, self.force_rewrite, expires, registration)
+        else:
+            rewritten = self.rewriter.rewrite(text, in_leg, out_leg, self.force_rewrite)
         if rewritten is None:
             return value
         new_uri = f"{uri.scheme}:{rewritten}"
@@ -394,6 +426,25 @@ class StatelessProxy:
         if self._nat_sessions is None or incoming_leg is outgoing_leg:
             return None
         return self._nat_sessions.do_nat(packet, incoming_leg, outgoing_leg)
+
+
+def _registration_lifetime(value: str, packet: Message) -> float:
+    """How long a REGISTER's (or its 200's) Contact asks to be bound: its
+    expires parameter, else the Expires header, else the default; the
+    token is good for that plus a rounding step."""
+    for text in (_contact_expires(value), packet.get("expires")):
+        if text is not None and text.strip().isdigit():
+            return min(int(text), 86400) + STEP
+    return DEFAULT_REGISTRATION_LIFETIME + STEP
+
+
+def _contact_expires(value: str) -> Optional[str]:
+    if "expires" not in value.lower():
+        return None
+    try:
+        return parse_name_addr(value).param("expires")
+    except URIError:
+        return None
 
 
 #: Max-Forwards values as text, to the text one lower: the usual ones.
