@@ -25,6 +25,7 @@ import hmac
 import os
 import re
 import struct
+from urllib.parse import unquote
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -53,6 +54,7 @@ __all__ = [
     "FromIsRealm",
     "FromIsAuthUser",
     "ToIsFrom",
+    "ToIsAuthUser",
 ]
 
 log = Logger()
@@ -281,7 +283,19 @@ def ToIsFrom(packet: Request, leg: ILeg, addr: tuple[str, int], user: str, realm
     return str(a).lower() == str(b).lower()
 
 
-_FILTERS = {"FromIsRealm": FromIsRealm, "FromIsAuthUser": FromIsAuthUser, "ToIsFrom": ToIsFrom}
+def ToIsAuthUser(packet: Request, leg: ILeg, addr: tuple[str, int], user: str, realm: str) -> bool:
+    """The To user part is the authenticated user, exactly: user parts are
+    case-sensitive (RFC 3261 19.1.4), so C{bob} may not bind C{Bob}. What a
+    registrar asks of a REGISTER: a user binds its own address-of-record."""
+    try:
+        to = packet.name_addr("to")
+    except URIError:
+        return False
+    return to is not None and to.uri.is_sip and unquote(to.uri.user or "") == user
+
+
+_FILTERS = {"FromIsRealm": FromIsRealm, "FromIsAuthUser": FromIsAuthUser, "ToIsFrom": ToIsFrom,
+            "ToIsAuthUser": ToIsAuthUser}
 
 FilterChain = Sequence[Sequence[Callable[..., Any]]]
 

@@ -15,7 +15,8 @@ The chain, in order (each part only when configured):
 3. L{RelayGuard} (with domains): 403 for requests neither to nor from a
    served domain nor to a registered contact;
 4. L{Authorize} with 401 for the REGISTERs the registrar answers: a user
-   may only register itself (To is From, From user is the auth user);
+   may only bind its own address-of-record (the To user is the auth user,
+   exactly), unless C{register_any_aor};
 5. L{Authorize} with 407 for new requests from a served domain (every new
    request without domains): the From user must be the auth user;
 6. L{Registrar}: answers REGISTER, routes requests to bindings, 404 for
@@ -37,7 +38,7 @@ from sipproxy.interfaces import ICredentialStore, IDispatcher, ILocationStore
 from sipproxy.access.domains import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
 from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper
 from sipproxy.registrar.redirect import Redirect
-from sipproxy.registrar.registrar import Registrar
+from sipproxy.registrar.registrar import DEFAULT_MAX_CONTACTS, Registrar
 
 __all__ = ["FrontDoor", "DEFAULT_REALM"]
 
@@ -64,6 +65,11 @@ class FrontDoor:
     @param block: method to C{"DDD [reason]"}.
     @param rate_limit: (attempts, interval seconds) per source IP and port.
     @param drop_fields: header name to regular expression.
+    @param register_any_aor: an authenticated user may register any
+        address-of-record of the served domains (a PBX, a provisioning
+        system); by default only its own.
+    @param max_contacts: contacts one address-of-record may hold (403
+        beyond); None for no limit.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class FrontDoor:
         rate_limit_store: Optional[Any] = None,
         drop_fields: Optional[Mapping[str, str]] = None,
         nonce_lifetime: float = 300.0,
+        register_any_aor: bool = False,
+        max_contacts: Optional[int] = DEFAULT_MAX_CONTACTS,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -101,6 +109,8 @@ class FrontDoor:
         self.rate_limit_store = rate_limit_store
         self.drop_fields = dict(drop_fields or {})
         self.nonce_lifetime = nonce_lifetime
+        self.register_any_aor = register_any_aor
+        self.max_contacts = max_contacts
         #: set by L{__call__}: the parts, for inspection and tests
         self.parts: dict[str, Any] = {}
 
@@ -133,8 +143,8 @@ class FrontDoor:
             nonces = parts["nonces"] = Nonces(self.secret or os.urandom(32), self.clock, self.nonce_lifetime)
             common = dict(users=self.users, realm=self.realm, clock=self.clock, nonces=nonces)
             if self.registrar:
-                registrar_auth = Authorize(dispatcher, filter={"REGISTER": [["ToIsFrom", "FromIsAuthUser"]]},
-                                           **common)
+                registrar_auth = Authorize(
+                    dispatcher, filter=None if self.register_any_aor else {"REGISTER": "ToIsAuthUser"}, **common)
                 chain.append(ReceiveChain([registrar_auth], filter=registrar_request(domains)))
                 parts["registrar_auth"] = registrar_auth
             proxy_auth = Authorize(dispatcher, i_am_proxy=True, filter={"*": "FromIsAuthUser"}, **common)
@@ -142,7 +152,7 @@ class FrontDoor:
             parts["proxy_auth"] = proxy_auth
         if self.registrar:
             registrar = Registrar(dispatcher, self.store, self.clock, domains, self.min_expires, self.max_expires,
-                                  route=not self.redirect)
+                                  route=not self.redirect, max_contacts=self.max_contacts)
             chain.append(registrar)
             parts["registrar"] = registrar
             if self.redirect:

@@ -96,6 +96,9 @@ class Options(usage.Options):
         ["registrar", None, "Answer REGISTER for the served domains and route requests to registered phones."],
         ["redirect", None, "Answer requests for registered users with 302 and their contacts instead of "
                            "proxying them (implies --registrar)."],
+        ["register-any-aor", None, "With --users: an authenticated user may register any address of the served "
+                                   "domains (a PBX registering for others); by default only its own user part, "
+                                   "compared case-sensitively."],
     ]
     optParameters = [
         ["outgoing-proxy", None, None, "Send every request to this proxy: host[:port] or a sip: URI "
@@ -129,6 +132,9 @@ class Options(usage.Options):
         ["rate-limit", None, None, "ATTEMPTS/SECONDS: silently drop packets from a source IP:port that sent "
                                    "ATTEMPTS or more within SECONDS (off by default; 50/10 suits an office)."],
         ["rate-limit-db", None, None, "Keep the --rate-limit counts and blocks in this JSON file across restarts."],
+        ["max-contacts", None, 10, "Registrar: contacts one address-of-record may hold; a REGISTER adding "
+                                   "more gets 403 (Kamailio's max_contacts). 0: no limit.",
+         number(int, "max-contacts", "an integer")],
         ["token-lifetime", None, 43200, "Seconds a dialog's Contact token stays good after its Contact last "
                                         "passed the proxy (every re-INVITE renews it); a token never starts a "
                                         "new call unless it came from a REGISTER.",
@@ -254,6 +260,10 @@ class Options(usage.Options):
         if self["udp-buffer"] < 0:
             raise usage.UsageError("--udp-buffer must not be negative")
         self["tcp_limits"] = tcp_limits(self)
+        if self["max-contacts"] < 0:
+            raise usage.UsageError("--max-contacts must not be negative (0: no limit)")
+        if self["token-lifetime"] < 60:
+            raise usage.UsageError("--token-lifetime must be at least 60 seconds")
         check_nat_options(self)
         self._check_workers()
 
@@ -432,6 +442,7 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
         domains=options["domains"] or None, min_expires=options["min-expires"], max_expires=options["max-expires"],
         users=options["credentials"], realm=options["realm"], secret=secret, block=options["block"],
         rate_limit=options["rate_limit"], rate_limit_store=block_file, drop_fields=options["drop_headers"],
+        register_any_aor=bool(options["register-any-aor"]), max_contacts=options["max-contacts"] or None,
     )
     return door, store
 

@@ -29,13 +29,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
-from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first
+from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first, contact_key
 from sipproxy.sip.addresses import address_of_record
 from sipproxy.sip.message import Message, Request
+from sipproxy.sip.stateless import stateless_answer
 from sipproxy.access.domains import Domains
 from sipproxy.sip.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
 
-__all__ = ["Registrar", "SUPPORTED", "answer_store_failure"]
+__all__ = ["Registrar", "SUPPORTED", "answer_store_failure", "DEFAULT_MAX_CONTACTS", "UDP_ANSWER_LIMIT"]
 
 log = Logger()
 
@@ -44,6 +45,13 @@ SUPPORTED = frozenset(["path"])
 
 #: RFC 3261 10.3 step 7: only intervals below one hour may be refused.
 _ONE_HOUR = 3600
+
+#: Contacts one address-of-record may hold by default (Kamailio's max_contacts).
+DEFAULT_MAX_CONTACTS = 10
+
+#: The largest 200 to REGISTER sent over UDP, in bytes (RFC 3261 18.1.1:
+#: 1300 when the path MTU is unknown).
+UDP_ANSWER_LIMIT = 1300
 
 
 def answer_store_failure(dispatcher: IDispatcher, failure: Failure, request: Request, leg: ILeg,
@@ -81,6 +89,8 @@ class Registrar:
     @param default_expires: when the REGISTER names no interval.
     @param route: also route non-REGISTER requests to bindings (off for a
         registrar behind L{sipproxy.access.filters.Redirect}).
+    @param max_contacts: contacts one address-of-record may hold; a
+        REGISTER adding more gets 403. None: no limit.
     """
 
     def __init__(
@@ -93,6 +103,7 @@ class Registrar:
         max_expires: int = 3600,
         default_expires: Optional[int] = None,
         route: bool = True,
+        max_contacts: Optional[int] = DEFAULT_MAX_CONTACTS,
     ) -> None:
         if min_expires < 0 or max_expires < 1 or min_expires > max_expires:
             raise ValueError(f"want 0 <= min_expires ({min_expires}) <= max_expires ({max_expires})")
@@ -112,6 +123,7 @@ class Registrar:
         self.max_expires = max_expires
         self.default_expires = min(default_expires or max_expires, max_expires)
         self.route = route
+        self.max_contacts = max_contacts
 
     # -- names ------------------------------------------------------------------------
     def aor(self, uri: URI) -> str:
@@ -189,7 +201,33 @@ class Registrar:
             binding = Binding(contact=str(contact.uri), params=params, expires=expires, call_id=call_id, cseq=cseq,
                               registered=now, path=path, source=source)
             changes[binding.key] = (binding.key, binding if expires else None, expires)
-        return self._answer(self.store.update(aor, call_id, cseq, list(changes.values())), request, aor, leg, addr)
+        update = list(changes.values())
+        if self.max_contacts is None or not any(ttl > 0 for _, _, ttl in update):
+            return self._answer(self.store.update(aor, call_id, cseq, update), request, aor, leg, addr)
+        d = self.store.lookup(aor)
+        d.addCallbacks(self._within_limit, self._unavailable, callbackArgs=(update, request, aor, leg, addr),
+                       errbackArgs=(request, leg, addr))
+        return d
+
+    def _within_limit(self, bindings: list[Binding], update: list, request: Request, aor: str, leg: ILeg,
+                      addr: tuple[str, int]) -> Any:
+        """Apply the update unless it would leave the address-of-record
+        with more than C{max_contacts} bindings (403, as Kamailio's
+        C{max_contacts}). Checked against a lookup just before the update:
+        parallel REGISTERs for one address on several nodes may overshoot
+        by their number, never more."""
+        keys = {b.key for b in bindings}
+        for key, _, ttl in update:
+            if ttl > 0:
+                keys.add(key)
+            else:
+                keys.discard(key)
+        if len(keys) > self.max_contacts:  # type: ignore[operator]
+            log.info("REGISTER {aor} from {source}: answered 403, {count} contacts exceed the limit of {limit}",
+                     aor=aor, source=addr, count=len(keys), limit=self.max_contacts)
+            return self._respond(request, 403, f"Forbidden (at most {self.max_contacts} contacts)", leg, addr)
+        return self._answer(self.store.update(aor, request.call_id, request.cseq[0], update), request, aor, leg,
+                            addr)
 
     def _expires(self, param: Optional[str], header: Optional[str]) -> int:
         """RFC 3261 10.3 step 7: the contact's expires parameter, else the
@@ -201,12 +239,17 @@ class Registrar:
 
     def _answer(self, result: Deferred, request: Request, aor: str, leg: ILeg, addr: tuple[str, int]) -> Deferred:
         def ok(bindings: list[Binding]) -> bool:
-            headers = [("Contact", b.header_value()) for b in best_first(bindings)]
+            listed = best_first(bindings)
+            headers: list[tuple[str, str]] = []
             if "path" in (t.strip().lower() for t in request.get_all("supported")):
                 headers += [("Path", p) for p in request.get_all("path")]
             headers.append(("Date", email.utils.formatdate(self.clock.seconds(), usegmt=True)))
-            log.info("REGISTER {aor} from {source}: {count} binding(s)", aor=aor, source=addr, count=len(bindings))
-            return self._respond(request, 200, "OK", leg, addr, headers)
+            if leg.proto == "udp":
+                listed = self._fitting(listed, request, headers)
+            log.info("REGISTER {aor} from {source}: {count} binding(s), {listed} listed", aor=aor, source=addr,
+                     count=len(bindings), listed=len(listed))
+            return self._respond(request, 200, "OK", leg, addr,
+                                 [*(("Contact", b.header_value()) for b in listed), *headers])
 
         def failed(failure: Failure) -> bool:
             if failure.check(OutOfOrder):
@@ -215,6 +258,32 @@ class Registrar:
             return self._unavailable(failure, request, leg, addr)
 
         return result.addCallbacks(ok, failed)
+
+    def _fitting(self, bindings: list[Binding], request: Request, headers: list[tuple[str, str]]) -> list[Binding]:
+        """The bindings a 200 over UDP can list within L{UDP_ANSWER_LIMIT}
+        bytes (RFC 3261 18.1.1's 1300 when the path MTU is unknown): the
+        contacts of this REGISTER first (the phone reads its own expiry
+        there), then the others, best first, while they fit. The rest are
+        left out of the answer, not out of the location service; a query
+        over TCP lists them all."""
+        own = set()
+        for value in request.get_all("contact"):
+            try:
+                own.add(parse_name_addr(value).uri)
+            except URIError:
+                continue
+        own_keys = {contact_key(uri) for uri in own}
+        ordered = ([b for b in bindings if b.contact_key in own_keys]
+                   + [b for b in bindings if b.contact_key not in own_keys])
+        size = len(bytes(stateless_answer(request, 200, "OK", headers)))
+        listed = []
+        for binding in ordered:
+            line = len(binding.header_value()) + len("Contact: \r\n")
+            if size + line > UDP_ANSWER_LIMIT and (listed or binding.contact_key not in own_keys):
+                continue
+            size += line
+            listed.append(binding)
+        return best_first(listed)
 
     def _unavailable(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         return answer_store_failure(self.dispatcher, failure, request, leg, addr)
