@@ -156,3 +156,27 @@ class ServiceTests(unittest.TestCase):
         cwd = temp_dir(self)
         service = makeService(_parse(["--legs", "udp:127.0.0.1:0", "--secret-file", os.path.join(cwd, "s")]))
         self.assertEqual(type(service.dispatcher.receiver).__name__, "StatelessProxy")
+
+
+class SecurityOptionsTests(unittest.SynchronousTestCase):
+    """--max-contacts, --register-any-aor, --auth-fail-limit, --token-lifetime."""
+
+    def refused(self, args: Sequence[str]) -> str:
+        return RegistrarOptionsTests.refused(self, args)  # type: ignore[arg-type]
+
+    def test_defaults(self) -> None:
+        options = _parse([])
+        self.assertEqual((options["max-contacts"], options["register-any-aor"], options["auth_failure_limit"],
+                          options["token-lifetime"]), (10, 0, (10, 60.0, 600.0), 43200))
+
+    def test_values(self) -> None:
+        options = _parse(["--max-contacts", "0", "--register-any-aor", "--auth-fail-limit", "5/30",
+                          "--token-lifetime", "86400"])
+        self.assertEqual((options["max-contacts"], options["register-any-aor"], options["auth_failure_limit"],
+                          options["token-lifetime"]), (0, 1, (5, 30.0, 300.0), 86400))
+        self.assertIsNone(_parse(["--auth-fail-limit", "off"])["auth_failure_limit"])
+
+    def test_bad_values_are_one_line(self) -> None:
+        self.assertIn("--auth-fail-limit", self.refused(["--auth-fail-limit", "lots"]))
+        self.assertIn("--max-contacts", self.refused(["--max-contacts", "-1"]))
+        self.assertIn("--token-lifetime", self.refused(["--token-lifetime", "5"]))

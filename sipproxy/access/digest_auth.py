@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipproxy.access.login_limit import FailedLogins
 from sipproxy.interfaces import ICredentialStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
 from sipproxy.sip.digest import ALGORITHMS, digest_response, ha1, parse_credentials
@@ -328,6 +329,17 @@ def _compile_filter(spec: Mapping[str, Any]) -> dict[str, FilterChain]:
 
 # -- the receiver --------------------------------------------------------------------------
 _OK, _STALE, _BAD, _REPLAY, _URI_MISMATCH = "ok", "stale", "bad", "replay", "uri-mismatch"
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+-@")
+
+
+def _log_safe(text: str) -> str:
+    """C{text} with everything but letters, digits and C{._~+-@}
+    percent-encoded: a user name from the network cannot forge a field,
+    a quote or a line of the failure log."""
+    if all(c in _SAFE for c in text):
+        return text
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                   for c in text)
 
 
 @implementer(IReceiver)
@@ -347,6 +359,9 @@ class Authorize:
     @param filter: checks after a successful authentication (see
         L{_compile_filter}); a failure gets 403.
     @param algorithms: offered, most preferred first.
+    @param failures: a L{FailedLogins} counting failures per source IP
+        (share one between authorizers); a blocked IP's requests are
+        dropped. None: no limit.
     """
 
     def __init__(
@@ -362,6 +377,7 @@ class Authorize:
         algorithms: Sequence[str] = ("MD5", "SHA-256"),
         nonces: Optional[Nonces] = None,
         nonce_lifetime: float = 300.0,
+        failures: Optional[FailedLogins] = None,
     ) -> None:
         if not ICredentialStore.providedBy(users):
             users = Users(passwords=users)  # type: ignore[arg-type]
@@ -379,6 +395,7 @@ class Authorize:
         self.i_am_proxy = i_am_proxy
         self.algorithms = tuple(a.upper() for a in algorithms)
         self.nonces = nonces
+        self.failures = failures
         self.filter = _compile_filter(filter) if filter else {}
         if i_am_proxy:
             self.request_header, self.challenge_header, self.code = "proxy-authorization", "Proxy-Authenticate", 407
@@ -389,6 +406,8 @@ class Authorize:
     def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         if not isinstance(packet, Request):
             return False
+        if self.failures is not None and self.failures.blocked(addr[0]):
+            return True  # shut out after too many failures: dropped, no answer
         if packet.method == "ACK":
             # never challenged (RFC 3261 22.1); one answering our own
             # challenge ends here
@@ -416,20 +435,30 @@ class Authorize:
         for outcome, user in checks:
             if outcome == _OK:
                 if not self._allowed(packet, leg, addr, user):
-                    log.info("{method} from {source}: user {user} authenticated but not allowed (403)",
-                             method=packet.method, source=addr, user=user)
+                    self._failed(packet, addr, user, "forbidden")
                     self.dispatcher.respond(packet, 403, "Forbidden", leg, addr)
                     return True
                 packet.set_all(self.request_header, keep)
                 return False
         outcomes = {outcome for outcome, _ in checks}
+        user = next((u for _, u in checks if u), None)
         if _URI_MISMATCH in outcomes:
+            self._failed(packet, addr, user, "uri-mismatch")
             self.dispatcher.respond(packet, 400, "Bad Request (digest uri is not the Request-URI)", leg, addr)
             return True
-        if _REPLAY in outcomes:
-            log.info("{method} from {source}: replayed digest nonce count refused", method=packet.method,
-                     source=addr)
+        if _STALE not in outcomes:  # right password with an old nonce is no failure
+            self._failed(packet, addr, user, "replay" if _REPLAY in outcomes else "bad-credentials")
         return self._challenge(packet, leg, addr, stale=_STALE in outcomes)
+
+    def _failed(self, packet: Request, addr: tuple[str, int], user: Optional[str], reason: str) -> None:
+        """One log line per failed authentication, in the stable format
+        contrib/fail2ban/filter.d/sipproxy.conf reads (change both
+        together); then count it against the source IP."""
+        log.warn('auth failed: user="{user_text}" realm="{realm_text}" ip={ip} port={port} method={method} '
+                 "reason={reason}", user_text=_log_safe(user or ""), realm_text=_log_safe(self.realm), ip=addr[0],
+                 port=addr[1], method=_log_safe(packet.method), reason=reason, user=user, realm=self.realm)
+        if self.failures is not None:
+            self.failures.failed(addr[0])
 
     def _allowed(self, packet: Request, leg: ILeg, addr: tuple[str, int], user: str) -> bool:
         chain = self.filter.get(packet.method) or self.filter.get("*")
@@ -485,8 +514,11 @@ class Authorize:
             return _BAD, user
         if not self.nonces.fresh(issued):
             return _STALE, user  # right password, old nonce (RFC 7616 3.3)
+        # a retransmission is the same request byte for byte: the same
+        # branch, CSeq and method with another Contact or Expires is not
         via = packet.top_via()
-        request_id = f"{via.branch if via else ''} {packet.cseq[0]} {packet.method}"
+        request_id = (f"{via.branch if via else ''} {packet.cseq[0]} {packet.method} "
+                      f"{hashlib.sha256(bytes(packet)).hexdigest()[:32]}")
         problem = self.nonces.use(params["nonce"], issued, int(params["nc"], 16), request_id)
         if problem == "replay":
             return _REPLAY, user

@@ -37,6 +37,7 @@ from sipproxy.access.chain import ReceiveChain
 from sipproxy.interfaces import ICredentialStore, IDispatcher, ILocationStore
 from sipproxy.access.domains import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
 from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper
+from sipproxy.access.login_limit import DEFAULT_LIMIT, FailedLogins
 from sipproxy.registrar.redirect import Redirect
 from sipproxy.registrar.registrar import DEFAULT_MAX_CONTACTS, Registrar
 
@@ -70,6 +71,9 @@ class FrontDoor:
         system); by default only its own.
     @param max_contacts: contacts one address-of-record may hold (403
         beyond); None for no limit.
+    @param auth_failure_limit: (failures, window seconds, block seconds)
+        per source IP before its authentication attempts are dropped for a
+        while (L{sipproxy.access.login_limit}); None for no limit.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class FrontDoor:
         nonce_lifetime: float = 300.0,
         register_any_aor: bool = False,
         max_contacts: Optional[int] = DEFAULT_MAX_CONTACTS,
+        auth_failure_limit: Optional[tuple[int, float, float]] = DEFAULT_LIMIT,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -111,6 +116,7 @@ class FrontDoor:
         self.nonce_lifetime = nonce_lifetime
         self.register_any_aor = register_any_aor
         self.max_contacts = max_contacts
+        self.auth_failure_limit = auth_failure_limit
         #: set by L{__call__}: the parts, for inspection and tests
         self.parts: dict[str, Any] = {}
 
@@ -141,7 +147,10 @@ class FrontDoor:
         if self.users is not None:
             # one nonce memory for both: a nonce is good for either challenge
             nonces = parts["nonces"] = Nonces(self.secret or os.urandom(32), self.clock, self.nonce_lifetime)
-            common = dict(users=self.users, realm=self.realm, clock=self.clock, nonces=nonces)
+            failures = None
+            if self.auth_failure_limit is not None:
+                failures = parts["failed_logins"] = FailedLogins(self.clock, self.auth_failure_limit)
+            common = dict(users=self.users, realm=self.realm, clock=self.clock, nonces=nonces, failures=failures)
             if self.registrar:
                 registrar_auth = Authorize(
                     dispatcher, filter=None if self.register_any_aor else {"REGISTER": "ToIsAuthUser"}, **common)

@@ -135,6 +135,11 @@ class Options(usage.Options):
         ["max-contacts", None, 10, "Registrar: contacts one address-of-record may hold; a REGISTER adding "
                                    "more gets 403 (Kamailio's max_contacts). 0: no limit.",
          number(int, "max-contacts", "an integer")],
+        ["auth-fail-limit", None, "10/60/600", "FAILURES/SECONDS[/BLOCK]: drop the authentication attempts of "
+                                               "a source IP (any port) that failed FAILURES times within SECONDS, "
+                                               "for BLOCK seconds (default 10 SECONDS); per worker process, in "
+                                               "memory; 'off' to disable. For bans across workers and restarts "
+                                               "see contrib/fail2ban."],
         ["token-lifetime", None, 43200, "Seconds a dialog's Contact token stays good after its Contact last "
                                         "passed the proxy (every re-INVITE renews it); a token never starts a "
                                         "new call unless it came from a REGISTER.",
@@ -260,6 +265,12 @@ class Options(usage.Options):
         if self["udp-buffer"] < 0:
             raise usage.UsageError("--udp-buffer must not be negative")
         self["tcp_limits"] = tcp_limits(self)
+        from sipproxy.access.login_limit import parse_limit
+
+        try:
+            self["auth_failure_limit"] = parse_limit(self["auth-fail-limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--auth-fail-limit {e}") from None
         if self["max-contacts"] < 0:
             raise usage.UsageError("--max-contacts must not be negative (0: no limit)")
         if self["token-lifetime"] < 60:
@@ -443,6 +454,7 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
         users=options["credentials"], realm=options["realm"], secret=secret, block=options["block"],
         rate_limit=options["rate_limit"], rate_limit_store=block_file, drop_fields=options["drop_headers"],
         register_any_aor=bool(options["register-any-aor"]), max_contacts=options["max-contacts"] or None,
+        auth_failure_limit=options["auth_failure_limit"],
     )
     return door, store
 
