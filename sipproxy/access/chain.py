@@ -30,8 +30,8 @@ class ReceiveChain:
 
     def __init__(
         self,
-        receivers: Iterable[Any],
-        filter: Optional[Callable[[Any, Any, Any], Any]] = None,
+        receivers: Iterable[IReceiver],
+        filter: Optional[Callable[[Message, ILeg, tuple[str, int]], Any]] = None,
         methods: Optional[Iterable[str]] = None,
     ) -> None:
         self.receivers = list(receivers)

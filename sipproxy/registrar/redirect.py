@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
-from sipproxy.registrar.registrar import answer_store_failure
+from sipproxy.registrar.registrar import Registrar, answer_store_failure
 from sipproxy.sip.message import Message, Request
 from sipproxy.sip.uri import URIError
 
@@ -30,7 +30,7 @@ class Redirect:
         C{domains}).
     """
 
-    def __init__(self, dispatcher: IDispatcher, registrar: Any) -> None:
+    def __init__(self, dispatcher: IDispatcher, registrar: Registrar) -> None:
         self.dispatcher = dispatcher
         self.registrar = registrar
 
