@@ -149,8 +149,9 @@ class ContactTokens:
         if at and ";" not in user:
             decoded = self.decode(user)
             if decoded is not None:
-                if decoded.outgoing == incoming_leg.index and decoded.incoming == outgoing_leg.index:
-                    return decoded.contact
+                original, came_in, went_out, _, _ = decoded
+                if went_out == incoming_leg.index and came_in == outgoing_leg.index:
+                    return original
         token = self.encode(contact, incoming_leg.index, outgoing_leg.index, expires, registration)
         return f"{token}@{outgoing_leg.sent_by}"
 
@@ -162,12 +163,13 @@ class ContactTokens:
         decoded = self.decode(user)
         if decoded is None:
             return None
-        if decoded.expires <= self.clock.seconds() or (initial and not decoded.registration):
+        contact, came_in, went_out, registration, expires = decoded
+        if (initial and not registration) or expires <= self.clock.seconds():
             return None
-        handed_out_on = self._legs[decoded.outgoing]
+        handed_out_on = self._legs[went_out]
         if handed_out_on is not incoming_leg and handed_out_on.contact != incoming_leg.contact:
             return None
-        return decoded.contact, self._legs[decoded.incoming]
+        return contact, self._legs[came_in]
 
 
 @implementer(IContactRewriter)

@@ -137,7 +137,12 @@ class StatelessProxy:
         else:
             uri = request.parsed_uri()
             if self.dispatcher.names_us(uri):
-                restored = self._restore(uri.user, request, leg) if uri.user else None
+                if not uri.user:
+                    restored = None
+                elif self._tokens is not None:  # ours start nothing new outside a dialog (no To tag)
+                    restored = self._tokens.restore(uri.user, leg, "tag=" not in (request.get("to") or ""))
+                else:
+                    restored = self.rewriter.restore(uri.user, leg)
                 if restored is None:
                     self._for_us(request, leg, addr)
                     return
@@ -167,14 +172,6 @@ class StatelessProxy:
                 callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
             )
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
-
-    def _restore(self, user: str, request: Request, leg: ILeg) -> Optional[tuple[str, Optional[ILeg]]]:
-        """The contact behind a token in the Request-URI. Our own tokens
-        start nothing new unless they came from a REGISTER: a request
-        without a To tag is C{initial}."""
-        if self._tokens is None:
-            return self.rewriter.restore(user, leg)
-        return self._tokens.restore(user, leg, initial="tag=" not in (request.get("to") or ""))
 
     def _route_failed(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         error = failure.check(RoutingError)
@@ -346,8 +343,10 @@ class StatelessProxy:
         expires = 0
         registration = False
         if tokens is not None:
-            method = packet.method if isinstance(packet, Request) else packet.cseq_method  # type: ignore[attr-defined]
-            registration = method == "REGISTER"
+            if isinstance(packet, Request):
+                registration = packet.method == "REGISTER"
+            else:  # the CSeq's method, without parsing the number
+                registration = (packet.get("cseq") or "").endswith("REGISTER")
             if not registration:
                 expires = tokens.expiry(tokens.dialog_lifetime)
         changed = False
