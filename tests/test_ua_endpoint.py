@@ -195,6 +195,14 @@ class DialogRequestTests(EndpointCase):
     def test_method_the_owner_does_not_take_gets_405(self) -> None:
         self.assertEqual(self.codes(self.inject(self.indialog("REFER", 2))), [405])
 
+    def test_owner_failing_gets_500_not_silence(self) -> None:
+        def broken(transaction: ServerTransaction) -> bool:
+            raise RuntimeError("bug in the application")
+
+        self.endpoint._dialogs[self.dialog.id][1].dialog_request = broken
+        self.assertEqual(self.codes(self.inject(self.indialog("INFO", 2))), [500])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_ack_reaches_the_owner(self) -> None:
         self.assertEqual(self.inject(self.indialog("ACK", 1)), [])
         self.assertEqual(self.got, ["ACK"])

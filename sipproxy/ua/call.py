@@ -233,7 +233,9 @@ class Call:
             self.simple._calls[self.call_id] = self
             self._invite = self.endpoint.send_request(request, target, on_provisional=self._provisional)
             self._invite.on_fork = self._fork_answered
-            self._invite.deferred.addCallbacks(self._invite_final, self._invite_failed)
+            # a peer's answer we cannot use (a 2xx without To tag, ...) fails the call, not the reactor
+            self._invite.deferred.addCallbacks(self._invite_final, self._invite_failed).addErrback(
+                self._invite_failed)
             if self._ring_time and self._ring_timer is None:
                 self._ring_timer = self.clock.callLater(self._ring_time, self._ring_timeout)
             if self._cancelled:

@@ -629,7 +629,13 @@ class Endpoint:
         if request.method == "OPTIONS":
             self._options(transaction)
             return True
-        handled = _call(owner.dialog_request, transaction)
+        try:
+            handled = owner.dialog_request(transaction)
+        except Exception:
+            log.failure("the owner of dialog {dialog} failed on {method}", dialog=dialog.id, method=request.method)
+            if transaction.final is None:
+                transaction.respond(500, "Server Internal Error")
+            return True
         if transaction.final is None:
             if request.method in ("NOTIFY", "INFO", "MESSAGE", "BYE"):
                 transaction.respond(200)
