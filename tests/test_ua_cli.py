@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from typing import Any
 
@@ -11,6 +12,8 @@ from twisted.internet import defer, error, protocol, reactor
 from twisted.trial.unittest import TestCase
 
 from sipproxy.app.ua import Simple
+
+from tests.util import temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,6 +130,20 @@ class CommandLineTests(TestCase):
         code = yield call.ended
         self.assertEqual(code, 1)
         self.assertEqual(call.events[1], {"event": "failed", "code": 486, "reason": "Busy Here"})
+
+    @defer.inlineCallbacks
+    def test_log_file_gets_the_log_and_stdout_only_events(self) -> Any:
+        log = os.path.join(temp_dir(self), "ua.log")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            closed_port = s.getsockname()[1]
+        call = run_cli("call", "--leg", "tcp:127.0.0.1:0", "--log", log, "--timeout", "20",
+                       f"sip:bob@127.0.0.1:{closed_port};transport=tcp")
+        self.assertEqual((yield call.ended), 1)
+        self.assertEqual(call.events[1]["event"], "failed")
+        self.assertEqual(call.events[1]["code"], 503)
+        with open(log, encoding="utf-8") as f:
+            self.assertIn("cannot connect", f.read())
 
     @defer.inlineCallbacks
     def test_register_with_auth_and_a_wrong_password(self) -> Any:

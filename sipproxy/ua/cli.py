@@ -92,6 +92,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                        help="registration interval asked for (default 3600)")
     group.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
                        help="give up after this long (0: never; default 60)")
+    group.add_argument("--log", metavar="FILE", help="append the user agent's log (twisted.logger text) to FILE")
 
 
 def add_call_options(parser: argparse.ArgumentParser, answering: bool) -> None:
@@ -275,6 +276,18 @@ async def _run(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     return 0 if ok else 1
 
 
+def _start_log(parser: argparse.ArgumentParser, path: str) -> None:
+    """Log (warnings, refused packets, retries) to C{path}; stdout stays
+    for the events."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    try:
+        stream = open(path, "a", encoding="utf-8")
+    except OSError as e:
+        parser.error(f"cannot open the log file {path!r}: {e.strerror}")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(stream)], redirectStandardIO=False)
+
+
 def main(argv: Optional[Sequence[str]] = None, out: Optional[Output] = None) -> NoReturn:
     """The C{sipproxy-ua} console script."""
     parser = build_parser()
@@ -282,6 +295,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[Output] = None) -> 
     if args.command == "register" and not args.registrar and "@" not in (args.from_ or ""):
         parser.error("register needs --registrar, or a --from address naming the registrar's domain")
     output = out or Output()
+    if args.log:
+        _start_log(parser, args.log)
     from twisted.internet import task
 
     def start(reactor: Any) -> Deferred:
