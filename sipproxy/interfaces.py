@@ -88,9 +88,12 @@ class IDispatcher(Interface):
     decides, and resolves targets."""
 
     legs = Attribute("The legs, in order; a leg's index is its position.")
+    outgoing_proxy = Attribute("A URI every request goes to, or None (assignable: the user agent sets it).")
+    domain2proxy = Attribute("Domain to proxy URI (assign a new mapping to change it).")
 
-    def send(message, leg, addr) -> None:
-        """Serialise C{message} and send it from C{leg} to C{addr}."""
+    def send(message, leg, addr, on_error=None) -> None:
+        """Serialise C{message} and send it from C{leg} to C{addr};
+        C{on_error(reason)} hears of a failure to send (RFC 3261 17.1.4)."""
 
     def respond(request, code: int, reason=None, leg=None, addr=None, headers=()) -> None:
         """Answer C{request} statelessly with C{code} (RFC 3261 8.2.6),

@@ -453,21 +453,22 @@ class Endpoint:
     @param owns: C{owns(request) -> bool}: whether a request outside our
         dialogs and transactions is addressed to us. None: everything is
         (the endpoint is alone on its dispatcher).
+    @param user_agent: the User-Agent header of our requests.
+    @param timers: the RFC 3261 timer values (L{sipproxy.sip.transaction.TimerConfig}).
     @ivar on_invite: C{on_invite(transaction) -> bool} for a new INVITE
         outside a dialog; true when taken (the endpoint has sent 100
         Trying); false passes the INVITE down the chain.
+    @ivar accept_invite: C{accept_invite(request, leg, addr) -> bool},
+        asked before the 100 Trying (C{listen}'s filter); false passes the
+        INVITE down the chain.
+    @ivar on_request: C{on_request(transaction) -> bool} for other
+        requests outside a dialog (MESSAGE, NOTIFY, ...); false gets 405
+        or 501.
     @ivar options_headers: (name, value) pairs added to (or replacing
         ours in) the answers to OPTIONS.
     @ivar last_in_chain: nothing follows us in the receive chain: an
         INVITE nobody takes is answered (480 without a listener, 403 when
         the filter refuses it) instead of passed on.
-    @ivar on_request: C{on_request(transaction) -> bool} for other
-        requests outside a dialog (MESSAGE, NOTIFY, ...); false gets 405
-        or 501.
-    @param timers: the RFC 3261 timer values (L{sipproxy.sip.transaction.TimerConfig}).
-    @ivar accept_invite: C{accept_invite(request, leg, addr) -> bool},
-        asked before the 100 Trying (C{listen}'s filter); false passes the
-        INVITE down the chain.
     """
 
     def __init__(self, reactor: IReactorTime, dispatcher: IDispatcher, credentials: Optional[Credentials] = None,
