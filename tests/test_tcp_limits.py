@@ -226,9 +226,9 @@ class StreamLimitTestsMixin:
         """Slowloris: a byte every 50 ms keeps the connection busy (never
         idle), but no message is ever complete."""
         leg, recorder = self.make_leg(read_timeout=0.5)
+        started = reactor.seconds()  # (the timer may start at the connect: no message yet)
         peer = yield self.connect(leg)
         data = request_bytes(self.host, peer.address[1], "slow", extra="X-Pad: " + "a" * 4000 + "\r\n")
-        started = reactor.seconds()
         position = [0]
 
         def drip() -> None:
