@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from twisted.internet import endpoints, reactor, task
+from twisted.internet import endpoints, protocol, reactor, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.trial import unittest
@@ -144,6 +144,18 @@ class OptionTests(unittest.SynchronousTestCase):
 
 
 # -- loopback ------------------------------------------------------------------------------------
+class _Collecting(protocol.Factory):
+    """A server that keeps the TCPPeer of every connection it accepts."""
+
+    def __init__(self, accepted: list) -> None:
+        self.accepted = accepted
+
+    def buildProtocol(self, addr: Any) -> TCPPeer:
+        peer = TCPPeer()
+        self.accepted.append(peer)
+        return peer
+
+
 class StreamLimitTestsMixin:
     host = "127.0.0.1"
     timeout = 20
@@ -219,6 +231,25 @@ class StreamLimitTestsMixin:
             leg.send(CHUNK, peer.address)
         yield wait_until(lambda: peer.address not in leg.connections, WAIT, what="the send timeout")
         self.assertGreaterEqual(reactor.seconds() - started, 0.5)
+
+    @inlineCallbacks
+    def test_queue_for_a_connection_being_opened_is_bounded(self) -> Any:
+        """Messages sent while an outbound connection is still being opened
+        wait in memory: at most C{write_queue_max} octets of them."""
+        leg, _ = self.make_leg(write_queue_max=100 * 1024)
+        logs = LogCapture(self)
+        accepted: list[TCPPeer] = []
+        server = reactor.listenTCP(0, _Collecting(accepted), interface=self.host)
+        self.addCleanup(server.stopListening)
+        self.addCleanup(lambda: [p.close() for p in accepted])
+        target = (self.host, server.getHost().port)
+        for n in range(4):  # in one reactor turn: the connect has not completed
+            leg.send(bytes([65 + n]) * 65536, target)
+        yield wait_until(lambda: accepted, WAIT, what="the outbound connection")
+        yield accepted[0].wait_data(lambda d: len(d) >= 65536)
+        yield task.deferLater(reactor, 0.2, lambda: None)  # anything more would have come by now
+        self.assertEqual(accepted[0].data, b"A" * 65536)
+        self.assertTrue(any("still being opened" in line for line in logs.items), logs.items)
 
     # slow senders ------------------------------------------------------------------------
     @inlineCallbacks
