@@ -316,6 +316,23 @@ class RegisterTests(SynchronousTestCase):
                        if frm == "192.0.2.2" and hasattr(m, "method")]
         self.assertEqual(sent_by_bob, [("192.0.2.9", "INVITE"), ("192.0.2.1", "ACK"), ("192.0.2.1", "BYE")])
 
+    def test_preloaded_route_and_domain2proxy_pick_the_first_hop(self) -> None:
+        self.successResultOf(self._register(300))
+        self.alice.listen(sdp=None)
+        carol = self.net.simple("192.0.2.3", from_="carol", route=["sip:192.0.2.9"])
+        d = carol.invite("sip:alice@192.0.2.9", sdp=None)
+        self.net.run()
+        self.successResultOf(d)
+        invite = [m for frm, to, m in self.net.routes if frm == "192.0.2.3" and getattr(m, "method", "") == "INVITE"][0]
+        self.assertEqual(invite.get_all("route"), ["<sip:192.0.2.9;lr>"])
+        dave = self.net.simple("192.0.2.4", from_="dave", domain2proxy={"example.org": "192.0.2.9"})
+        d = dave.invite("sip:alice@example.org", sdp=None)
+        self.net.run()
+        # the proxy got it: nobody is alice@example.org there, and example.org does not resolve
+        self.assertEqual(self.failureResultOf(d, SIPError).value.code, 404)
+        sent = [to for frm, to, m in self.net.routes if frm == "192.0.2.4" and getattr(m, "method", "") == "INVITE"]
+        self.assertEqual(sent, ["192.0.2.9"])
+
     def test_unregister(self) -> None:
         self.successResultOf(self._register(300))
         d = self.alice.unregister()
