@@ -109,6 +109,16 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(call.state, "established")
         self.assertNotEqual(call.dialog.remote_tag, "fork1")
 
+    def test_no_ack_ends_the_call_with_a_bye_as_a_408(self) -> None:
+        self.listen()
+        self.net.drop = lambda message, addr: getattr(message, "method", None) == "ACK"
+        self.successResultOf(self._call())
+        self.net.advance(33.0, step=1.0)
+        self.assertEqual(self.events[-1], ("cleanup", CallEnd("local", 408,
+                                                              "Request Timeout (no ACK for our 200; BYE sent)")))
+        self.assertIn("BYE", self.net.methods())
+        self.assertEqual([e[0] for e in self.events], ["create", "cleanup"])
+
     def test_ring_timeout_cancels_and_fails_clearly(self) -> None:
         self.listen(answer_after=None)
         ringing: list[int] = []

@@ -413,9 +413,12 @@ class Call:
             self._finish(CallEnd("local", code, reason or "rejected"))
 
     def _no_ack(self, failure: Failure) -> None:
+        """RFC 3261 13.3.1.4: no ACK within 64*T1: end the dialog with a
+        BYE; the call ends as a 408 (it never was up)."""
         log.info("call {call_id}: no ACK for our 200; hanging up", call_id=self.call_id)
         self.state = "established"
         self.bye()
+        self._finish(CallEnd("local", 408, "Request Timeout (no ACK for our 200; BYE sent)"))
 
     def _cancelled_by_peer(self) -> None:
         self._finish(CallEnd("remote", 487, "cancelled by the caller"))

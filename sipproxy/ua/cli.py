@@ -204,26 +204,28 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
         return False
     finished: Deferred = Deferred()
     state = {"taken": 0, "ok": True}
+    up: set[str] = set()
 
     def created(call: Any, request: Any) -> bool:
         out("incoming", **{"from": request.get("from"), "call_id": call.call_id})
         return True
 
     def established(call: Any) -> None:
+        up.add(call.call_id)
         out("established", call_id=call.call_id)
         follow_call(reactor, call, args, out)
 
     def cleaned(call: Any) -> None:
         end = call.end
-        if end is not None and end.code == 487 and end.by == "remote":
+        if call.call_id in up:  # it was up: how it ended
+            out("bye", by=end.by, code=end.code)
+            state["ok"] = state["ok"] and end.code is not None and 200 <= end.code < 300
+        elif end.code == 487 and end.by == "remote":
             out("cancelled")
             state["ok"] = False
-        elif end is not None and end.reason != "BYE" and end.by == "remote" and (end.code or 0) >= 300:
+        else:  # refused (488 for an offer without a common codec, ...) or never acknowledged
             out("failed", code=end.code, reason=end.reason)
             state["ok"] = False
-        else:
-            out("bye", by=end.by if end else "local", code=end.code if end else None)
-            state["ok"] = state["ok"] and end is not None and 200 <= (end.code or 0) < 300
         state["taken"] += 1
         if state["taken"] >= args.calls and not finished.called:
             finished.callback(None)
