@@ -19,7 +19,7 @@ from sipproxy.app.tap import Options
 from sipproxy.transport.legs import StreamLeg
 from sipproxy.transport.source_log import OTHER_SOURCES, SourceLog
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits, fd_budget
-from tests.test_legs_loopback import WAIT, LogCapture, Recorder, RecordingDispatcher, TCPPeer, request_bytes
+from tests.test_legs_loopback import NO_IPV6, WAIT, LogCapture, Recorder, RecordingDispatcher, TCPPeer, request_bytes
 from tests.util import (UDPProbe, child_environment, reserve_port, sip_options, start_process, temp_dir,
                         twistd_command, wait_until)
 
@@ -177,8 +177,8 @@ class StreamLimitTestsMixin:
     @inlineCallbacks
     def connect(self, leg: StreamLeg, wait_accepted: bool = True, receive_buffer: int = 0) -> Any:
         peer = TCPPeer()
-        endpoint = endpoints.TCP4ClientEndpoint(reactor, leg.host, leg.port, timeout=WAIT)
-        peer = yield endpoints.connectProtocol(endpoint, peer)
+        kind = endpoints.TCP6ClientEndpoint if ":" in leg.host else endpoints.TCP4ClientEndpoint
+        peer = yield endpoints.connectProtocol(kind(reactor, leg.host, leg.port, timeout=WAIT), peer)
         if receive_buffer:
             peer.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.addCleanup(peer.close)
@@ -346,6 +346,11 @@ class StreamLimitIPv4Tests(StreamLimitTestsMixin, unittest.TestCase):
         yield other.close()
         yield wait_until(lambda: len(leg.connections) == 1, WAIT, what="the leg to forget one")
         yield self.assert_still_serving(leg, recorder)
+
+
+class StreamLimitIPv6Tests(StreamLimitTestsMixin, unittest.TestCase):
+    host = "::1"
+    skip = NO_IPV6
 
 
 # -- the file-descriptor limit -------------------------------------------------------------
