@@ -25,6 +25,22 @@ A Simple shares its dispatcher: the endpoint is first in the receive
 chain, then whatever C{create_registrar}, C{create_stateless_proxy} or
 C{create_chain} added; once something is added, the endpoint takes only
 requests addressed to its own user or contact (L{Simple.owns}).
+
+Departures from Net::SIP::Simple, and why:
+
+- Deferreds instead of a loop run until a variable is set: the reactor
+  belongs to the application.
+- A registration refreshes itself and reports failures (Net::SIP leaves
+  the refresh to the application, and the complaint most often heard about
+  Python UAs is a refresh that failed silently).
+- C{create_registrar} and C{create_stateless_proxy} join the user agent
+  in one receive chain instead of replacing the dispatcher's receiver, so
+  one process can be a registrar, a proxy and a user agent at once.
+- An INVITE nobody listens for, or that the filter refuses, is answered
+  (480, 403) when nothing follows the user agent in the chain; Net::SIP
+  drops it and the caller waits for its timeout.
+- Transactions follow RFC 3261 17 with RFC 6026 (the sans-IO machines of
+  L{sipproxy.sip.transaction}), where Net::SIP keeps a retransmission queue.
 """
 from __future__ import annotations
 
