@@ -12,8 +12,8 @@ Why tables and not arithmetic per sample:
     assignment, so no Python code runs per sample;
   - encoding looks each 16-bit sample up in a 65536-entry C{bytes} table
     (the µ-law code depends on the top 14 bits, A-law on the top 13, so
-    the full table is the small one stretched by slice assignment), via
-    C{map(table.__getitem__, ...)}: one C-level call per sample.
+    the full table is the small one stretched by slice assignment), all
+    lookups of a frame in one C{operator.itemgetter} call.
 
 Samples are signed 16-bit integers; "PCM16" byte strings are little
 endian (as in WAV files), whatever the machine's byte order.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from operator import itemgetter
 from typing import Callable, Iterable, NamedTuple
 
 __all__ = [
@@ -147,6 +148,15 @@ def _signed_to_unsigned(samples: Iterable[int]) -> "memoryview":
     return memoryview(signed).cast("B").cast("H")
 
 
+def _lookup(table: bytes, indices: "memoryview | array") -> bytes:
+    """C{table[i]} for each index, as bytes. C{itemgetter(*indices)} does
+    the lookups in C: twice as fast as C{map(table.__getitem__, ...)} on
+    CPython, as fast on PyPy (it returns a bare value for one index)."""
+    if len(indices) > 1:
+        return bytes(itemgetter(*indices)(table))
+    return bytes(map(table.__getitem__, indices))
+
+
 def ulaw_decode(payload: bytes) -> array:
     """µ-law bytes to signed 16-bit samples (C{array('h')})."""
     return array("h", map(ULAW_DECODE.__getitem__, payload))
@@ -159,12 +169,12 @@ def alaw_decode(payload: bytes) -> array:
 
 def ulaw_encode(samples: Iterable[int]) -> bytes:
     """Signed 16-bit samples (a list or C{array('h')}) to µ-law bytes."""
-    return bytes(map(ULAW_ENCODE.__getitem__, _signed_to_unsigned(samples)))
+    return _lookup(ULAW_ENCODE, _signed_to_unsigned(samples))
 
 
 def alaw_encode(samples: Iterable[int]) -> bytes:
     """Signed 16-bit samples (a list or C{array('h')}) to A-law bytes."""
-    return bytes(map(ALAW_ENCODE.__getitem__, _signed_to_unsigned(samples)))
+    return _lookup(ALAW_ENCODE, _signed_to_unsigned(samples))
 
 
 def ulaw_to_pcm16(payload: bytes) -> bytes:
@@ -179,12 +189,12 @@ def alaw_to_pcm16(payload: bytes) -> bytes:
 
 def pcm16_to_ulaw(pcm16: bytes) -> bytes:
     """PCM16LE bytes to µ-law bytes."""
-    return bytes(map(ULAW_ENCODE.__getitem__, _unsigned_samples(pcm16)))
+    return _lookup(ULAW_ENCODE, _unsigned_samples(pcm16))
 
 
 def pcm16_to_alaw(pcm16: bytes) -> bytes:
     """PCM16LE bytes to A-law bytes."""
-    return bytes(map(ALAW_ENCODE.__getitem__, _unsigned_samples(pcm16)))
+    return _lookup(ALAW_ENCODE, _unsigned_samples(pcm16))
 
 
 def ulaw_to_alaw(payload: bytes) -> bytes:
