@@ -13,7 +13,7 @@ behind), the senders' own worst timer lateness, and the sending process's CPU
 
 Usage:
 
-    python bench/rtp_pacing.py [--streams 1,25,50,100] [--seconds 5]
+    python bench/rtp_pacing.py [--streams 1,25,50,100] [--seconds 5] [--warmup 5]
 
 Bounded: at most 200 streams and 60 s per step; the receiver runs under a
 timeout and is killed by its PID if it hangs.
@@ -95,7 +95,7 @@ def analyse(arrivals: dict[int, list[tuple[int, float]]], interval: float = 0.02
 
 
 # -- the senders ------------------------------------------------------------------------
-def run_steps(counts: list[int], seconds: float) -> list[dict]:
+def run_steps(counts: list[int], seconds: float, warmup: float = 0.0) -> list[dict]:
     from twisted.internet import epollreactor
 
     epollreactor.install()
@@ -112,9 +112,10 @@ def run_steps(counts: list[int], seconds: float) -> list[dict]:
     @defer.inlineCallbacks
     def steps():
         try:
-            for count in counts:
+            plan = ([(max(counts), warmup, False)] if warmup > 0 else []) + [(c, seconds, True) for c in counts]
+            for count, duration, reported in plan:
                 receiver = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--receive",
-                                             "--seconds", str(seconds + 30)],
+                                             "--seconds", str(duration + 30)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 try:
                     port = int(receiver.stdout.readline().split()[1])
@@ -130,7 +131,7 @@ def run_steps(counts: list[int], seconds: float) -> list[dict]:
                     # stagger the starts over one interval, as calls would be
                     for i, stream in enumerate(streams):
                         reactor.callLater(0.020 * i / count, stream.start)
-                    yield task.deferLater(reactor, seconds, lambda: None)
+                    yield task.deferLater(reactor, duration, lambda: None)
                     after = resource.getrusage(resource.RUSAGE_SELF)
                     elapsed = time.monotonic() - started
                     late_max = max(s.late_max for s in streams)
@@ -141,6 +142,8 @@ def run_steps(counts: list[int], seconds: float) -> list[dict]:
                     if receiver.poll() is None:
                         receiver.kill()
                         receiver.wait()
+                if not reported:
+                    continue
                 report = json.loads(out.strip().splitlines()[-1])
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 report.update(streams=count, seconds=round(elapsed, 2), sent=sent,
@@ -173,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", default="1,25,50,100", help="comma-separated stream counts (max 200)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per step (max 60)")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of an unreported first step with the largest count (PyPy's JIT)")
     parser.add_argument("--receive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receive:
@@ -181,14 +186,14 @@ def main() -> None:
     counts = [int(c) for c in args.streams.split(",") if c.strip()]
     if not counts or min(counts) < 1 or max(counts) > MAX_STREAMS:
         parser.error(f"stream counts must be 1..{MAX_STREAMS}")
-    if not 0 < args.seconds <= MAX_SECONDS:
-        parser.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}]")
+    if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
+        parser.error(f"--seconds and --warmup must be at most {MAX_SECONDS:.0f}")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     print(f"# {sys.implementation.name} {sys.version.split()[0]}, {args.seconds:.0f} s per step, "
           f"lateness of arrivals against each stream's 20 ms grid; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} before", flush=True)
     print(" ".join(f"{h[:10]:>10}" for h in HEADER), flush=True)
-    run_steps(counts, args.seconds)
+    run_steps(counts, args.seconds, args.warmup)
 
 
 if __name__ == "__main__":
