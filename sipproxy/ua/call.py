@@ -14,7 +14,10 @@ Events, for whoever holds the call (C{call.on(name, function)}):
 - C{"request"}: an INFO, NOTIFY or MESSAGE of the dialog (the transaction;
   answered 200 unless the handler answered it);
 - C{"bye"}: the peer hung up (the BYE request);
-- C{"end"}: the call is over (a L{CallEnd}).
+- C{"end"}: the call is over (a L{CallEnd});
+- C{"dtmf"}: a key press received on the media (a C{DtmfDigit}: digit,
+  duration_ms, method C{"rfc4733"} or C{"inband"});
+- C{"media_end"}: the played media ran out (the call).
 
 The media seam: a C{media_factory(call)} given to C{Simple} makes
 C{call.media}. The call builds its SDP (L{sipproxy.sip.offer_answer}'s
@@ -96,7 +99,8 @@ class Call:
     """
 
     def __init__(self, simple: Any, outgoing: bool, peer: str, sdp: Any = None,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+                 headers: Sequence[tuple[str, str]] = (),
+                 media_factory: Optional[Callable[["Call"], Any]] = None) -> None:
         self.simple = simple
         self.endpoint = simple.endpoint
         self.clock = simple.clock
@@ -129,7 +133,7 @@ class Call:
         self._ring_time: Optional[float] = None
         self._redirects = 0
         self._cancelled = False
-        factory = getattr(simple, "media_factory", None)
+        factory = media_factory or getattr(simple, "media_factory", None)
         if factory is not None:
             self.media = factory(self)
 
@@ -564,6 +568,15 @@ class Call:
             return failure
 
         return d.addCallbacks(acked, failed).addCallback(_success_only)
+
+    def send_dtmf(self, keys: str, method: str = "auto", duration_ms: int = 100) -> Deferred:
+        """Send key presses (C{"0123456789*#ABCD"}; other characters pause)
+        on the call's media: C{method} C{"rfc4733"}, C{"inband"} or
+        C{"auto"} (RFC 4733 when the peer offered telephone-event, tones
+        otherwise, as Net::SIP). Fires when the last packet was sent."""
+        if self.media is None or not hasattr(self.media, "send_dtmf") or self.state != "established":
+            return fail(SIPError(481, "no established call with media"))
+        return self.media.send_dtmf(keys, method, duration_ms)
 
     def bye(self) -> Deferred:
         """Hang up: BYE when established, CANCEL while our INVITE is

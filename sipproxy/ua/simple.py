@@ -47,7 +47,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -62,6 +62,7 @@ from sipproxy.sip.uac import new_request, outbound_route
 from sipproxy.sip.uri import URIError, parse_name_addr
 from sipproxy.ua.call import Call
 from sipproxy.ua.endpoint import Endpoint, ServerTransaction, SIPError, _call
+from sipproxy.ua.media_session import media_factory as session_factory
 from sipproxy.ua.registration import RefreshPolicy, Registration
 
 __all__ = ["Simple"]
@@ -333,7 +334,7 @@ class Simple:
     # -- calling ---------------------------------------------------------------------------------
     def invite(self, to: str, ring_time: Optional[float] = None, sdp: Any = True,
                headers: Sequence[tuple[str, str]] = (), from_: Optional[str] = None,
-               on_call: Optional[Callable[[Call], Any]] = None) -> Deferred:
+               on_call: Optional[Callable[[Call], Any]] = None, media: Any = None) -> Deferred:
         """Call C{to}: fires with the established L{Call}; fails with
         L{SIPError} (code and reason of the final answer), with
         L{sipproxy.ua.call.RingTimeout} when nobody answered within
@@ -344,13 +345,20 @@ class Simple:
             makes), None for an INVITE without a body.
         @param on_call: called with the L{Call} as soon as it exists, before
             any answer (to follow its C{"ringing"} events, or cancel it).
+        @param media: RTP for this call (L{sipproxy.ua.media_session}'s
+            C{MediaOptions}, a mapping of its fields, or True); files are
+            read now: a bad one fails the Deferred before any SIP is sent.
         """
+        try:
+            factory = session_factory(media)
+        except Exception as e:  # AudioFileError, ValueError: before any SIP
+            return fail(e)
         uri = self._complete(to)
         if "<" in uri:
             peer, uri = uri, str(parse_name_addr(uri).uri)
         else:
             peer = f"<{uri}>"
-        call = Call(self, outgoing=True, peer=peer, sdp=sdp, headers=headers)
+        call = Call(self, outgoing=True, peer=peer, sdp=sdp, headers=headers, media_factory=factory)
         if on_call is not None:
             on_call(call)
         return call._invite_out(uri, self._complete(from_) if from_ else self.from_, ring_time)
@@ -391,7 +399,7 @@ class Simple:
                on_cleanup: Optional[Callable[[Call], Any]] = None,
                auth_users: Optional[Mapping[str, str]] = None,
                answer_after: Optional[float] = 0, sdp: Any = True,
-               on_request: Optional[Callable[[ServerTransaction], Any]] = None) -> Endpoint:
+               on_request: Optional[Callable[[ServerTransaction], Any]] = None, media: Any = None) -> Endpoint:
         """Take incoming calls.
 
         @param filter: C{filter(from_value, request)} or a regular
@@ -412,7 +420,10 @@ class Simple:
             outside a dialog (MESSAGE, NOTIFY, ...): answer with
             C{transaction.respond(code)} and return true; a false answer
             gets 405 (501 for an unknown method).
+        @param media: RTP for every call taken (as L{invite}; files are
+            read now, and a bad one raises here).
         """
+        factory = session_factory(media)
         if isinstance(filter, str):
             pattern = re.compile(filter)
 
@@ -426,7 +437,7 @@ class Simple:
         else:
             accepts = None  # type: ignore[assignment]
         self._listen = {"on_create": on_create, "on_established": on_established, "on_cleanup": on_cleanup,
-                        "answer_after": answer_after, "sdp": sdp}
+                        "answer_after": answer_after, "sdp": sdp, "media_factory": factory}
         self.endpoint.accept_invite = accepts
         self.endpoint.on_invite = self._incoming
         if on_request is not None:
@@ -440,7 +451,8 @@ class Simple:
     def _incoming(self, transaction: ServerTransaction) -> bool:
         settings = self._listen or {}
         request = transaction.request
-        call = Call(self, outgoing=False, peer=request.get("from") or "", sdp=settings.get("sdp", True))
+        call = Call(self, outgoing=False, peer=request.get("from") or "", sdp=settings.get("sdp", True),
+                    media_factory=settings.get("media_factory"))
         call._invite_in(transaction)
         self._calls[call.call_id] = call
         on_create = settings.get("on_create")

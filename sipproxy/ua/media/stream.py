@@ -133,6 +133,8 @@ class RTPStream(DatagramProtocol):
         self._stop_waiters: Optional[list[defer.Deferred]] = None
         self._stop_done = False
         self.stopped = False
+        #: False pauses sending (hold): slots pass, the RTP clock moves on
+        self.sending = True
 
         # counters (stats() reports them with the RTP statistics)
         self.malformed = 0
@@ -191,6 +193,16 @@ class RTPStream(DatagramProtocol):
         self.remote_rtcp = tuple(rtcp) if rtcp is not None else None
         self.latched = self.latched_rtcp = None
 
+    def set_codec(self, codec: str, payload_type: Optional[int] = None,
+                  dtmf_payload_type: Optional[int] = None) -> None:
+        """Switch to what the offer/answer agreed (the socket is bound
+        before the SDP is written, the codec is known only after it)."""
+        self.codec = g711.codec_for(codec)
+        self.payload_type = self.codec.payload_type if payload_type is None else payload_type
+        self.sender.payload_type = self.payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self._silence = bytes((self.codec.silence,)) * self.samples
+
     @property
     def destination(self) -> Optional[Address]:
         """Where RTP goes: the latched source of the peer's packets, or the
@@ -236,7 +248,7 @@ class RTPStream(DatagramProtocol):
     def _send_slot(self) -> None:
         """One packet interval: DTMF if any is queued, else the next frame
         of the source, else nothing (the RTP clock moves on)."""
-        if self.destination is None:
+        if self.destination is None or not self.sending:
             # on hold, or the peer's address not known yet: nothing is
             # taken from the source or the DTMF queue, the clock moves on
             self.sender.skip(self.samples)
