@@ -95,18 +95,18 @@ class CommandLineTests(TestCase):
                        "--calls", "2", "--timeout", "40", target)
         code = yield call.ended
         self.assertEqual(code, 0, call.err.decode())
-        self.assertEqual(self.names(call), ["listening", "ringing", "established", "bye", "ringing", "established",
-                                            "bye", "done"])
+        self.assertEqual(self.names(call), ["listening", "ringing", "established", "media", "bye", "ringing",
+                                            "established", "media", "bye", "done"])
         byes = [e for e in call.events if e["event"] == "bye"]
         self.assertEqual(byes[0], {"event": "bye", "by": "local", "code": 200})
         self.assertEqual(call.events[-1], {"event": "done", "ok": True})
         self.assertEqual(call.events[1], {"event": "ringing", "code": 180})
         code = yield answer.ended
         self.assertEqual(code, 0, answer.err.decode())
-        self.assertEqual(self.names(answer), ["listening", "incoming", "established", "bye", "incoming",
-                                              "established", "bye", "done"])
+        self.assertEqual(self.names(answer), ["listening", "incoming", "established", "media", "bye", "incoming",
+                                              "established", "media", "bye", "done"])
         self.assertIn("alice", answer.events[1]["from"])
-        self.assertEqual(answer.events[3], {"event": "bye", "by": "remote", "code": 200})
+        self.assertEqual(answer.events[4], {"event": "bye", "by": "remote", "code": 200})
 
     @defer.inlineCallbacks
     def test_ring_timeout_is_reported_as_cancelled_and_fails(self) -> Any:
@@ -176,7 +176,8 @@ class CommandLineTests(TestCase):
         call = run_cli("call", "--proxy", address, "--hangup-after", "0", "--timeout", "30", f"sip:bob@{address}")
         self.assertEqual((yield call.ended), 0, call.err.decode())
         self.assertEqual((yield answer.ended), 0, answer.err.decode())
-        self.assertEqual(self.names(answer), ["listening", "registered", "incoming", "established", "bye", "done"])
+        self.assertEqual(self.names(answer), ["listening", "registered", "incoming", "established", "media", "bye",
+                                              "done"])
         # answer unregistered when it finished
         bindings = yield server._receivers[0].store.lookup(f"sip:bob@{address}")
         self.assertEqual(bindings, [])

@@ -12,13 +12,22 @@ and test harnesses: C{listening} (legs), C{registered} (expires),
 C{register_failed} (code, reason), C{incoming} (from, call_id),
 C{ringing} (code), C{established} (call_id), C{failed} (code, reason),
 C{cancelled}, C{bye} (by: local|remote, code), C{timeout} (seconds),
-C{done} (ok). The exit status is 0 when what was asked happened (every
+C{done} (ok); with media, C{dtmf} (digit, method: rfc4733|inband,
+duration_ms) for each key press received, C{dtmf_sent} (digits, method)
+and, once per call at its end, C{media} (sent, received, lost,
+jitter_ms). The exit status is 0 when what was asked happened (every
 call established and ended, the registration granted), 1 when not, 2
 for bad options (one line on stderr naming the problem).
 
 Options are built by small functions, one per group (L{add_common_options},
-L{add_call_options}), so the media options (play, record, DTMF) join as
-one more group and one more step in L{follow_call}.
+L{add_call_options}, L{add_media_options}). Every call has media (RTP on
+a socket of its own; silence when nothing is played): C{--play FILE}
+(WAV or Net::SIP raw payload; the call hangs up when it is over, unless
+C{--loop}), C{--record FILE}, C{--echo}, C{--dtmf DIGITS} (sent once the
+call is up; with nothing played or echoed and no C{--hangup-after}, the
+call hangs up half a second after the last key), C{--dtmf-method},
+C{--codecs}. A file that cannot be played or recorded is one line on
+stderr and exit status 2, before any socket is opened.
 
 The sockets: this module is logic and does not import the transport; it
 asks the package for its public C{Simple} (C{sipproxy.Simple}, wired in
@@ -33,7 +42,8 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-__all__ = ["main", "build_parser", "add_common_options", "add_call_options", "follow_call", "Output"]
+__all__ = ["main", "build_parser", "add_common_options", "add_call_options", "add_media_options", "media_options",
+           "follow_call", "Output"]
 
 DEFAULT_LEG = "udp:127.0.0.1:0"
 
@@ -110,6 +120,44 @@ def add_call_options(parser: argparse.ArgumentParser, answering: bool) -> None:
                        help="calls to make (one after the other) or to take (default 1)")
 
 
+def _codecs(text: str) -> list[str]:
+    names = [name.strip().upper() for name in text.split(",") if name.strip()]
+    if not names or any(name not in ("PCMU", "PCMA") for name in names):
+        raise argparse.ArgumentTypeError(f"codecs are PCMU and/or PCMA, comma-separated: {text!r}")
+    return names
+
+
+def add_media_options(parser: argparse.ArgumentParser) -> None:
+    """Audio and DTMF of each call."""
+    group = parser.add_argument_group("media")
+    group.add_argument("--play", metavar="FILE", help="send this file (WAV, or Net::SIP raw PCMU payload)")
+    group.add_argument("--loop", action="store_true", help="play the file again and again")
+    group.add_argument("--record", metavar="FILE",
+                       help="record what comes in (WAV for *.wav, raw payload otherwise; "
+                            "FILE-2, FILE-3... for the next calls)")
+    group.add_argument("--echo", nargs="?", type=_positive, const=0.0, default=None, metavar="SECONDS",
+                       help="send back what comes in (after SECONDS; default at once)")
+    group.add_argument("--dtmf", metavar="DIGITS", help="send these keys once the call is up (0-9 * # A-D)")
+    group.add_argument("--dtmf-method", choices=("auto", "rfc4733", "inband"), default="auto",
+                       help="RFC 4733 events or tones in the audio; auto: RFC 4733 when the peer offers it")
+    group.add_argument("--codecs", type=_codecs, default=["PCMU", "PCMA"], metavar="PCMU,PCMA",
+                       help="codecs offered and accepted, preferred first (default PCMU,PCMA)")
+    group.add_argument("--no-rtp-timeout", type=_positive, default=10.0, metavar="SECONDS",
+                       help="hang up after this long without RTP (0: never; default 10, as Net::SIP)")
+
+
+def media_options(args: argparse.Namespace) -> Any:
+    """The media of every call (files read now); ValueError or
+    AudioFileError for what cannot be used."""
+    from sipproxy.ua.media_session import MediaOptions
+
+    if args.echo is not None and args.play:
+        raise ValueError("--echo and --play both want to send: choose one")
+    options = MediaOptions(play=args.play, repeat=0 if args.loop else 1, record=args.record, echo=args.echo,
+                           codecs=args.codecs, no_rtp_timeout=args.no_rtp_timeout or None, detect_inband=True)
+    return options.load()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sipproxy-ua", description="A SIP user agent: register, call, answer.")
     commands = parser.add_subparsers(dest="command", metavar="register|call|answer", parser_class=_Parser)
@@ -119,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     call = commands.add_parser("call", help="call a URI")
     add_common_options(call)
     add_call_options(call, answering=False)
+    add_media_options(call)
     call.add_argument("target", metavar="URI", help="whom to call (sip:bob@host, or bob with a --from domain)")
     answer = commands.add_parser("answer", help="take calls")
     add_common_options(answer)
     add_call_options(answer, answering=True)
+    add_media_options(answer)
     return parser
 
 
@@ -147,15 +197,48 @@ def _user_of(address: Optional[str]) -> Optional[str]:
     return text.split("@")[0] or None
 
 
+def watch_media(call: Any, out: Output) -> None:
+    """Report the key presses a call receives (from before it is up)."""
+    call.on("dtmf", lambda digit: out("dtmf", digit=digit.digit, method=digit.method,
+                                      duration_ms=digit.duration_ms))
+
+
+def report_media(call: Any, out: Output) -> None:
+    """The call's RTP counters, once, at its end."""
+    media = getattr(call, "media", None)
+    if media is None or not hasattr(media, "stats") or getattr(media, "params", None) is None:
+        return  # no offer/answer happened: no media to tell of
+    stats = media.stats()
+    out("media", call_id=call.call_id, sent=stats["sent"], received=stats["received"], lost=stats["lost"],
+        jitter_ms=round(stats["jitter_ms"], 2))
+
+
 def follow_call(reactor: Any, call: Any, args: argparse.Namespace, out: Output) -> None:
-    """Report an established call's end and hang up when told to."""
-    timer = None
+    """Send the DTMF asked for, hang up when told to, and clean up at the
+    call's end."""
+    timers = []
     if args.hangup_after is not None:
-        timer = reactor.callLater(args.hangup_after, call.bye)
+        timers.append(reactor.callLater(args.hangup_after, call.bye))
+    if getattr(args, "dtmf", None):
+        method = call.media.dtmf_method(args.dtmf_method) if call.media is not None else args.dtmf_method
+        hang_up = args.hangup_after is None and not args.play and args.echo is None
+
+        def sent(_: Any) -> None:
+            out("dtmf_sent", digits=args.dtmf, method=method)
+            if hang_up and call.state == "established":
+                timers.append(reactor.callLater(0.5, call.bye))
+
+        def failed(failure: Any) -> None:
+            if call.state == "established":
+                out("failed", code=getattr(failure.value, "code", None), reason=f"DTMF: {failure.getErrorMessage()}")
+                call.bye()
+
+        call.send_dtmf(args.dtmf, method=args.dtmf_method).addCallbacks(sent, failed)
 
     def ended(end: Any) -> Any:
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
         return end
 
     call.ended.addCallback(ended)
@@ -180,9 +263,10 @@ async def _call(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) ->
     for _ in range(args.calls):
         def watch(call: Any) -> None:
             call.on("ringing", lambda response: out("ringing", code=response.code))
+            watch_media(call, out)
 
         try:
-            call = await ua.invite(args.target, ring_time=args.ring_time, on_call=watch)
+            call = await ua.invite(args.target, ring_time=args.ring_time, on_call=watch, media=args.media)
         except RingTimeout:
             out("cancelled")
             ok = False
@@ -194,6 +278,7 @@ async def _call(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) ->
         out("established", call_id=call.call_id)
         follow_call(reactor, call, args, out)
         end = await call.ended
+        report_media(call, out)
         out("bye", by=end.by, code=end.code)
         ok = ok and end.code is not None and 200 <= end.code < 300
     return ok
@@ -208,6 +293,7 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
 
     def created(call: Any, request: Any) -> bool:
         out("incoming", **{"from": request.get("from"), "call_id": call.call_id})
+        watch_media(call, out)
         return True
 
     def established(call: Any) -> None:
@@ -217,6 +303,7 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
 
     def cleaned(call: Any) -> None:
         end = call.end
+        report_media(call, out)
         if call.call_id in up:  # it was up: how it ended
             out("bye", by=end.by, code=end.code)
             state["ok"] = state["ok"] and end.code is not None and 200 <= end.code < 300
@@ -231,12 +318,20 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
             finished.callback(None)
 
     ua.listen(on_create=created, on_established=established, on_cleanup=cleaned,
-              answer_after=args.answer_after)
+              answer_after=args.answer_after, media=args.media)
     await finished
     return bool(state["ok"])
 
 
 async def _run(reactor: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.command != "register":
+        from sipproxy.ua.media.audiofile import AudioFileError
+
+        try:
+            args.media = media_options(args)
+        except (AudioFileError, ValueError) as e:
+            sys.stderr.write(f"sipproxy-ua: {e}\n")
+            return 2
     try:
         ua = _make_agent(reactor, args)
     except (ValueError, TypeError) as e:
