@@ -89,8 +89,8 @@ class MediaOptions:
         a Net::SIP raw payload file (C{raw_encoding} bytes, 160 a packet).
     @ivar repeat: plays of C{play} (<= 0: loop until the call ends).
     @ivar record: a file for what we receive: C{*.wav}, else raw payload.
-    @ivar echo: send back what we receive after this many seconds
-        (0: at the next packet); None: no echo.
+    @ivar echo: send back what we receive after this many seconds (0:
+        after one packet of jitter buffer); None: no echo.
     @ivar on_frame: C{on_frame(pcm16, packet)} for each audio packet in.
     @ivar producer: C{producer()} returning the next 20 ms of PCM16LE
         (320 bytes) to send, or None when done.
@@ -219,32 +219,47 @@ class _ProducerSource:
 
 
 class _EchoSource:
-    """What came in, sent back C{delay} frames later (payloads as they
-    came, so nothing is decoded and re-encoded); silence while the buffer
-    fills."""
+    """What came in, sent back after C{delay} frames (payloads as they
+    came: nothing is decoded and re-encoded).
+
+    A small jitter buffer: sending starts once C{delay + 1} frames are in
+    (the extra one absorbs arrival jitter against our own packet clock, so
+    a packet arriving just after our tick does not open a gap), an empty
+    buffer sends silence and fills up again (an underrun), and a buffer
+    grown C{_ECHO_SLACK} frames beyond that drops its oldest (a burst must
+    not become lasting delay)."""
 
     def __init__(self, delay_frames: int, codec: str) -> None:
-        self.delay = delay_frames
-        self.encoding = codec
-        self._silence = bytes((g711.codec_for(codec).silence,)) * 160
+        self.target = delay_frames + 1
         self._buffer: deque[bytes] = deque()
+        self._playing = False
         self.dropped = 0
+        self.underruns = 0
+        self.encoding = codec
+        self.set_codec(codec)
 
     def set_codec(self, codec: str) -> None:
-        if codec != self.encoding:
-            self.encoding = codec
-            self._silence = bytes((g711.codec_for(codec).silence,)) * 160
+        if codec != self.encoding or not hasattr(self, "_silence"):
             self._buffer.clear()
+            self._playing = False
+        self.encoding = codec
+        self._silence = bytes((g711.codec_for(codec).silence,)) * 160
 
     def push(self, payload: bytes) -> None:
         self._buffer.append(payload)
-        while len(self._buffer) > self.delay + _ECHO_SLACK:
+        while len(self._buffer) > self.target + _ECHO_SLACK:
             self._buffer.popleft()
             self.dropped += 1
 
     def next_frame(self) -> Optional[bytes]:
-        if len(self._buffer) > self.delay:
+        if not self._playing:
+            if len(self._buffer) < self.target:
+                return self._silence
+            self._playing = True
+        if self._buffer:
             return self._buffer.popleft()
+        self._playing = False
+        self.underruns += 1
         return self._silence
 
 
