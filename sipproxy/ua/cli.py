@@ -303,8 +303,8 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
 
     def cleaned(call: Any) -> None:
         end = call.end
-        report_media(call, out)
         if call.call_id in up:  # it was up: how it ended
+            report_media(call, out)
             out("bye", by=end.by, code=end.code)
             state["ok"] = state["ok"] and end.code is not None and 200 <= end.code < 300
         elif end.code == 487 and end.by == "remote":
