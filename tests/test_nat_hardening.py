@@ -73,13 +73,27 @@ class InjectionTests(RelayTestCase):
         self.relay.startService()
         self.reactor.deliver(LEG_A, to_caller.port, rtp(1), NAT)
         self.reactor.pump([1] * 5)  # the learning window (3 s) is over
-        self.reactor.deliver(LEG_A, to_caller.port, rtp(2), (CALLER, 49170))  # even the SDP address is late now
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(2), (CALLER, 49171))  # even the SDP address is late now
         self.reactor.deliver(LEG_A, to_caller.port, rtp(3), ATTACKER)
         self.reactor.deliver(LEG_A, to_caller.port, rtp(4), NAT)
         self.reactor.deliver(LEG_B, to_callee.port, rtp(5), (CALLEE, 6000))
         self.assertEqual([d for d, _ in self.reactor.sent_from(LEG_B, to_callee.port)], [rtp(1), rtp(4)])
         self.assertEqual(self.reactor.sent_from(LEG_A, to_caller.port), [(rtp(5), NAT)])
         self.assertEqual(self.port_stats(to_caller.port)["foreign"], 2)
+
+    def test_a_spray_that_outlasts_the_learning_window_does_not_lock_the_phone_out(self) -> None:
+        to_callee, to_caller = self.call()
+        self.relay.startService()
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(66), ATTACKER)
+        self.reactor.deliver(LEG_B, to_callee.port, rtp(67), ATTACKER)
+        self.reactor.pump([1] * 10)  # early media: the phones start only when answered
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(1), (CALLER, 49170))
+        self.reactor.deliver(LEG_B, to_callee.port, rtp(2), (CALLEE, 6000))
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(68), ATTACKER)
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(3), (CALLER, 49170))
+        self.assertEqual(self.reactor.sent_from(LEG_A, to_caller.port)[-1], (rtp(2), (CALLER, 49170)))
+        self.assertEqual(self.reactor.sent_from(LEG_B, to_callee.port)[-1], (rtp(3), (CALLEE, 6000)))
+        self.assertNotIn(rtp(68), [d for d, _ in self.reactor.sent_from(LEG_B, to_callee.port)])
 
     def test_a_phone_that_starts_late_is_still_learned(self) -> None:
         to_callee, to_caller = self.call()

@@ -14,7 +14,11 @@ otherwise when the relay table closes the window (about C{LEARN_WINDOW}
 seconds after the port's first packet; the expiry timer closes it, so
 a little later by up to one expiry interval). After that only the
 learned source is forwarded: other sources are dropped and counted in
-C{foreign} -- rtpengine does this only with its C{strict-source} flag.
+C{foreign} -- rtpengine does this only with its C{strict-source} flag --
+except the SDP's own address and port, which still takes over a port
+that learned something less: a spray that reached a port before its
+phone's first packet, and outlasted the window, must not lock the phone
+out (spoofing that exact source needs the SDP, i.e. a man in the middle).
 The learned source also fixes where the other direction goes (latching,
 so a phone behind NAT gets its media back at its public address).
 
@@ -121,7 +125,9 @@ class RelayPort:
         if self.sendto is None:
             self.dropped += 1
             return
-        rank = self._rank(addr) if self.learning else 0
+        rank = self._rank(addr)
+        if not self.learning and rank < _EXACT:
+            rank = 0  # after learning only the SDP's own address and port may still take over
         if rank <= self.rank:
             self.foreign += 1
             return
