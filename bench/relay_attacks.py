@@ -14,6 +14,8 @@ script measures any version of the relay. Prints one line per attack:
              send 10: does the callee's media go to the attacker, and how
              many of the caller's packets does the attacker get
   spray      the same with a blind spray over the whole port range
+  lockout    the same, then 10 s (expiry runs) before the phones send:
+             how much of their media reaches each other, and the attacker
   after-bye  packets the phones send after BYE that are still forwarded
   range      one INVITE with m=audio 40000/400 on a 1000-port range:
              sockets it takes
@@ -149,6 +151,31 @@ def steal(spray: bool) -> str:
             f"{leaked}/11 of the caller's")
 
 
+def lockout() -> str:
+    clock = Clock()
+    relay = LocalRelay(reactor, port_range=(41300, 41399), rng=random.Random(1), clock=clock)
+    call, attacker = Call(relay, "lockout"), sock()
+    attacker.sendto(b"x", call.to_a)
+    attacker.sendto(b"x", call.to_b)
+    settle(call.a, call.b, attacker, limit=0.1)
+    for seconds in range(1, 11):  # early media: the phones stay silent for 10 s
+        relay.expire(float(seconds))
+    call.a.sendto(b"a0", call.to_a)
+    call.b.sendto(b"b0", call.to_b)
+    settle(call.a, call.b, attacker, limit=0.1)
+    for n in range(1, 11):
+        call.a.sendto(b"a%d" % n, call.to_a)
+        call.b.sendto(b"b%d" % n, call.to_b)
+    at_a, at_b, at_x = settle(call.a, call.b, attacker, want=20, limit=0.5)
+    relay.close_all()
+    call.close()
+    attacker.close()
+    to_x = sum(1 for d in at_x if d[:1] in (b"a", b"b"))
+    return (f"lockout    one packet per port, then 10 s of silence; after each phone's first packet they exchange "
+            f"{sum(1 for d in at_a if d.startswith(b'b')) + sum(1 for d in at_b if d.startswith(b'a'))}/20, "
+            f"the attacker gets {to_x}/20")
+
+
 def after_bye() -> str:
     relay = relay_for(41200, 41299)
     call = Call(relay, "bye")
@@ -211,7 +238,7 @@ def emfile() -> str:
 
 def main() -> int:
     print(f"relay attacks, {sys.implementation.name} {sys.version.split()[0]}")
-    for attack in (inject, lambda: steal(False), lambda: steal(True), after_bye, range_taken, flood, emfile):
+    for attack in (inject, lambda: steal(False), lambda: steal(True), lockout, after_bye, range_taken, flood, emfile):
         print(" ", attack())
     return 0
 
