@@ -73,7 +73,7 @@ class CommandLineTests(TestCase):
     @defer.inlineCallbacks
     def test_bad_options_give_one_line_and_status_2(self) -> Any:
         for args in (("call",), ("call", "--calls", "0", "sip:x@127.0.0.1"), ("frobnicate",),
-                     ("register", "--leg", "udp:0.0.0.0:0", "--registrar", "sip:127.0.0.1"), ("register",), ("call", "--leg", "sctp:127.0.0.1", "sip:x@y")):
+                     ("register", "--leg", "udp:0.0.0.0:0", "--registrar", "sip:127.0.0.1"), ("register",), ("call", "sip:bob@[::1"), ("call", "--leg", "sctp:127.0.0.1", "sip:x@y")):
             collect = run_cli(*args)
             code = yield collect.ended
             self.assertEqual(code, 2, args)

@@ -373,6 +373,21 @@ async def _run(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     return 0 if ok else 1
 
 
+def _check_target(parser: argparse.ArgumentParser, target: str) -> None:
+    """A URI (C{sip:bob@host}, C{<sip:...>}) must parse; C{bob} and
+    C{bob@host} are completed later."""
+    from sipproxy.sip.uri import URIError, parse_name_addr
+
+    text = target.strip()
+    if not text:
+        parser.error("the call target is empty")
+    if "<" in text or ":" in text.split("@")[0]:
+        try:
+            parse_name_addr(text)
+        except URIError as e:
+            parser.error(f"bad call target {target!r}: {e}")
+
+
 def _start_log(parser: argparse.ArgumentParser, path: str) -> None:
     """Log (warnings, refused packets, retries) to C{path}; stdout stays
     for the events."""
@@ -391,6 +406,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[Output] = None) -> 
     args = parser.parse_args(argv)
     if args.command == "register" and not args.registrar and "@" not in (args.from_ or ""):
         parser.error("register needs --registrar, or a --from address naming the registrar's domain")
+    if args.command == "call":
+        _check_target(parser, args.target)
     output = out or Output()
     if args.log:
         _start_log(parser, args.log)
