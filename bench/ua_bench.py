@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Benchmark sipproxy's user agent against Net::SIP::Simple, sipp as the
+far end and as the C reference.
+
+    /work/venv/bin/python bench/ua_bench.py --uas ours,netsip --roles caller,callee \\
+        --rates 20,50 --calls 500 --warmup 300 --search
+
+Roles:
+
+- caller: the UA starts calls at a fixed rate to ``sipp -sn uas`` and hangs
+  up each one as soon as it is established (INVITE, 180, 200, ACK, BYE, 200);
+- callee: ``sipp -sn uac -r RATE`` calls the UA, which answers at once;
+  sipp hangs up.
+
+For each UA, role and rate, one process runs a warm-up (the same calls, not
+measured: PyPy's JIT needs it, and a UA that runs for days is warm), then
+the measured calls. CPU is utime+stime from /proc/PID/stat of the UA
+process, read at the start and end of the measured calls (the UA prints
+a line at each phase; the callee's phases are the sipp runs); sipp's CPU
+in the same window is the C++ reference. A rate is clean when every
+measured call succeeded and none failed. ``--search`` steps the rate up
+(x growth) from ``--search-start`` until a rate is not clean, then bisects.
+
+UAs: ``ours`` (bench/ua_load.py on this Python, with sipproxy.ua.Simple),
+``ours-pypy`` (the same on --pypy, default /work/venv-pypy/bin/python), and
+``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835). Loopback only,
+stdlib only, Linux only; every process runs under a deadline and is stopped
+by PID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sipbench.procfs import cpu_seconds, process_tree, terminate  # noqa: E402
+from sipbench.sipp import read_stats, wait_bounded  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Result:
+    ua: str
+    role: str
+    rate: int
+    calls: int
+    warmup: int
+    ok: int = 0
+    failed: int = 0
+    retransmissions: Optional[int] = None  # sipp's, over the measured calls
+    seconds: float = 0.0
+    ua_cpu_s: float = 0.0
+    sipp_cpu_s: float = 0.0
+    warmup_ok: int = 0
+    warmup_failed: int = 0
+    note: str = ""
+    failure_kinds: dict = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return self.ok == self.calls and self.failed == 0 and not self.note
+
+    @property
+    def ms_per_call(self) -> Optional[float]:
+        return 1000 * self.ua_cpu_s / self.ok if self.ok else None
+
+    @property
+    def sipp_ms_per_call(self) -> Optional[float]:
+        return 1000 * self.sipp_cpu_s / self.ok if self.ok else None
+
+    def row(self) -> str:
+        ms = f"{self.ms_per_call:.3f}" if self.ms_per_call else "-"
+        sipp_ms = f"{self.sipp_ms_per_call:.3f}" if self.sipp_ms_per_call else "-"
+        achieved = f"{self.ok / self.seconds:.1f}" if self.seconds else "-"
+        return (f"| {self.ua} | {self.role} | {self.rate} | {self.calls} | {self.ok} | {self.failed} | "
+                f"{self.retransmissions if self.retransmissions is not None else '-'} | {achieved} | "
+                f"{self.ua_cpu_s:.2f} | {ms} | {sipp_ms} | {'clean' if self.clean else 'FAIL ' + self.note} |")
+
+
+HEADER = ("| UA | role | rate | calls | ok | failed | sipp retr | achieved cps | UA cpu-s | "
+          "UA cpu-ms/call | sipp cpu-ms/call | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def free_port() -> int:
+    """A port free for UDP and TCP on HOST (bound to 0, read, released)."""
+    import socket
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class UAProcess:
+    """A UA under test: its process, and its JSON lines read by a thread."""
+
+    def __init__(self, argv: list[str], log: Path, env: Optional[dict] = None) -> None:
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+                                     cwd=REPO_DIR, start_new_session=True)
+        self.lines: "queue.Queue[dict]" = queue.Queue()
+        self.tree: list[int] = [self.proc.pid]
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.write("OUT " + line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                # read the CPU at once: the phase lines are measurement points
+                event["_cpu"] = cpu_seconds([self.proc.pid])
+                event["_t"] = time.monotonic()
+                self.lines.put(event)
+
+    def wait_for(self, predicate, deadline: float) -> Optional[dict]:
+        while time.monotonic() < deadline:
+            try:
+                event = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    return None
+                continue
+            if predicate(event):
+                return event
+        return None
+
+    def cpu(self) -> float:
+        return cpu_seconds([self.proc.pid])
+
+    def stop(self) -> None:
+        terminate(self.proc, process_tree(self.proc.pid))
+        self.log.close()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.out = out
+        self.sipp = shutil.which("sipp")
+        if self.sipp is None:
+            sys.exit("sipp is not installed")
+
+    # -- the UAs --------------------------------------------------------------------------
+    def ua_command(self, ua: str, role: str, port: int, rate: int, calls: int, warmup: int,
+                   target: str) -> tuple[list[str], dict]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        mode = "call" if role == "caller" else "answer"
+        common = ["--mode", mode, "--leg", f"{HOST}:{port}", "--max-time", str(self.args.max_time)]
+        if role == "caller":
+            common += ["--to", target, "--rate", str(rate), "--calls", str(calls), "--warmup", str(warmup)]
+        if ua == "netsip":
+            return ["perl", str(BENCH_DIR / "netsip_ua.pl"), *common], env
+        python = {"ours": sys.executable, "ours-pypy": self.args.pypy}[ua]
+        return [python, str(BENCH_DIR / "ua_load.py"), *common], env
+
+    def missing(self, ua: str) -> Optional[str]:
+        if ua == "netsip":
+            probe = subprocess.run(["perl", "-MNet::SIP", "-e", "1"], capture_output=True)
+            return None if probe.returncode == 0 else "perl Net::SIP is not installed"
+        if ua == "ours-pypy" and not os.access(self.args.pypy, os.X_OK):
+            return f"no PyPy at {self.args.pypy}"
+        return None
+
+    # -- sipp --------------------------------------------------------------------------------
+    def sipp_uas(self, port: int, folder: Path) -> subprocess.Popen:
+        argv = [self.sipp, "-sn", "uas", "-i", HOST, "-p", str(port), "-nostdin", "-bind_local",
+                "-trace_stat", "-stf", str(folder / "uas-stats.csv"), "-fd", "1",
+                "-timeout", f"{self.args.max_time}s"]
+        with open(folder / "uas.log", "w") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
+
+    def sipp_uac(self, port: int, target_port: int, rate: int, calls: int, folder: Path, name: str):
+        stats = folder / f"{name}-stats.csv"
+        argv = [self.sipp, "-sn", "uac", f"{HOST}:{target_port}", "-i", HOST, "-p", str(port), "-bind_local",
+                "-r", str(rate), "-m", str(calls), "-nostdin", "-recv_timeout", "10s",
+                "-timeout", f"{int(calls / rate) + 30}s", "-trace_stat", "-stf", str(stats), "-fd", "1"]
+        with open(folder / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
+        finished = wait_bounded(proc, time.monotonic() + calls / rate + 40)
+        return finished, read_stats(stats)
+
+    # -- one step ----------------------------------------------------------------------------
+    def run(self, ua: str, role: str, rate: int, calls: int) -> Result:
+        warmup = self.args.warmup
+        folder = self.out / f"{ua}-{role}-{rate}"
+        folder.mkdir(parents=True, exist_ok=True)
+        result = Result(ua, role, rate, calls, warmup)
+        port, sipp_port = free_port(), free_port()
+        if role == "caller":
+            uas = self.sipp_uas(sipp_port, folder)
+            time.sleep(0.3)  # sipp binds at once; a short grace instead of probing it with calls
+            argv, env = self.ua_command(ua, role, port, rate, calls, warmup, f"sip:service@{HOST}:{sipp_port}")
+            proc = UAProcess(argv, folder / "ua.log", env)
+            try:
+                budget = time.monotonic() + (warmup + calls) / rate + 60
+                if warmup:
+                    warm = proc.wait_for(lambda e: e.get("event") == "phase_done", budget)
+                    if warm is not None:
+                        result.warmup_ok, result.warmup_failed = int(warm["ok"]), int(warm["failed"])
+                start = proc.wait_for(lambda e: e.get("event") == "phase" and e.get("phase") == "measure", budget)
+                if start is None:
+                    result.note = "no measure phase"
+                    return result
+                sipp_cpu0 = cpu_seconds([uas.pid])
+                end = proc.wait_for(lambda e: e.get("event") == "phase_done" and e.get("phase") == "measure",
+                                    budget)
+                if end is None:
+                    result.note = "UA did not finish"
+                    return result
+                result.ok, result.failed = int(end["ok"]), int(end["failed"])
+                result.seconds = end["_t"] - start["_t"]
+                result.ua_cpu_s = end["_cpu"] - start["_cpu"]
+                result.sipp_cpu_s = cpu_seconds([uas.pid]) - sipp_cpu0
+            finally:
+                proc.stop()
+                terminate(uas, process_tree(uas.pid))
+            stats = read_stats(folder / "uas-stats.csv")
+            if stats is not None:
+                result.retransmissions = stats.retransmissions  # warm-up included: the UAS ran for both
+                result.failure_kinds = stats.failure_kinds
+        else:
+            argv, env = self.ua_command(ua, role, port, rate, calls, warmup, "")
+            proc = UAProcess(argv, folder / "ua.log", env)
+            try:
+                if proc.wait_for(lambda e: e.get("event") == "ready", time.monotonic() + 30) is None:
+                    result.note = "UA did not start"
+                    return result
+                if warmup:
+                    _, warm = self.sipp_uac(free_port(), port, rate, warmup, folder, "warmup")
+                    if warm is not None:
+                        result.warmup_ok, result.warmup_failed = warm.successful, warm.failed
+                cpu0 = proc.cpu()
+                t0 = time.monotonic()
+                finished, stats = self.sipp_uac(free_port(), port, rate, calls, folder, "uac")
+                result.seconds = time.monotonic() - t0
+                result.ua_cpu_s = proc.cpu() - cpu0
+                result.sipp_cpu_s = finished.cpu_s
+                if stats is None:
+                    result.note = "sipp wrote no statistics"
+                    return result
+                result.ok, result.failed = stats.successful, stats.failed + (stats.created - stats.successful
+                                                                            - stats.failed)
+                result.retransmissions = stats.retransmissions
+                result.failure_kinds = stats.failure_kinds
+                if stats.elapsed_s:
+                    result.seconds = stats.elapsed_s
+            finally:
+                proc.stop()
+        return result
+
+    def search(self, ua: str, role: str, log) -> Optional[int]:
+        """Highest clean rate: grow until a step fails, then bisect."""
+        rate, best, worst = self.args.search_start, None, None
+        steps = 0
+        while steps < self.args.search_steps:
+            steps += 1
+            r = self.step(ua, role, rate, log, searching=True)
+            if r.clean:
+                best = rate
+                if worst is not None:
+                    break
+                rate = int(rate * self.args.growth)
+            else:
+                worst = rate
+                break
+        for _ in range(self.args.bisections if best is not None and worst is not None else 0):
+            mid = (best + worst) // 2
+            if mid in (best, worst):
+                break
+            if self.step(ua, role, mid, log, searching=True).clean:
+                best = mid
+            else:
+                worst = mid
+        return best
+
+    def step(self, ua: str, role: str, rate: int, log, searching: bool = False) -> Result:
+        calls = max(self.args.min_calls, int(rate * self.args.search_seconds)) if searching else self.args.calls
+        r = self.run(ua, role, rate, calls)
+        self.results.append(r)
+        log(r.row())
+        return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uas", default="ours,netsip", help="ours, ours-pypy, netsip")
+    parser.add_argument("--roles", default="caller,callee")
+    parser.add_argument("--rates", default="20", help="fixed rates, calls/s (may be empty)")
+    parser.add_argument("--calls", type=int, default=500, help="measured calls per fixed-rate step")
+    parser.add_argument("--warmup", type=int, default=300, help="warm-up calls before each measured run")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the fixed-rate steps")
+    parser.add_argument("--search", action="store_true", help="find each UA's highest clean rate")
+    parser.add_argument("--search-start", type=int, default=25)
+    parser.add_argument("--growth", type=float, default=2.0)
+    parser.add_argument("--bisections", type=int, default=3)
+    parser.add_argument("--search-steps", type=int, default=8)
+    parser.add_argument("--search-seconds", type=float, default=5.0, help="calls per search step = rate x this")
+    parser.add_argument("--min-calls", type=int, default=200)
+    parser.add_argument("--max-time", type=int, default=300, help="hard limit for each UA process, seconds")
+    parser.add_argument("--pypy", default="/work/venv-pypy/bin/python")
+    parser.add_argument("--out", default=str(BENCH_DIR / "results" / time.strftime("ua-%Y%m%d-%H%M%S")))
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, out)
+    bench.results: list[Result] = []
+    transcript = open(out / "summary.md", "w")
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+        transcript.write(text + "\n")
+        transcript.flush()
+
+    uas = [u for u in args.uas.split(",") if u]
+    usable = []
+    for ua in uas:
+        why = bench.missing(ua)
+        if why:
+            log(f"skip {ua}: {why}")
+        else:
+            usable.append(ua)
+    roles = [r for r in args.roles.split(",") if r]
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    log(f"ua_bench: {time.strftime('%Y-%m-%d %H:%M:%S')} uas={usable} roles={roles} rates={rates} "
+        f"calls={args.calls} warmup={args.warmup} python={sys.version.split()[0]}")
+    log(HEADER)
+    for _ in range(args.repeat):
+        for rate in rates:
+            for role in roles:
+                for ua in usable:  # interleaved, so drift of the VM's speed hits all alike
+                    bench.step(ua, role, rate, log)
+    best: dict[tuple[str, str], Optional[int]] = {}
+    if args.search:
+        log("\nrate search (calls per step = max(min-calls, rate x search-seconds))")
+        log(HEADER)
+        for role in roles:
+            for ua in usable:
+                best[(ua, role)] = bench.search(ua, role, log)
+
+    log("\n## summary")
+    for role in roles:
+        for ua in usable:
+            fixed = [r for r in bench.results if r.ua == ua and r.role == role and r.calls == args.calls
+                     and r.ms_per_call]
+            mean = sum(r.ms_per_call for r in fixed) / len(fixed) if fixed else None
+            sipp = [r.sipp_ms_per_call for r in fixed if r.sipp_ms_per_call]
+            line = f"{role:6} {ua:10} cpu-ms/call " + (f"{mean:.3f}" if mean else "-")
+            line += f" (sipp {sum(sipp) / len(sipp):.3f})" if sipp else ""
+            if args.search:
+                line += f"  highest clean rate {best.get((ua, role))}"
+            log(line)
+        if "netsip" in usable:
+            ref = [r.ms_per_call for r in bench.results if r.ua == "netsip" and r.role == role
+                   and r.calls == args.calls and r.ms_per_call]
+            for ua in usable:
+                if ua == "netsip" or not ref:
+                    continue
+                ours = [r.ms_per_call for r in bench.results if r.ua == ua and r.role == role
+                        and r.calls == args.calls and r.ms_per_call]
+                if ours:
+                    ratio = (sum(ours) / len(ours)) / (sum(ref) / len(ref))
+                    text = f"{role:6} {ua} / netsip CPU per call = {ratio:.3f} (target <= 0.2)"
+                    if args.search and best.get((ua, role)) and best.get(("netsip", role)):
+                        text += (f"; clean rate {best[(ua, role)]} / {best[('netsip', role)]} = "
+                                 f"{best[(ua, role)] / best[('netsip', role)]:.1f}x (target >= 5x)")
+                    log(text)
+    with open(out / "results.json", "w") as f:
+        json.dump([asdict(r) | {"clean": r.clean} for r in bench.results], f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
