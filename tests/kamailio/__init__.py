@@ -36,9 +36,9 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kamailio.cfg"
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 
 _REQUEST = re.compile(r"KAM-REQ (?P<method>\S+) (?P<uri>\S+) from (?P<source>\S+) cid=(?P<call_id>\S+) "
-                      r"cseq=(?P<cseq>\S+) route=(?P<route>.*)$")
+                      r"cseq=(?P<cseq>\S+) t=(?P<time>\S+) user=(?P<user>\S+) route=(?P<route>.*)$")
 _REGISTERED = re.compile(r"KAM-REG (?P<aor>\S+) saved cid=(?P<call_id>\S+) cseq=(?P<cseq>\S+) "
-                         r"expires=(?P<expires>\S+) contact=(?P<contact>.*)$")
+                         r"t=(?P<time>\S+) expires=(?P<expires>\S+) contact=(?P<contact>.*)$")
 
 
 def require_kamailio() -> str:

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The sipproxy side of bench/ua_bench.py: a C{sipproxy.Simple} user agent
+that makes or answers many calls without media, so the bench measures
+what the SIP stack costs per call. Same options and output as
+bench/netsip_ua.pl, its Net::SIP::Simple twin:
+
+    ua_load.py --mode answer --leg IP:PORT [--max-time S]
+    ua_load.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W]
+
+The caller starts call k at t0 + k/R (deadline pacing on the reactor's
+clock, never sleep) and hangs up each call as soon as it is established.
+One JSON object per line on stdout: ready, phase, phase_done (ok, failed,
+seconds), stats (answered, byes), done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any, Callable
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def parse_leg(text: str) -> tuple[str, str, int]:
+    match = re.match(r"^(?:(udp|tcp):)?\[?([^\]]*?)\]?:(\d+)$", text)
+    if match is None:
+        raise SystemExit(f"bad --leg {text!r}")
+    return match.group(1) or "udp", match.group(2), int(match.group(3))
+
+
+class Caller:
+    """Calls at a fixed rate, one phase after the other."""
+
+    def __init__(self, ua: Any, to: str, rate: float, phases: list[tuple[str, int]],
+                 finished: Callable[[], None]) -> None:
+        self.ua = ua
+        self.to = to
+        self.rate = rate
+        self.phases = phases
+        self.finished = finished
+        self.timer: Any = None
+
+    def start_phase(self) -> None:
+        if not self.phases:
+            self.finished()
+            return
+        self.name, self.count = self.phases.pop(0)
+        self.started = self.ok = self.failed = self.open = 0
+        self.t0 = reactor.seconds()
+        emit(event="phase", phase=self.name, started=0)
+        self.tick()
+
+    def tick(self) -> None:
+        self.timer = None
+        now = reactor.seconds()
+        while self.started < self.count and now >= self.t0 + self.started / self.rate:
+            self.start_call()
+        if self.started < self.count:
+            self.timer = reactor.callLater(max(0.0, self.t0 + self.started / self.rate - now), self.tick)
+        else:
+            self.maybe_done()
+
+    def start_call(self) -> None:
+        self.started += 1
+        self.open += 1
+        d = self.ua.invite(self.to)
+        d.addCallback(lambda call: call.bye())
+        d.addCallbacks(self.ended, self.failed_call)
+
+    def ended(self, end: Any) -> None:
+        self.open -= 1
+        if end is not None and end.code is not None and 200 <= end.code < 300:
+            self.ok += 1
+        else:
+            self.failed += 1
+        self.maybe_done()
+
+    def failed_call(self, failure: Any) -> None:
+        self.open -= 1
+        self.failed += 1
+        self.maybe_done()
+
+    def maybe_done(self) -> None:
+        if self.started >= self.count and self.open == 0 and self.timer is None and self.count:
+            emit(event="phase_done", phase=self.name, ok=self.ok, failed=self.failed,
+                 seconds=round(reactor.seconds() - self.t0, 3))
+            self.count = 0
+            reactor.callLater(0, self.start_phase)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("call", "answer"), default="answer")
+    parser.add_argument("--leg", required=True)
+    parser.add_argument("--to")
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--max-time", type=float, default=600)
+    args = parser.parse_args()
+
+    from sipproxy import Simple
+
+    proto, host, port = parse_leg(args.leg)
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    ua = Simple(reactor, legs=[f"{proto}:{hostport}"], from_=f"sip:ours-bench@{hostport}")
+    reactor.callLater(args.max_time, reactor.stop)
+    emit(event="ready")
+
+    if args.mode == "answer":
+        counts = {"answered": 0, "byes": 0}
+
+        def established(call: Any) -> None:
+            counts["answered"] += 1
+
+        def cleaned(call: Any) -> None:
+            if call.end is not None and call.end.by == "remote":
+                counts["byes"] += 1
+
+        ua.listen(on_established=established, on_cleanup=cleaned)
+        task.LoopingCall(lambda: emit(event="stats", **counts)).start(1.0, now=False)
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: emit(event="stats", **counts))
+    else:
+        if not args.to:
+            raise SystemExit("--to is required")
+        phases = ([("warmup", args.warmup)] if args.warmup else []) + [("measure", args.calls)]
+        caller = Caller(ua, args.to, args.rate, phases, reactor.stop)
+        reactor.callWhenRunning(caller.start_phase)
+    reactor.addSystemEventTrigger("after", "shutdown", lambda: emit(event="done"))
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
