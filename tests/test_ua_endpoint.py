@@ -117,6 +117,17 @@ class AnswersTests(EndpointCase):
         taken[0].respond(486, "Busy Here")
         self.assertEqual(self.codes(self.leg.take()), [180, 486])
 
+    def test_dialog_creating_answers_copy_record_route(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        routes = ("<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>")
+        self.inject(request("INVITE", US, headers=[("Record-Route", r) for r in routes]))
+        taken[0].respond(180)
+        taken[0].respond(200)
+        answers = [m for m, _ in self.leg.take() if isinstance(m, Response)]
+        self.assertEqual([(m.code, m.get_all("record-route")) for m in answers],
+                         [(180, list(routes)), (200, list(routes))])
+
     def test_retransmitted_invite_gets_the_last_answer_again(self) -> None:
         taken: list[ServerTransaction] = []
         self.endpoint.on_invite = lambda t: taken.append(t) or True

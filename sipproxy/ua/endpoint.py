@@ -347,8 +347,14 @@ class ServerTransaction:
         """Answer (a 1xx, then one final answer; later calls are ignored)."""
         if self.final is not None:
             return None
+        # RFC 3261 12.1.1: a response that creates a dialog carries the
+        # request's Record-Route, or the caller's route set stays empty and
+        # its ACK and BYE bypass the proxies that asked to stay on the path
+        creates_dialog = (self.request.method == "INVITE" and 100 < code < 300
+                          and self.request.to_tag is None)
         response = self.request.create_response(code, reason, headers, body,
-                                                to_tag=self.to_tag if code > 100 else None)
+                                                to_tag=self.to_tag if code > 100 else None,
+                                                record_route=creates_dialog)
         if content_type is not None and body:
             response.set("content-type", content_type)
         try:
