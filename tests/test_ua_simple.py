@@ -119,6 +119,31 @@ class CallTests(SynchronousTestCase):
         self.assertIn("BYE", self.net.methods())
         self.assertEqual([e[0] for e in self.events], ["create", "cleanup"])
 
+    def test_ack_reusing_the_invite_branch_establishes_the_call(self) -> None:
+        # Net::SIP (and RFC 2543 peers) send the ACK of a 2xx with the
+        # INVITE's Via branch: it matches the INVITE server transaction,
+        # and must still reach the call (RFC 6026 7.1: passed to the TU)
+        self.listen()
+        branches: dict[str, str] = {}
+
+        def old_style_ack(message: Any, addr: Any) -> bool:
+            method = getattr(message, "method", None)
+            if method == "INVITE":
+                branches["invite"] = message.get("via").split("branch=")[1].split(";")[0]
+            if method != "ACK":
+                return False
+            ours = message.get("via").split("branch=")[1].split(";")[0]
+            data = bytes(message).replace(ours.encode(), branches["invite"].encode())
+            self.net.legs[("192.0.2.2", 5060)].receive(data, ("192.0.2.1", 5060))
+            return True
+
+        self.net.drop = old_style_ack
+        call = self.successResultOf(self._call())
+        self.assertEqual([e[0] for e in self.events], ["create", "established"])
+        self.net.advance(2.0)
+        self.assertEqual(self.net.methods().count("200 INVITE"), 1)  # the ACK stopped the retransmissions
+        self.assertEqual(call.state, "established")
+
     def test_ring_timeout_cancels_and_fails_clearly(self) -> None:
         self.listen(answer_after=None)
         ringing: list[int] = []

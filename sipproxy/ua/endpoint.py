@@ -388,8 +388,12 @@ class ServerTransaction:
                 self._timers.cancel(out.name)
             elif isinstance(out, tx.Terminated):
                 self._terminated()
-            elif isinstance(out, tx.AckReceived):  # a 2xx ACK reusing the INVITE's branch
-                self._ack_received(out.ack)
+            elif isinstance(out, tx.AckReceived):
+                # a 2xx ACK reusing the INVITE's branch (RFC 2543 peers,
+                # Net::SIP): it matched this transaction, but the dialog must
+                # see it too (RFC 6026 7.1: passed to the TU, not absorbed)
+                if not self.endpoint._ack(out.ack):
+                    self._ack_received(out.ack)
             elif isinstance(out, (tx.Timeout, tx.TransportError)):
                 log.info("{method} from {source}: our answer was not acknowledged", method=self.method,
                          source=self.addr)
