@@ -27,6 +27,7 @@ from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.util import (
     REQUIRE_INTEROP,
+    WaitTimeout,
     interop_required,
     read_text,
     require_program,
@@ -94,6 +95,21 @@ class PerlUA:
         return self.proc.returncode
 
 
+def send_message(ua: Any, uri: str, body: bytes) -> Deferred:
+    """A MESSAGE outside any dialog, through the UA's endpoint (as
+    Net::SIP's C{$ua->{endpoint}->new_request('MESSAGE', ...)}); fires
+    with the final response."""
+    from sipproxy.sip.uac import new_request
+
+    def send(target: Any) -> Deferred:
+        leg = target[0]
+        request = new_request("MESSAGE", uri, ua.from_, f"<{uri}>", sent_by=leg.sent_by,
+                              transport=leg.proto.upper(), body=body, content_type="text/plain")
+        return ua.endpoint.send_request(request, target).deferred
+
+    return ua.endpoint.resolve(uri).addCallback(send)
+
+
 def _event(call: Any, name: str) -> Deferred:
     """A Deferred firing with the payload of the call's next C{name} event."""
     d: Deferred = Deferred()
@@ -133,8 +149,11 @@ class NetSIPUATests(unittest.TestCase):
         call.on("request", taken)
 
     @inlineCallbacks
-    def _wait_message(self, body: bytes, in_dialog: bool) -> Any:
-        yield wait_until(lambda: (in_dialog, body) in self.messages, 10, what=f"MESSAGE {body!r}")
+    def _wait_message(self, body: bytes, in_dialog: bool, perl: "PerlUA") -> Any:
+        try:
+            yield wait_until(lambda: (in_dialog, body) in self.messages, 10, what=f"MESSAGE {body!r}")
+        except WaitTimeout:
+            raise AssertionError(f"no MESSAGE {body!r} (we got {self.messages})\n{perl.describe()}")
 
     # -- we call Net::SIP ---------------------------------------------------------------------------
     @inlineCallbacks
@@ -149,7 +168,7 @@ class NetSIPUATests(unittest.TestCase):
         self.assertEqual(response.code, 200)
         response = yield call.request("MESSAGE", b"ping", "text/plain")
         self.assertEqual(response.code, 200)
-        yield self._wait_message(b"pong", True)
+        yield self._wait_message(b"pong", True, perl)
         request = yield _with_timeout(their_hold, 10, "re-INVITE from Net::SIP")
         self.assertIn(b"c=IN IP4 0.0.0.0", request.body)
         end = yield call.bye()
@@ -190,7 +209,7 @@ class NetSIPUATests(unittest.TestCase):
         their_hold = _event(call, "reinvite")
         request = yield _with_timeout(their_hold, 10, "re-INVITE from Net::SIP")
         self.assertIn(b"c=IN IP4 0.0.0.0", request.body)
-        yield self._wait_message(b"ping", True)
+        yield self._wait_message(b"ping", True, perl)
         response = yield call.request("MESSAGE", b"pong", "text/plain")
         self.assertEqual(response.code, 200)
         response = yield call.hold()
@@ -237,7 +256,7 @@ class NetSIPUATests(unittest.TestCase):
 
         perl = PerlUA(self, self.perl, self.cwd, "netsip-receiver", "answer", "--calls", "0", "--do", "waitmessage")
         yield perl.ready()
-        response = yield self.ua.message(perl.uri, b"hi there", "text/plain")
+        response = yield send_message(self.ua, perl.uri, b"hi there")
         self.assertEqual(response.code, 200)
         rc = yield perl.finished()
         self.assertEqual(rc, 0, perl.describe())

@@ -162,18 +162,24 @@ emit(event => 'ready', leg => "$proto:$hostport");
 
 if ($o{mode} eq 'call') {
     die "--to is required\n" if !$o{to};
-    my ($established, $code);
+    my ($established, $code, $call_id);
     my $call = $ua->invite($o{to},
         cb_final => sub {
             my ($status, $call, %info) = @_;
-            if ($status eq 'OK') { $established = 1 } else { $code = $info{code} || -1 }
+            if ($status eq 'OK') {
+                # note it now: the peer's BYE may end the call in this same loop
+                $established = 1;
+                $call_id = $call->{ctx}->callid;
+                $call->{param}{_established} = 1;
+            } else {
+                $code = $info{code} || -1;
+            }
         },
     );
     my $flag = 0;
     $ua->loop(0.05, \$flag) while !$established && !defined $code && time < $deadline;
     if ($established) {
-        $call->{param}{_established} = 1;
-        emit(event => 'established', call_id => $call->{ctx}->callid);
+        emit(event => 'established', call_id => $call_id);
         run_steps($call);
     } elsif (defined $code) {
         emit(event => 'failed', code => $code);
@@ -221,9 +227,11 @@ if ($o{mode} eq 'call') {
         my $flag = 0;
         $ua->loop(0.05, \$flag) while !@calls && time < $deadline;
         my $call = shift @calls or do { timeout('incoming'); last };
-        emit(event => 'established', call_id => $call->{ctx}->callid);
-        ($got_bye, $got_reinvite) = (0, 0);
+        emit(event => 'established', call_id => $call->{ctx} ? $call->{ctx}->callid : '');
+        # the peer may re-INVITE or send MESSAGE right after its ACK, before
+        # this loop saw the call: the counters start at the call, not here
         run_steps($call) or last;
+        ($got_bye, $got_reinvite, $got_message) = (0, 0, 0);
     }
 } elsif ($o{mode} eq 'message') {
     die "--to is required\n" if !$o{to};
