@@ -2,8 +2,9 @@
 
 - Our UA (C{sipproxy-ua call --calls N --hangup-after 0}) calls
   C{sipp -sn uas}: every call is INVITE, 180, 200, ACK, BYE, 200.
-- C{sipp -sn uac -m N} calls our UA (C{sipproxy-ua answer --calls N}); sipp
-  hangs up.
+- C{sipp -sn uac -m N} calls our UA (C{sipproxy-ua answer}); sipp hangs
+  up (under C{-lost}, tests/sipp/ua_uac_txn.xml: the same calls with
+  responses matched to their transaction).
 
 Over UDP, TCP (C{-t t1}) and IPv6 UDP (C{::1}), and over UDP (v4 and v6)
 with C{-lost 10} on the sipp side: sipp drops a tenth of what it sends and
@@ -42,6 +43,7 @@ from tests.util import (
 )
 
 CALLS = int(os.environ.get("SIPPROXY_UA_SIPP_CALLS", "20"))
+UAC_TXN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sipp", "ua_uac_txn.xml")
 RATE = 10  # sipp uac: calls per second
 LOSS = 10  # percent, for the -lost runs
 
@@ -54,10 +56,11 @@ def _last_row(path: str) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1]))
 
 
-def _counts(cwd: str, role: str) -> dict[str, int]:
+def _counts(cwd: str) -> dict[str, int]:
     """sipp's per-message counters summed: retransmissions it sent or got
-    (C{*_Retrans}) and messages it dropped on purpose (C{*_Lost})."""
-    paths = glob.glob(os.path.join(cwd, f"{role}_*_counts.csv"))
+    (C{*_Retrans}) and messages it dropped on purpose (C{*_Lost}). One sipp
+    runs per test folder; its file is SCENARIO_PID_counts.csv."""
+    paths = glob.glob(os.path.join(cwd, "*_counts.csv"))
     if not paths:
         return {"retrans": 0, "lost": 0, "unexpected": 0, "timeout": 0}
     row = _last_row(paths[0])
@@ -144,7 +147,7 @@ class SippUATests(unittest.TestCase):
         established = ua.events("established")
         byes = [e for e in ua.events("bye") if e.get("code") == 200]
         failed = ua.events("failed") + ua.events("cancelled") + ua.events("timeout")
-        counts = _counts(self.cwd, "uas")
+        counts = _counts(self.cwd)
         stats = _last_row(stats_path)
         summary = (f"ua->sipp {proto}/IPv{family}{' lost ' + str(lost) + '%' if lost else ''}: "
                    f"calls sent={CALLS} established={len(established)} ended-200={len(byes)} "
@@ -181,7 +184,13 @@ class SippUATests(unittest.TestCase):
         yield wait_event(ua, "listening", 20)
         _, _, port = ua.leg()
         stats_path = os.path.join(self.cwd, "uac-stats.csv")
-        argv = [self.sipp, "-sn", "uac", hostport(host, port), "-i", host, "-bind_local",
+        # Under -lost, sipp's built-in uac takes any 200 of the call as the
+        # answer to its BYE: when its ACK and BYE are dropped, our (correct)
+        # retransmission of the 200 to the INVITE "completes" the call in
+        # sipp's eyes although the BYE never reached us. UAC_TXN is the same
+        # scenario with responses matched to their transaction.
+        scenario = ["-sf", UAC_TXN] if lost else ["-sn", "uac"]
+        argv = [self.sipp, *scenario, hostport(host, port), "-i", host, "-bind_local",
                 *self._sipp_options(proto, lost, "uac"), "-stf", stats_path,
                 "-m", str(CALLS), "-r", str(RATE), "-recv_timeout", "20s",
                 "-timeout", f"{int(self.timeout - 15)}s"]
@@ -190,7 +199,7 @@ class SippUATests(unittest.TestCase):
         self.assertIsNone(ua.proc.poll(), ua.describe())
         stop_process(ua.proc)
         stats = _last_row(stats_path)
-        counts = _counts(self.cwd, "uac")
+        counts = _counts(self.cwd)
         created, succeeded, failed = (int(stats[k]) for k in ("TotalCallCreated", "SuccessfulCall(C)",
                                                                "FailedCall(C)"))
         summary = (f"sipp->ua {proto}/IPv{family}{' lost ' + str(lost) + '%' if lost else ''}: "
@@ -201,7 +210,7 @@ class SippUATests(unittest.TestCase):
         print(summary)
         detail = (summary + "\n" + ua.describe() + "\n"
                   + read_text(os.path.join(self.cwd, "sipp-uac.out"))[-2000:]
-                  + "".join(read_text(p)[-2000:] for p in glob.glob(os.path.join(self.cwd, "uac_*errors.log"))))
+                  + "".join(read_text(p)[-2000:] for p in glob.glob(os.path.join(self.cwd, "*errors.log"))))
         self.assertEqual((created, succeeded, failed), (CALLS, CALLS, 0), detail)
         self.assertEqual(uac.returncode, 0, detail)
         self.assertEqual(len(ua.events("incoming")), CALLS, detail)
