@@ -336,10 +336,36 @@ class RegisterTests(SynchronousTestCase):
         self.net.run()
         self.assertEqual(self.successResultOf(bye).code, 200)
 
+    def test_ack_and_bye_follow_the_proxy_that_record_routed(self) -> None:
+        self.successResultOf(self._register(300))
+        self.alice.listen(sdp=None)
+        bob = self.net.simple("192.0.2.2", from_="bob")
+        d = bob.invite("sip:alice@192.0.2.9", sdp=None)
+        self.net.run()
+        call = self.successResultOf(d)
+        # alice's 200 copied the proxy's Record-Route (RFC 3261 12.1.1)
+        self.assertEqual(call.dialog.route_set, ["<sip:192.0.2.9:5060;lr>"])
+        bye = call.bye()
+        self.net.run()
+        self.successResultOf(bye)
+        sent_by_bob = [(to, m.method) for frm, to, m in self.net.routes
+                       if frm == "192.0.2.2" and hasattr(m, "method")]
+        self.assertEqual(sent_by_bob, [("192.0.2.9", "INVITE"), ("192.0.2.9", "ACK"), ("192.0.2.9", "BYE")])
+
     def test_ack_and_bye_go_to_the_callee_when_the_proxy_did_not_record_route(self) -> None:
         self.successResultOf(self._register(300))
         self.alice.listen(sdp=None)
         bob = self.net.simple("192.0.2.2", from_="bob")
+
+        def without_record_route(message: Any, addr: Any) -> bool:
+            # sipproxy's proxy always record-routes: play one that stays off the path
+            if getattr(message, "method", None) != "INVITE" or addr[0] != "192.0.2.1" or "record-route" not in message:
+                return False
+            message.remove("record-route")
+            self.net.legs[("192.0.2.1", 5060)].receive(bytes(message), ("192.0.2.9", 5060))
+            return True
+
+        self.net.drop = without_record_route
         d = bob.invite("sip:alice@192.0.2.9", sdp=None)  # to the registrar's domain, no outgoing proxy
         self.net.run()
         call = self.successResultOf(d)
