@@ -121,6 +121,48 @@ class CommandLineTests(TestCase):
         self.assertEqual(call.events[-1], {"event": "done", "ok": False})
 
     @defer.inlineCallbacks
+    def test_answered_call_hung_up_before_its_ack_is_a_bye(self) -> Any:
+        # the caller's ACK is lost and its BYE comes first (seen with sipp
+        # -lost 10): the call was answered and ended normally
+        callee = run_cli("answer", "--leg", "udp:127.0.0.1:0", "--calls", "1", "--timeout", "20")
+        listening = yield callee.wait_for("listening")
+        port = int(listening["legs"][0].rsplit(":", 1)[1])
+        answers: defer.DeferredQueue = defer.DeferredQueue()
+
+        class Phone(protocol.DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                answers.put(data.decode())
+
+        phone = reactor.listenUDP(0, Phone(), interface="127.0.0.1")
+        self.addCleanup(phone.stopListening)
+        me = phone.getHost().port
+
+        def request(method: str, cseq: int, to_tag: str = "", body: str = "") -> bytes:
+            to = f"<sip:bob@127.0.0.1:{port}>" + (f";tag={to_tag}" if to_tag else "")
+            head = (f"{method} sip:bob@127.0.0.1:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{method}-{cseq}\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: {to}\r\n"
+                    f"Call-ID: early-bye-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:alice@127.0.0.1:{me}>\r\n")
+            if body:
+                head += "Content-Type: application/sdp\r\n"
+            return (head + f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+        sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+        phone.write(request("INVITE", 1, body=sdp), ("127.0.0.1", port))
+        answer = ""
+        while not answer.startswith("SIP/2.0 200"):
+            answer = yield answers.get()
+        to_tag = answer.split("\r\nTo: ")[1].split("\r\n")[0].split("tag=")[1].split(";")[0]
+        phone.write(request("BYE", 2, to_tag), ("127.0.0.1", port))  # no ACK
+        bye_answer = ""
+        while "BYE" not in bye_answer:
+            bye_answer = yield answers.get()
+        self.assertTrue(bye_answer.startswith("SIP/2.0 200"), bye_answer)
+        code = yield callee.ended
+        self.assertEqual(code, 0, callee.events)
+        self.assertIn({"event": "bye", "by": "remote", "code": 200}, callee.events)
+
+    @defer.inlineCallbacks
     def test_refused_call_is_reported_with_its_code(self) -> Any:
         bob = Simple(reactor, legs=["udp:127.0.0.1:0"], from_="bob")
         self.addCleanup(bob.cleanup)

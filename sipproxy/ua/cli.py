@@ -303,8 +303,11 @@ async def _answer(reactor: Any, ua: Any, args: argparse.Namespace, out: Output) 
 
     def cleaned(call: Any) -> None:
         end = call.end
-        if call.call_id in up:  # it was up: how it ended
-            report_media(call, out)
+        # up, or answered and hung up by the caller before its ACK reached
+        # us (a lost ACK; RFC 3261 15 lets the BYE come first): how it ended
+        if call.call_id in up or (end.by == "remote" and end.reason == "BYE"):
+            if call.call_id in up:
+                report_media(call, out)
             out("bye", by=end.by, code=end.code)
             state["ok"] = state["ok"] and end.code is not None and 200 <= end.code < 300
         elif end.code == 487 and end.by == "remote":
