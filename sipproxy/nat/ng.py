@@ -61,6 +61,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sipproxy.sip.addresses import is_ip_literal
 from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode
 from sipproxy.nat.sessions import SessionKey
@@ -147,13 +148,8 @@ def _names(value: Any) -> list[str]:
 
 
 def _is_ip(text: Optional[str]) -> bool:
-    if not text:
-        return False
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    # an SDP/ng address: a bare literal, never bracketed (one place: sip.addresses)
+    return bool(text) and text[:1] != "[" and is_ip_literal(text)  # type: ignore[index]
 
 
 # -- client -------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ import ipaddress
 import random
 from typing import Any, Iterator, Optional, Sequence
 
+from sipproxy.sip.addresses import is_ip_literal
 from sipproxy.nat.forward import LEARN_WINDOW, RelayPort
 from sipproxy.sip.sdp import Media, MediaTarget, SessionDescription
 
@@ -77,13 +78,8 @@ def _unspecified(address: str) -> bool:
 
 
 def _is_ip(address: Optional[str]) -> bool:
-    if not address:
-        return False
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
+    # an SDP/ng address: a bare literal, never bracketed (one place: sip.addresses)
+    return bool(address) and address[:1] != "[" and is_ip_literal(address)  # type: ignore[index]
 
 
 class Refusal:

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 import attr
 
-from sipproxy.sip.uri import URI, URIError, format_host_port, parse_uri
+from sipproxy.sip.addresses import address_of_record
+from sipproxy.sip.uri import URI, URIError, parse_uri
 
 __all__ = [
     "Binding",
@@ -84,11 +85,10 @@ def contact_key(uri: URI) -> str:
         return str(uri.without_params()).lower() if uri.opaque is None else str(uri)
     from urllib.parse import unquote
 
-    user = f"{unquote(uri.user)}@" if uri.user else ""
     params = sorted(
         (name.lower(), (value or "").lower()) for name, value in uri.params if name.lower() in _KEY_PARAMS
     )
-    text = f"{uri.scheme}:{user}{format_host_port(uri.host.lower(), uri.port)}"
+    text = address_of_record(uri.scheme, uri.user, uri.host, uri.port, drop_default_port=False)
     text += "".join(f";{n}={v}" for n, v in params)
     if uri.headers:
         text += "?" + "&".join(sorted(f"{unquote(n).lower()}={unquote(v or '').lower()}" for n, v in uri.headers))
