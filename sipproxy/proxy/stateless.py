@@ -347,8 +347,8 @@ class StatelessProxy:
                 registration = packet.method == "REGISTER"
             else:  # the CSeq's method, without parsing the number
                 registration = (packet.get("cseq") or "").endswith("REGISTER")
-            if not registration:
-                expires = tokens.expiry(tokens.dialog_lifetime)
+            if not registration:  # tokens.expiry(lifetime), inline: this runs for most packets
+                expires = -(-int(tokens.clock.seconds() + tokens.dialog_lifetime) // STEP) * STEP
         changed = False
         new_values = []
         for value in packet.get_all("contact"):
