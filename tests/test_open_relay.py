@@ -159,3 +159,33 @@ class ContactTokenTests(SynchronousTestCase):
                                     via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKbye2", cseq=2,
                                     headers=[("Route", "<sip:192.0.2.1;lr>")]), PHONE)
         self.assertEqual(self.outside.take(), [], "an expired token was honoured")
+
+
+class RegistrationTokenTests(SynchronousTestCase):
+    """A REGISTER the proxy forwards to another registrar: the token in its
+    Contact may start calls (the registrar's INVITEs), until the
+    registration expires."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.inside, self.outside = MemoryLeg("192.0.2.1"), MemoryLeg("203.0.113.1")
+        self.dispatcher = memory_dispatcher([self.inside, self.outside])
+        self.proxy = StatelessProxy(self.dispatcher, secret=b"p" * 32, clock=self.clock)
+        self.dispatcher.set_receiver(self.proxy)
+        self.inside.receive(request("REGISTER", uri="sip:203.0.113.50", from_="<sip:al@203.0.113.50>;tag=r",
+                                    to="<sip:al@203.0.113.50>", contact="<sip:al@192.0.2.10>;expires=600",
+                                    via="SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKreg"), PHONE)
+        [(register, addr)] = self.outside.take()
+        self.assertEqual(addr, ("203.0.113.50", 5060))
+        self.token_uri = register.name_addr("contact").uri
+
+    def call_token(self, branch: str) -> list:
+        self.outside.receive(request("INVITE", uri=str(self.token_uri), to=f"<{self.token_uri}>",
+                                     via=f"SIP/2.0/UDP 203.0.113.50;branch={branch}"), ("203.0.113.50", 5060))
+        return [addr for message, addr in self.inside.take() if hasattr(message, "uri")]
+
+    def test_the_registrar_can_call_the_phone_until_the_registration_expires(self) -> None:
+        self.assertEqual(self.call_token("z9hG4bKc1"), [PHONE])
+        self.clock.advance(600 + 2 * 300)
+        self.assertEqual(self.call_token("z9hG4bKc2"), [])

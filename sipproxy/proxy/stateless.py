@@ -83,6 +83,7 @@ class StatelessProxy:
         # token rewriting is deterministic, so its results can be remembered
         self._tokens: Optional[ContactTokens] = rewrite_contact if isinstance(rewrite_contact, ContactTokens) else None
         self._contact_cache: Optional[dict] = {} if self._tokens is not None else None
+        self._token_expires = 0  # the dialog tokens' expiry now (see _next_token_step)
         self.nathelper = nathelper
         self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
@@ -343,18 +344,21 @@ class StatelessProxy:
         expires = 0
         registration = False
         if tokens is not None:
-            if isinstance(packet, Request):
-                registration = packet.method == "REGISTER"
-            else:  # the CSeq's method, without parsing the number
-                registration = (packet.get("cseq") or "").endswith("REGISTER")
-            if not registration:  # tokens.expiry(lifetime), inline: this runs for most packets
-                expires = -(-int(tokens.clock.seconds() + tokens.dialog_lifetime) // STEP) * STEP
+            if tokens.clock.seconds() > self._token_expires - tokens.dialog_lifetime:
+                self._next_token_step()  # every STEP seconds: a new expiry, a fresh cache
+            expires = self._token_expires
+            if isinstance(packet, Request) and packet.method == "REGISTER":
+                # a registration token: may start calls, for as long as the
+                # REGISTER asked; not cached (REGISTERs are rare beside dialogs).
+                # Its answer's Contacts need no kind: they go back to the
+                # phone, which sends nothing to them.
+                registration, cache = True, None
         changed = False
         new_values = []
         for value in packet.get_all("contact"):
             if registration:
                 expires = tokens.expiry(_registration_lifetime(value, packet))  # type: ignore[union-attr]
-            key = (value, in_leg.index, out_leg.index, expires)
+            key = (value, in_leg.index, out_leg.index)
             new_value = cache.get(key) if cache is not None else None
             if new_value is None:
                 new_value = self._rewrite_contact(value, in_leg, out_leg, expires, registration)
@@ -365,6 +369,16 @@ class StatelessProxy:
             new_values.append(new_value)
         if changed:
             packet.set_all("contact", new_values)
+
+    def _next_token_step(self) -> None:
+        """The expiry of the dialog tokens minted from now on, rounded up to
+        L{STEP} seconds: the same for every Contact until the clock passes
+        it minus the lifetime; then the cache of rewritten Contacts (which
+        hold the old expiry) starts again."""
+        tokens = self._tokens
+        self._token_expires = tokens.expiry(tokens.dialog_lifetime)  # type: ignore[union-attr]
+        if self._contact_cache is not None:
+            self._contact_cache.clear()
 
     def _rewrite_contact(self, value: str, in_leg: ILeg, out_leg: ILeg, expires: int = 0,
                          registration: bool = False) -> str:
@@ -428,7 +442,7 @@ class StatelessProxy:
 
 
 def _registration_lifetime(value: str, packet: Message) -> float:
-    """How long a REGISTER's (or its 200's) Contact asks to be bound: its
+    """How long a REGISTER's Contact asks to be bound: its
     expires parameter, else the Expires header, else the default; the
     token is good for that plus a rounding step."""
     for text in (_contact_expires(value), packet.get("expires")):
