@@ -48,7 +48,7 @@ from sipproxy.ua.media import g711
 from sipproxy.ua.media.audiofile import (FrameListSource, PcmSource, RawPayloadSink, WavSink, read_raw_payload,
                                          read_wav)
 from sipproxy.ua.media.dtmf import DEFAULT_DURATION_MS, DtmfDigit
-from sipproxy.ua.media.rtp import RTPPacket
+from sipproxy.ua.media.rtp import ReceiverStats, RTPPacket
 from sipproxy.ua.media.stream import RTPStream
 
 __all__ = ["MediaOptions", "MediaSession", "media_factory", "DTMF_METHODS", "BYE"]
@@ -287,6 +287,23 @@ class _PayloadRecorder(RawPayloadSink):
         super().write(g711.pcm16_to_ulaw(pcm16))
 
 
+class _CallStats(ReceiverStats):
+    """Reception statistics kept over the whole call: the stream's restart
+    at a new SSRC (sipp's pcaps, a peer switching its source) would
+    otherwise forget what came before."""
+
+    def __init__(self) -> None:
+        self.prior_received = 0
+        self.prior_lost = 0
+        super().__init__(8000)
+
+    def _start(self, packet: RTPPacket, arrival: float) -> None:
+        if self.ssrc is not None:
+            self.prior_received += self.received
+            self.prior_lost += max(self.lost, 0)
+        super()._start(packet, arrival)
+
+
 class MediaSession:
     """One call's media (see the module docstring). Made by
     L{media_factory}; the call reads C{address}, C{port}, C{codecs} and
@@ -329,6 +346,7 @@ class MediaSession:
                            on_no_rtp=self._no_rtp if options.no_rtp_timeout else None,
                            no_rtp_timeout=options.no_rtp_timeout or 3600.0, detect_inband=self._detect,
                            rtcp=options.rtcp, sink=options.sink())
+        stream.rx = _CallStats()
         try:
             stream.listen(host)
         except Exception:
@@ -448,7 +466,12 @@ class MediaSession:
         stream's counters)."""
         if self.stream is None:
             return {"sent": 0, "received": 0, "lost": 0, "jitter_ms": 0.0}
-        return self.stream.stats()
+        stats = self.stream.stats()
+        rx = self.stream.rx
+        if isinstance(rx, _CallStats):
+            stats["received"] += rx.prior_received
+            stats["lost"] += rx.prior_lost
+        return stats
 
     def stop(self, call: Any = None) -> Deferred:
         """Stop sending and receiving and close the sockets and the
