@@ -151,3 +151,102 @@ class SippMediaTests(TestCase):
         self.assertGreaterEqual(value, 0.99)
         self.assertEqual(media["sent"], 100)
         self.assertGreaterEqual(media["received"], 95)
+
+
+class NetSipMediaTests(TestCase):
+    """Net::SIP::Simple (Perl) as the peer: DTMF both ways by both methods,
+    and an answer machine recording what we play."""
+
+    timeout = 90
+
+    def setUp(self) -> None:
+        self.perl = require_program("perl")
+        result = subprocess.run([self.perl, "-MNet::SIP", "-MJSON::PP", "-e", "1"], capture_output=True,
+                                timeout=30)
+        if result.returncode != 0:
+            require_file("/usr/share/perl5/Net/SIP.pm", "Perl's Net::SIP (package libnet-sip-perl)")
+        self.folder = temp_dir(self)
+
+    def start_perl(self, name: str, *args: str) -> tuple[subprocess.Popen, str]:
+        port = reserve_port()
+        proc = start_process(self, [self.perl, PERL_UA, "--leg", f"127.0.0.1:{port}", *args], self.folder, name)
+        return proc, f"127.0.0.1:{port}"
+
+    def perl_events(self, name: str) -> list[dict]:
+        return json_lines(os.path.join(self.folder, name + ".out"))
+
+    def perl_log(self, name: str) -> str:
+        with open(os.path.join(self.folder, name + ".err"), errors="replace") as f:
+            return f.read()[-2000:]
+
+    @defer.inlineCallbacks
+    def _perl_answers(self, name: str, calls: list[list[str]], *perl_args: str) -> Any:
+        perl, address = self.start_perl(name, "--mode", "answer", "--calls", str(len(calls)), "--timeout", "60",
+                                        *perl_args)
+        yield wait_until(lambda: any(e["event"] == "ready" for e in self.perl_events(name)), timeout=20,
+                         what="Net::SIP's ready line")
+        outputs = []
+        for args in calls:
+            call = run_cli("call", "--timeout", "30", *args, f"sip:netsip@{address}")
+            code = yield call.ended
+            self.assertEqual(code, 0, (call.events, call.err.decode()))
+            outputs.append(call)
+        yield wait_until(process_exited(perl), timeout=20, what="Net::SIP's end")
+        self.assertEqual(perl.returncode, 0, self.perl_log(name))
+        return outputs
+
+    @defer.inlineCallbacks
+    def test_we_send_sixteen_digits_both_ways_and_netsip_reports_them(self) -> Any:
+        yield self._perl_answers("netsip_rx", [["--dtmf", DIGITS, "--dtmf-method", "rfc4733"],
+                                               ["--dtmf", DIGITS, "--dtmf-method", "inband"]])
+        events = self.perl_events("netsip_rx")
+        per_call: list[str] = []
+        for e in events:
+            if e["event"] == "incoming":
+                per_call.append("")
+            elif e["event"] == "dtmf":
+                per_call[-1] += e["digit"]
+        print(f"\nsipproxy-ua -> Net::SIP cb_dtmf: rfc4733 sent {DIGITS} got {per_call[0]}; "
+              f"inband sent {DIGITS} got {per_call[1]}")
+        self.assertEqual(per_call, [DIGITS, DIGITS])
+
+    @defer.inlineCallbacks
+    def test_netsip_sends_sixteen_digits_both_ways_and_we_detect_them(self) -> Any:
+        answer = run_cli("answer", "--leg", "udp:127.0.0.1:0", "--calls", "2", "--timeout", "60")
+        listening = yield answer.wait_for("listening")
+        target = f"sip:x@{listening['legs'][0][4:]}"
+        for name, method in (("netsip_2833", "rfc2833"), ("netsip_audio", "audio")):
+            perl, _ = self.start_perl(name, "--mode", "call", "--to", target, "--dtmf", DIGITS, "--methods", method,
+                                      "--timeout", "30")
+            yield wait_until(process_exited(perl), timeout=40, what=f"Net::SIP sending by {method}")
+            self.assertEqual(perl.returncode, 0, self.perl_log(name))
+        self.assertEqual((yield answer.ended), 0, answer.err.decode())
+        per_call: list[list[dict]] = []
+        for e in answer.events:
+            if e["event"] == "incoming":
+                per_call.append([])
+            elif e["event"] == "dtmf":
+                per_call[-1].append(e)
+        got = ["".join(d["digit"] for d in call) for call in per_call]
+        methods = [sorted({d["method"] for d in call}) for call in per_call]
+        print(f"\nNet::SIP -> sipproxy-ua: rfc2833 sent {DIGITS} detected {got[0]} {methods[0]}; "
+              f"audio sent {DIGITS} detected {got[1]} {methods[1]}; media {events_of(answer, 'media')}")
+        self.assertEqual(got, [DIGITS, DIGITS])
+        self.assertEqual(methods, [["rfc4733"], ["inband"]])
+
+    @defer.inlineCallbacks
+    def test_netsip_answer_machine_records_what_we_play(self) -> Any:
+        play = os.path.join(self.folder, "chirp.wav")
+        sent = chirp(2.0)
+        write_wav(play, sent)
+        record = os.path.join(self.folder, "netsip.raw")
+        (call,) = yield self._perl_answers("netsip_am", [["--play", play]], "--record", record)
+        with open(record, "rb") as f:
+            recorded = samples(g711.ulaw_to_pcm16(f.read()))
+        reference = samples(g711.ulaw_to_pcm16(g711.pcm16_to_ulaw(sent)))
+        value, lag = align(reference[800:12800], recorded, 4000)
+        media = events_of(call, "media")[0]
+        print(f"\nsipproxy-ua --play -> Net::SIP recv_echo(record): {len(recorded)} samples recorded, "
+              f"correlation {value:.5f} at lag {lag - 800}; our media event {media}")
+        self.assertGreaterEqual(value, 0.99)
+        self.assertEqual(media["sent"], 100)
