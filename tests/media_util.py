@@ -39,14 +39,15 @@ def correlation_at(reference: Sequence[int], recorded: Sequence[int], lag: int) 
     return dot / energy
 
 
-def align(reference: Sequence[int], recorded: Sequence[int], max_lag: int, probe: int = 400) -> tuple[float, int]:
+def align(reference: Sequence[int], recorded: Sequence[int], max_lag: int, probe: int = 400,
+          min_lag: int = 0) -> tuple[float, int]:
     """(correlation, lag): the delay of C{reference} inside C{recorded}
-    (0..max_lag samples), found with a C{probe}-sample piece of the
+    (min_lag..max_lag samples), found with a C{probe}-sample piece of the
     reference (cheap in pure Python), then the correlation of the whole
     reference at that delay."""
     piece = reference[:probe]
     best, where = -2.0, 0
-    for lag in range(0, max_lag + 1):
+    for lag in range(max(min_lag, 0), max_lag + 1):
         value = correlation_at(piece, recorded, lag)
         if value > best:
             best, where = value, lag
