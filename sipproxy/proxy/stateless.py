@@ -83,7 +83,10 @@ class StatelessProxy:
         # token rewriting is deterministic, so its results can be remembered
         self._tokens: Optional[ContactTokens] = rewrite_contact if isinstance(rewrite_contact, ContactTokens) else None
         self._contact_cache: Optional[dict] = {} if self._tokens is not None else None
-        self._token_expires = 0  # the dialog tokens' expiry now (see _next_token_step)
+        # the dialog tokens' expiry now, and when it moves on (see _next_token_step)
+        self._token_expires = 0
+        self._token_step_ends = float("-inf")
+        self._token_now = self._tokens.clock.seconds if self._tokens is not None else None
         self.nathelper = nathelper
         self._nat_sessions = NATSessions(nathelper) if nathelper is not None else None
         self.force_rewrite = force_rewrite
@@ -255,12 +258,13 @@ class StatelessProxy:
             request.add("max-forwards", "70")
         else:
             request.replace_first("max-forwards", _DECREMENTED.get(mf) or str(int(mf) - 1))
-        if request.method != "REGISTER" and "tag=" not in (request.get("to") or ""):
+        registering = request.method == "REGISTER"
+        if not registering and "tag=" not in (request.get("to") or ""):
             request.insert_line("record-route", *self._record_route(in_leg))
             if out_leg is not in_leg:
                 request.insert_line("record-route", *self._record_route(out_leg))
         if out_leg is not in_leg or self.force_rewrite:
-            self._rewrite_contacts(request, in_leg, out_leg)
+            self._rewrite_contacts(request, in_leg, out_leg, registering)
         via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
         request.insert_line("via", "Via: " + via, via)
         self._deliver(request, in_leg, out_leg, dst, addr)
@@ -331,8 +335,10 @@ class StatelessProxy:
             entry = self._record_routes[leg] = (contact, (f"Record-Route: {value}", value))
         return entry[1]
 
-    def _rewrite_contacts(self, packet: Message, in_leg: ILeg, out_leg: ILeg) -> None:
-        """Replace each sip/sips Contact with what the rewriter gives.
+    def _rewrite_contacts(self, packet: Message, in_leg: ILeg, out_leg: ILeg, registering: bool = False) -> None:
+        """Replace each sip/sips Contact with what the rewriter gives
+        (C{registering}: the packet is a REGISTER, whose tokens may start
+        calls).
 
         With the built-in token scheme the result is a function of the
         Contact value and the two legs, so it is remembered: the Contact of
@@ -344,10 +350,10 @@ class StatelessProxy:
         expires = 0
         registration = False
         if tokens is not None:
-            if tokens.clock.seconds() > self._token_expires - tokens.dialog_lifetime:
+            if self._token_now() > self._token_step_ends:
                 self._next_token_step()  # every STEP seconds: a new expiry, a fresh cache
             expires = self._token_expires
-            if isinstance(packet, Request) and packet.method == "REGISTER":
+            if registering:
                 # a registration token: may start calls, for as long as the
                 # REGISTER asked; not cached (REGISTERs are rare beside dialogs).
                 # Its answer's Contacts need no kind: they go back to the
@@ -377,6 +383,7 @@ class StatelessProxy:
         hold the old expiry) starts again."""
         tokens = self._tokens
         self._token_expires = tokens.expiry(tokens.dialog_lifetime)  # type: ignore[union-attr]
+        self._token_step_ends = self._token_expires - tokens.dialog_lifetime  # type: ignore[union-attr]
         if self._contact_cache is not None:
             self._contact_cache.clear()
 
