@@ -31,6 +31,8 @@ from sipproxy.proxy.contact_tokens import (DEFAULT_DIALOG_LIFETIME, DEFAULT_REGI
 from sipproxy.interfaces import INATHelper, IContactRewriter, IDispatcher, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
+from sipproxy.proxy.flows import TOKEN_PREFIX, Flow, FlowTokens, came_over_nat
+from sipproxy.registrar.location import WallClock
 from sipproxy.proxy.routing import RoutingError, response_hop_of
 from sipproxy.sip.uri import URI, URIError, format_name_addr, parse_name_addr
 
@@ -60,6 +62,13 @@ class StatelessProxy:
         None, so the proxy can be built without a reactor).
     @param token_lifetime: seconds a dialog's Contact token stays good after
         its Contact last passed (see L{sipproxy.proxy.contact_tokens}).
+    @param nat_flows: reach phones behind NAT over the flow their packets
+        came on (L{sipproxy.proxy.flows}): a Contact that is not where its
+        packet came from is replaced by a flow token. A Route or Request-URI
+        carrying one of our flow tokens (the registrar's, too) always leaves
+        over that flow.
+    @param flow_lifetime: how long a flow token in a rewritten Contact
+        stays valid (seconds): the longest dialog it must serve.
     """
 
     def __init__(
@@ -71,6 +80,8 @@ class StatelessProxy:
         secret: Optional[bytes] = None,
         clock: Optional[IReactorTime] = None,
         token_lifetime: float = DEFAULT_DIALOG_LIFETIME,
+        nat_flows: bool = True,
+        flow_lifetime: float = 86400.0,
     ) -> None:
         self.dispatcher = dispatcher
         if secret is None:
@@ -93,6 +104,18 @@ class StatelessProxy:
         self.branches = BranchMaker(secret)
         #: per leg: the contact its Record-Route was made from, and (line, value)
         self._record_routes: dict[ILeg, tuple[str, tuple[str, str]]] = {}
+        # flow tokens expire by the same clock as Contact tokens
+        self.clock: IReactorTime = clock if clock is not None else (
+            getattr(dispatcher, "reactor", None) or WallClock())
+        # flow tokens the registrar put in Routes are always followed;
+        # nat_flows decides whether this proxy also turns the Contacts of
+        # packets that came over NAT into them
+        self.flows = FlowTokens(secret, dispatcher.legs)
+        self.nat_flows = nat_flows
+        self.flow_lifetime = flow_lifetime
+        # the NAT verdict per (Contact, transport, source): a dialog repeats them
+        self._nat_contacts: dict[tuple[str, str, tuple[str, int]], Any] = {}
+        self._source_text: dict[tuple[str, int], str] = {}  # a source address as host:port
 
     # IReceiver --------------------------------------------------------------
     def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
@@ -136,11 +159,16 @@ class StatelessProxy:
             self._refuse(request, 400, f"Bad Route ({e})"[:100], leg, addr)
             return
         routes = request.get_all("route")
+        if routes and self._leave_over_flow(request, routes[0], leg, addr, loop):
+            return
         if routes:
             target_uri = parse_name_addr(routes[0]).uri
         else:
             uri = request.parsed_uri()
             if self.dispatcher.names_us(uri):
+                if uri.user and uri.user.startswith(TOKEN_PREFIX):
+                    self._to_flow(request, uri.user, leg, addr, loop, set_uri=True)
+                    return
                 if not uri.user:
                     restored = None
                 elif self._tokens is not None:  # ours start nothing new outside a dialog (no To tag)
@@ -263,7 +291,10 @@ class StatelessProxy:
             request.insert_line("record-route", *self._record_route(in_leg))
             if out_leg is not in_leg:
                 request.insert_line("record-route", *self._record_route(out_leg))
-        if out_leg is not in_leg or self.force_rewrite:
+        if (self.nat_flows and "contact" in request._names
+                and self._contacts_to_flow(request, in_leg, out_leg, addr)):
+            pass
+        elif out_leg is not in_leg or self.force_rewrite:
             self._rewrite_contacts(request, in_leg, out_leg, registering)
         via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
         request.insert_line("via", "Via: " + via, via)
@@ -319,9 +350,87 @@ class StatelessProxy:
             log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
             return
         out_leg, dst = targets[0]
-        if out_leg is not in_leg or self.force_rewrite:
+        if self.nat_flows and "contact" in response._names and self._contacts_to_flow(
+                response, in_leg, out_leg, addr):
+            pass
+        elif out_leg is not in_leg or self.force_rewrite:
             self._rewrite_contacts(response, in_leg, out_leg)
         self._deliver(response, in_leg, out_leg, dst, addr)
+
+    # flows (phones behind NAT) ---------------------------------------------------------------
+    def _leave_over_flow(self, request: Request, top_route: str, leg: Any, addr: tuple[str, int],
+                         loop: str) -> bool:
+        """When the top Route names us with a flow token (the registrar's
+        route to a phone behind NAT), pop it and send the request over that
+        flow; True when the request was dealt with."""
+        try:
+            route = parse_name_addr(top_route).uri
+        except URIError:
+            return False
+        if not route.user or not route.user.startswith(TOKEN_PREFIX) or not self.dispatcher.names_us(route):
+            return False
+        request.pop_first("route")
+        self._to_flow(request, route.user, leg, addr, loop, set_uri=False)
+        return True
+
+    def _to_flow(self, request: Request, token: str, leg: Any, addr: tuple[str, int], loop: str,
+                 set_uri: bool) -> None:
+        flow = self.flows.open(token, self.clock.seconds())  # type: ignore[union-attr]
+        if flow is None:
+            # RFC 5626 11.5: the flow named is gone (expired, or not ours)
+            self._refuse(request, 430, "Flow Failed", leg, addr)
+            return
+        if set_uri:
+            if "tag=" not in (request.get("to") or ""):
+                # a flow URI in a Contact serves its dialog; a new call to the
+                # phone goes through the registrar (as Contact tokens do)
+                self._refuse(request, 403, "Forbidden (a flow token starts no new dialog)", leg, addr)
+                return
+            request.uri = flow.contact
+        self._forward_request([(self.dispatcher.legs[flow.leg_index], flow.address)], request, leg, addr, loop)
+
+    def _contacts_to_flow(self, packet: Message, in_leg: Any, out_leg: Any, addr: tuple[str, int]) -> bool:
+        """Replace the Contact of a packet that came over NAT with a flow
+        token URI naming C{out_leg}, so what the far side sends to that
+        Contact comes back here and leaves over the flow. False (nothing
+        changed) when the packet has no single sip Contact or came from
+        where its Contact says."""
+        if in_leg.proto == "udp":
+            # the usual case, decided on the raw line before any decoding: the
+            # Contact names the source as host:port, not followed by a digit
+            line = packet._raws[packet._names.index("contact")]
+            needle = self._source_text.get(addr)
+            if needle is None:
+                needle = remember(self._source_text, addr, f"{addr[0]}:{addr[1]}", 4096)
+            at = line.find(needle)
+            if at > 0 and line[at - 1] in "@:":
+                end = at + len(needle)
+                if end == len(line) or not line[end].isdigit():
+                    return False
+        if isinstance(packet, Request) and packet.method == "REGISTER":
+            return False  # a registrar upstream learns the flow itself (or from a Path)
+        values = packet.get_all("contact")
+        if len(values) != 1:
+            return False
+        value = values[0]
+        key = (value, in_leg.proto, addr)
+        contact = self._nat_contacts.get(key, _UNKNOWN)
+        if contact is _UNKNOWN:
+            try:
+                parsed = parse_name_addr(value)
+            except URIError:
+                parsed = None
+            if parsed is not None and (not parsed.uri.is_sip or not came_over_nat(parsed.uri, in_leg.proto, addr)):
+                parsed = None
+            # only short values are remembered: memory stays bounded in bytes too
+            contact = remember(self._nat_contacts, key, parsed, 4096) if len(value) <= 512 else parsed
+        if contact is None:
+            return False
+        uri = contact.uri
+        flow = Flow(in_leg.index, in_leg.proto, addr[0], addr[1], str(uri))
+        token_uri = self.flows.uri(flow, self.clock.seconds() + self.flow_lifetime, out_leg)  # type: ignore
+        packet.set_all("contact", [format_name_addr(contact.display, token_uri, contact.params)])
+        return True
 
     # both -------------------------------------------------------------------------------
     def _record_route(self, leg: ILeg) -> tuple[str, str]:
@@ -465,6 +574,9 @@ def _contact_expires(value: str) -> Optional[str]:
         return parse_name_addr(value).param("expires")
     except URIError:
         return None
+
+
+_UNKNOWN = object()
 
 
 #: Max-Forwards values as text, to the text one lower: the usual ones.

@@ -33,6 +33,7 @@ from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, W
 from sipproxy.sip.addresses import address_of_record
 from sipproxy.sip.message import Message, Request
 from sipproxy.sip.stateless import stateless_answer
+from sipproxy.proxy.flows import Flow, FlowTokens, came_over_nat
 from sipproxy.access.domains import Domains
 from sipproxy.sip.uri import URI, URIError, format_host_port, format_params, parse_name_addr, parse_uri
 
@@ -91,6 +92,13 @@ class Registrar:
         registrar behind L{sipproxy.access.filters.Redirect}).
     @param max_contacts: contacts one address-of-record may hold; a
         REGISTER adding more gets 403. None: no limit.
+    @param flows: a L{FlowTokens}: a REGISTER that came over NAT (its
+        Contact is not where it came from) is filed with a Route back to
+        the flow it came over, so requests reach the phone (None: contacts
+        are used as they stand).
+    @param keeper: a L{sipproxy.registrar.flow_keeper.FlowKeeper} told about
+        every binding reached over a flow, to keep the NAT open and drop the
+        binding when the flow dies.
     """
 
     def __init__(
@@ -104,6 +112,8 @@ class Registrar:
         default_expires: Optional[int] = None,
         route: bool = True,
         max_contacts: Optional[int] = DEFAULT_MAX_CONTACTS,
+        flows: Optional[FlowTokens] = None,
+        keeper: Any = None,
     ) -> None:
         if min_expires < 0 or max_expires < 1 or min_expires > max_expires:
             raise ValueError(f"want 0 <= min_expires ({min_expires}) <= max_expires ({max_expires})")
@@ -124,6 +134,8 @@ class Registrar:
         self.default_expires = min(default_expires or max_expires, max_expires)
         self.route = route
         self.max_contacts = max_contacts
+        self.flows = flows
+        self.keeper = keeper
 
     # -- names ------------------------------------------------------------------------
     def aor(self, uri: URI) -> str:
@@ -198,12 +210,13 @@ class Registrar:
                 return self._respond(request, 423, "Interval Too Brief", leg, addr,
                                      [("Min-Expires", str(self.min_expires))])
             params = format_params((n, v) for n, v in contact.params if n.lower() != "expires")
+            flow_route = self._flow_route(contact.uri, leg, addr, now + expires) if expires and not path else None
             binding = Binding(contact=str(contact.uri), params=params, expires=expires, call_id=call_id, cseq=cseq,
-                              registered=now, path=path, source=source)
+                              registered=now, path=(flow_route,) if flow_route else path, source=source)
             changes[binding.key] = (binding.key, binding if expires else None, expires)
         update = list(changes.values())
         if self.max_contacts is None or not any(ttl > 0 for _, _, ttl in update):
-            return self._answer(self.store.update(aor, call_id, cseq, update), request, aor, leg, addr)
+            return self._update(aor, call_id, cseq, update, request, leg, addr)
         d = self.store.lookup(aor)
         d.addCallbacks(self._within_limit, self._unavailable, callbackArgs=(update, request, aor, leg, addr),
                        errbackArgs=(request, leg, addr))
@@ -226,8 +239,34 @@ class Registrar:
             log.info("REGISTER {aor} from {source}: answered 403, {count} contacts exceed the limit of {limit}",
                      aor=aor, source=addr, count=len(keys), limit=self.max_contacts)
             return self._respond(request, 403, f"Forbidden (at most {self.max_contacts} contacts)", leg, addr)
-        return self._answer(self.store.update(aor, request.call_id, request.cseq[0], update), request, aor, leg,
-                            addr)
+        return self._update(aor, request.call_id, request.cseq[0], update, request, leg, addr)
+
+    def _update(self, aor: str, call_id: str, cseq: int, update: list, request: Request, leg: ILeg,
+                addr: tuple[str, int]) -> Any:
+        """Store the changes, tell the keeper which bindings it reaches over
+        flows, and answer."""
+        result = self.store.update(aor, call_id, cseq, update)
+        if self.keeper is not None:
+            result.addCallback(self._tell_keeper, aor, update, leg, addr)
+        return self._answer(result, request, aor, leg, addr)
+
+    def _flow_route(self, contact: URI, leg: Any, addr: tuple[str, int], until: float) -> Optional[str]:
+        """The Route that leads back over the flow a REGISTER came on, or
+        None when its Contact is reachable as it stands (or flows are off).
+        It outlives the binding by a minute, so a refresh that arrives a
+        little late still finds the old route valid."""
+        if self.flows is None or not contact.is_sip or not came_over_nat(contact, leg.proto, addr):
+            return None
+        flow = Flow(leg.index, leg.proto, addr[0], addr[1], str(contact))
+        return f"<{self.flows.uri(flow, until + 60, leg)};lr>"
+
+    def _tell_keeper(self, bindings: Any, aor: str, update: list, leg: ILeg, addr: tuple[str, int]) -> Any:
+        for key, binding, _ in update:
+            if binding is not None and binding.path and self.flows is not None:
+                self.keeper.watch(aor, binding, leg, addr)
+            else:
+                self.keeper.forget(aor, key)
+        return bindings
 
     def _expires(self, param: Optional[str], header: Optional[str]) -> int:
         """RFC 3261 10.3 step 7: the contact's expires parameter, else the
