@@ -204,7 +204,7 @@ class ChainOrderTests(FrontDoorHarness, SynchronousTestCase):
         chain = self.dispatcher.receiver.receivers
         names = [type(r).__name__ for r in chain]
         self.assertEqual(names, ["Dropper", "OwnAcks", "Blocker", "RelayGuard", "ReceiveChain", "ReceiveChain",
-                                 "Registrar", "StatelessProxy"])
+                                 "FlowKeeper", "Registrar", "StatelessProxy"])
         self.assertIsInstance(chain[0], Dropper)
         self.assertIsInstance(chain[2], Blocker)
         self.assertIsInstance(chain[4], ReceiveChain)

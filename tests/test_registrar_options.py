@@ -141,8 +141,8 @@ class ServiceTests(unittest.TestCase):
                           os.path.join(cwd, "secret")])
         service = makeService(options)
         names = [type(r).__name__ for r in service.dispatcher.receiver.receivers]
-        self.assertEqual(names, ["OwnAcks", "RelayGuard", "ReceiveChain", "ReceiveChain", "Registrar",
-                                 "StatelessProxy"])
+        self.assertEqual(names, ["OwnAcks", "RelayGuard", "ReceiveChain", "ReceiveChain", "FlowKeeper",
+                                 "Registrar", "StatelessProxy"])
         store_service = service.getServiceNamed("location-store")
         service.startService()
         d = service.stopService()

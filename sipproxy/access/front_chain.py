@@ -38,6 +38,8 @@ from sipproxy.interfaces import ICredentialStore, IDispatcher, ILocationStore
 from sipproxy.access.domains import Domains, OwnAcks, RelayGuard, proxy_auth_needed, registrar_request
 from sipproxy.access.filters import Blocker, ByField, ByIPPort, Dropper
 from sipproxy.access.login_limit import DEFAULT_LIMIT, FailedLogins
+from sipproxy.proxy.flows import FlowTokens
+from sipproxy.registrar.flow_keeper import FlowKeeper
 from sipproxy.registrar.redirect import Redirect
 from sipproxy.registrar.registrar import DEFAULT_MAX_CONTACTS, Registrar
 
@@ -74,6 +76,12 @@ class FrontDoor:
     @param auth_failure_limit: (failures, window seconds, block seconds)
         per source IP before its authentication attempts are dropped for a
         while (L{sipproxy.access.login_limit}); None for no limit.
+    @param nat_flows: file REGISTERs that came over NAT with a route back
+        over their flow (L{sipproxy.proxy.flows}); needs C{secret}, the one
+        the proxy seals its flow tokens with.
+    @param nat_ping_interval: seconds between keep-alive pings of such
+        bindings (0: no pings, see L{FlowKeeper}).
+    @param nat_ping_failures: unanswered pings in a row that drop a binding.
     """
 
     def __init__(
@@ -96,6 +104,9 @@ class FrontDoor:
         register_any_aor: bool = False,
         max_contacts: Optional[int] = DEFAULT_MAX_CONTACTS,
         auth_failure_limit: Optional[tuple[int, float, float]] = DEFAULT_LIMIT,
+        nat_flows: bool = True,
+        nat_ping_interval: float = 30.0,
+        nat_ping_failures: int = 3,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -117,6 +128,9 @@ class FrontDoor:
         self.register_any_aor = register_any_aor
         self.max_contacts = max_contacts
         self.auth_failure_limit = auth_failure_limit
+        self.nat_flows = nat_flows
+        self.nat_ping_interval = nat_ping_interval
+        self.nat_ping_failures = nat_ping_failures
         #: set by L{__call__}: the parts, for inspection and tests
         self.parts: dict[str, Any] = {}
 
@@ -160,8 +174,16 @@ class FrontDoor:
             chain.append(ReceiveChain([proxy_auth], filter=proxy_auth_needed(domains, dispatcher, self.registrar)))
             parts["proxy_auth"] = proxy_auth
         if self.registrar:
+            # flows need the secret the proxy seals its tokens with
+            flows = FlowTokens(self.secret, dispatcher.legs) if self.nat_flows and self.secret else None
+            keeper = None
+            if flows is not None and self.nat_ping_interval > 0 and self.store is not None:
+                keeper = parts["flow_keeper"] = FlowKeeper(self.clock, self.store, self.nat_ping_interval,
+                                                           self.nat_ping_failures)
+                chain.append(keeper)  # takes the answers to its pings before the proxy sees them
             registrar = Registrar(dispatcher, self.store, self.clock, domains, self.min_expires, self.max_expires,
-                                  route=not self.redirect, max_contacts=self.max_contacts)
+                                  route=not self.redirect, max_contacts=self.max_contacts,
+                                  flows=flows, keeper=keeper)
             chain.append(registrar)
             parts["registrar"] = registrar
             if self.redirect:

@@ -98,6 +98,7 @@ class ProxyService(MultiService):
         outgoing_proxy: Union[str, URI, None] = None,
         domain2proxy: Optional[Mapping[str, Union[str, URI]]] = None,
         force_rewrite: bool = False,
+        nat_flows: bool = True,
         rewrite_contact: Any = None,
         nathelper: Any = None,
         resolver: Any = None,
@@ -132,7 +133,7 @@ class ProxyService(MultiService):
             LegService(leg, reactor).setServiceParent(self)
         self.proxy = StatelessProxy(self.dispatcher, rewrite_contact=rewrite_contact, nathelper=nathelper,
                                     force_rewrite=force_rewrite, secret=secret, clock=reactor,
-                                    token_lifetime=token_lifetime)
+                                    token_lifetime=token_lifetime, nat_flows=nat_flows)
         if isinstance(nathelper, Service) and nathelper.parent is None:
             nathelper.setServiceParent(self)  # the relay's expiry timer / the ng client's socket
         receivers = _built(receivers, self.dispatcher)

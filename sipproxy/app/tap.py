@@ -99,6 +99,9 @@ class Options(usage.Options):
         ["register-any-aor", None, "With --users: an authenticated user may register any address of the served "
                                    "domains (a PBX registering for others); by default only its own user part, "
                                    "compared case-sensitively."],
+        ["no-nat-flows", None, "Send requests to the Contact a phone wrote even when its packets came from "
+                               "elsewhere (default: phones behind NAT are reached over the flow their REGISTER "
+                               "or call came on)."],
     ]
     optParameters = [
         ["outgoing-proxy", None, None, "Send every request to this proxy: host[:port] or a sip: URI "
@@ -123,6 +126,11 @@ class Options(usage.Options):
          number(int, "min-expires", "an integer")],
         ["max-expires", None, 3600, "Registrar: cut longer registrations to this (seconds); also the interval "
                                     "granted when a phone asks for none.", number(int, "max-expires", "an integer")],
+        ["nat-ping-interval", None, 30.0, "Registrar: seconds between keep-alive pings (OPTIONS over UDP, CRLF "
+                                          "over TCP/TLS) of phones registered over NAT; 0 turns them off.",
+         number(float, "nat-ping-interval", "a number")],
+        ["nat-ping-failures", None, 3, "Registrar: unanswered keep-alive pings in a row that drop such a binding.",
+         number(int, "nat-ping-failures", "an integer")],
         ["store", None, "memory", "Registrar bindings: memory (lost at restart), sqlite:PATH (one node, survives "
                                   "a restart) or redis://HOST:PORT/DB (shared by several nodes; while Redis is "
                                   "down requests needing it get 503 with Retry-After)."],
@@ -213,6 +221,10 @@ class Options(usage.Options):
             self["registrar"] = True
         if self["min-expires"] < 0:
             raise usage.UsageError("--min-expires must not be negative")
+        if self["nat-ping-interval"] < 0:
+            raise usage.UsageError("--nat-ping-interval must not be negative")
+        if self["nat-ping-failures"] < 1:
+            raise usage.UsageError("--nat-ping-failures must be at least 1")
         if self["max-expires"] < 1:
             raise usage.UsageError("--max-expires must be at least 1")
         if self["min-expires"] > self["max-expires"]:
@@ -382,6 +394,7 @@ def makeService(options: Any) -> Any:
         outgoing_proxy=options["outgoing_proxy"],
         domain2proxy=options["domain2proxy"],
         force_rewrite=bool(options["force-rewrite"]),
+        nat_flows=not options["no-nat-flows"],
         udp_buffer=options["udp-buffer"],
         tcp_limits=options["tcp_limits"],
         nathelper=nathelper,
@@ -455,6 +468,8 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
         rate_limit=options["rate_limit"], rate_limit_store=block_file, drop_fields=options["drop_headers"],
         register_any_aor=bool(options["register-any-aor"]), max_contacts=options["max-contacts"] or None,
         auth_failure_limit=options["auth_failure_limit"],
+        nat_flows=not options["no-nat-flows"], nat_ping_interval=options["nat-ping-interval"],
+        nat_ping_failures=options["nat-ping-failures"],
     )
     return door, store
 
