@@ -32,7 +32,8 @@ class FrontDoorHarness:
         self.store = store if store is not None else MemoryStore(self.clock)
         options.setdefault("secret", b"k" * 32)
         self.door = FrontDoor(self.clock, self.store, **options)
-        self.proxy = StatelessProxy(self.dispatcher, secret=b"p" * 32)
+        # the registrar and the proxy share the secret and the clock, as twistd wires them
+        self.proxy = StatelessProxy(self.dispatcher, secret=options["secret"], clock=self.clock)
         self.dispatcher.set_receiver(ReceiveChain([*self.door(self.dispatcher), self.proxy]))
 
     # sending and receiving ----------------------------------------------------------

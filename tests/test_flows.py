@@ -148,13 +148,22 @@ class RegistrarAndProxyTests(SynchronousTestCase):
         self.assertEqual((forwarded_bye.method, to), ("BYE", PHONE_PUBLIC))
         self.assertEqual(forwarded_bye.uri, "sip:phone@10.0.0.2:5060")
 
+    def test_a_flow_uri_starts_no_new_dialog(self) -> None:
+        flow_uri = self.proxy.flows.uri(Flow(0, "udp", *PHONE_PUBLIC, "sip:phone@10.0.0.2:5060"),
+                                        self.clock.seconds() + 60, self.leg)
+        self.leg.receive(invite(flow_uri, "z9hG4bKinv3"), ("198.51.100.9", 5060))
+        answer, to = self.sent()[-1]
+        self.assertEqual((answer.code, to), (403, ("198.51.100.9", 5060)))
+
     def test_an_expired_flow_token_gets_430(self) -> None:
         self.leg.receive(register(), PHONE_PUBLIC)
         self.leg.receive(invite(), ("198.51.100.9", 5060))
         flow_uri = self.proxy.flows.uri(Flow(0, "udp", *PHONE_PUBLIC, "sip:phone@10.0.0.2:5060"),
                                         self.clock.seconds() + 5, self.leg)
         self.clock.advance(10)
-        self.leg.receive(invite(flow_uri, "z9hG4bKinv2"), ("198.51.100.9", 5060))
+        bye = invite(flow_uri, "z9hG4bKinv2").replace(b"INVITE", b"BYE").replace(
+            b"To: <sip:phone@example.test>", b"To: <sip:phone@example.test>;tag=p1")
+        self.leg.receive(bye, ("198.51.100.9", 5060))
         answer, to = self.sent()[-1]
         self.assertEqual((answer.code, to), (430, ("198.51.100.9", 5060)))
 

@@ -40,7 +40,7 @@ from sipproxy.interfaces import ILeg
 from sipproxy.sip.keys import derive
 from sipproxy.sip.uri import URI
 
-__all__ = ["Flow", "FlowTokens", "came_over_nat", "TOKEN_PREFIX"]
+__all__ = ["Flow", "FlowTokens", "came_over_nat", "names_private_address", "TOKEN_PREFIX"]
 
 #: What starts a flow token (contact tokens start with "b").
 TOKEN_PREFIX = "f"
@@ -84,6 +84,25 @@ def came_over_nat(contact: URI, proto: str, source: tuple[str, int]) -> bool:
         return ipaddress.ip_address(host) != ipaddress.ip_address(source[0])
     except ValueError:
         return False
+
+
+#: Addresses only a NAT puts behind itself (Kamailio's nat_uac_test looks
+#: for the same: RFC 1918, shared address space RFC 6598, link-local, ULA).
+_PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"))
+
+
+def names_private_address(contact: URI) -> bool:
+    """Whether a Contact names an address that is reachable only from
+    behind a NAT: the proxy rewrites such Contacts when their packet came
+    from elsewhere, and leaves public ones alone (a PBX or a carrier may
+    well send from another address than its Contact, and mean it)."""
+    host = contact.host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in _PRIVATE_NETWORKS if network.version == address.version)
 
 
 class FlowTokens:

@@ -31,7 +31,7 @@ from sipproxy.proxy.contact_tokens import (DEFAULT_DIALOG_LIFETIME, DEFAULT_REGI
 from sipproxy.interfaces import INATHelper, IContactRewriter, IDispatcher, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response
 from sipproxy.nat.sessions import NATError, NATSessions
-from sipproxy.proxy.flows import TOKEN_PREFIX, Flow, FlowTokens, came_over_nat
+from sipproxy.proxy.flows import TOKEN_PREFIX, Flow, FlowTokens, came_over_nat, names_private_address
 from sipproxy.registrar.location import WallClock
 from sipproxy.proxy.routing import RoutingError, response_hop_of
 from sipproxy.sip.uri import URI, URIError, format_name_addr, parse_name_addr
@@ -392,9 +392,10 @@ class StatelessProxy:
     def _contacts_to_flow(self, packet: Message, in_leg: Any, out_leg: Any, addr: tuple[str, int]) -> bool:
         """Replace the Contact of a packet that came over NAT with a flow
         token URI naming C{out_leg}, so what the far side sends to that
-        Contact comes back here and leaves over the flow. False (nothing
-        changed) when the packet has no single sip Contact or came from
-        where its Contact says."""
+        Contact comes back here and leaves over the flow. Only a Contact
+        naming a private address counts (see L{names_private_address}).
+        False (nothing changed) when the packet has no single sip Contact,
+        or came from where its Contact says, or names a public address."""
         if in_leg.proto == "udp":
             # the usual case, decided on the raw line before any decoding: the
             # Contact names the source as host:port, not followed by a digit
@@ -420,7 +421,8 @@ class StatelessProxy:
                 parsed = parse_name_addr(value)
             except URIError:
                 parsed = None
-            if parsed is not None and (not parsed.uri.is_sip or not came_over_nat(parsed.uri, in_leg.proto, addr)):
+            if parsed is not None and (not parsed.uri.is_sip or not names_private_address(parsed.uri)
+                                       or not came_over_nat(parsed.uri, in_leg.proto, addr)):
                 parsed = None
             # only short values are remembered: memory stays bounded in bytes too
             contact = remember(self._nat_contacts, key, parsed, 4096) if len(value) <= 512 else parsed
