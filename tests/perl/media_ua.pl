@@ -2,9 +2,10 @@
 # A Net::SIP::Simple user agent with media (not our code under test: the
 # peer of tests/test_interop_ua_media.py and bench/ua_media_bench.py).
 #
-#   --mode answer --leg HOST:PORT [--record FILE] [--calls N]
+#   --mode answer --leg HOST:PORT [--record FILE] [--play FILE] [--calls N]
 #       answers calls (PCMU); records what comes in as Net::SIP raw PCMU
-#       (FILE, FILE.2, ...; media_recv_echo without echo); reports each
+#       (FILE, FILE.2, ...; media_recv_echo without echo, or with --play
+#       media_send_recv sending the raw PCMU FILE in a loop); reports each
 #       key press Net::SIP's cb_dtmf sees (RFC 2833 and in-band) and waits
 #       for the caller's BYE.
 #   --mode call --leg HOST:PORT --to URI [--dtmf KEYS --methods rfc2833|audio]
@@ -58,8 +59,11 @@ if ($o{mode} eq 'answer') {
             my ($call, $args) = @_;
             $taken++;
             my $file = $o{record} ? ($taken > 1 ? "$o{record}.$taken" : $o{record}) : undef;
-            # receive only (delay -1), saving the payload: an answer machine
-            return invoke_media($ua->rtp('recv_echo', $file, -1), $call, $args);
+            # with --play: send the raw file for ever and record (media_send_recv);
+            # else receive only (delay -1), saving the payload: an answer machine
+            my $media = $o{play} ? $ua->rtp('send_recv', $o{play}, -1, $file)
+                : $ua->rtp('recv_echo', $file, -1);
+            return invoke_media($media, $call, $args);
         },
         cb_dtmf => \&on_dtmf,
     );
