@@ -51,7 +51,7 @@ import tempfile
 import time
 import wave
 from array import array
-from typing import Any, Optional
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -372,6 +372,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--sut-python", default=sys.executable)
     parser.add_argument("--json", action="store_true", help="one JSON line per step")
+    parser.add_argument("--keep-going", action="store_true", help="run every step, even past a side's limit")
     args = parser.parse_args()
     counts = [min(int(c), MAX_CALLS) for c in args.calls.split(",")]
     args.seconds = min(args.seconds, MAX_SECONDS)
@@ -380,7 +381,8 @@ def main() -> None:
         os.nice(-15)
     with tempfile.TemporaryDirectory() as folder:
         audio = make_audio(folder)
-        limits = {}
+        limits: dict[str, int] = {}
+        broken: set[str] = set()
         for side in args.sides.split(","):
             limits[side] = 0
             for n in counts:
@@ -397,8 +399,11 @@ def main() -> None:
                       f"late>5ms {100 * r['late_share']:.2f} %  {r['rate_pps']:.1f} pkt/s/call  lost {r['lost']} ({100 * r['lost_share']:.2f} %)  "
                       f"load {r['load']:.1f}  {'ok' if ok else 'OVER'}", flush=True)
                 if not ok:
-                    break
-                limits[side] = n
+                    broken.add(side)
+                    if not args.keep_going:
+                        break
+                elif side not in broken:
+                    limits[side] = n
         print("limits:", limits, flush=True)
 
 

@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import subprocess
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ClientCreator
