@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from twisted.internet import error, protocol, udp
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
@@ -47,6 +48,8 @@ DEFAULT_BUFFER = 4 * 1024 * 1024
 #: only asks senders to prefer TCP above the path MTU); Twisted's default
 #: of 8192 would cut longer datagrams.
 MAX_DATAGRAM = 65535
+#: how long a stream leg's stop() waits for its connections to flush and close
+STOP_GRACE = 2.0
 
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t\r]*$", re.I | re.M)
 
@@ -290,6 +293,7 @@ class SIPStreamProtocol(protocol.Protocol):
         self._seen = False  # a message or ping has arrived
         #: who wants to hear that this (outbound) connection could not be opened
         self.connect_errors: list[Callable[[str], Any]] = []
+        self._lost_waiters: list[Deferred] = []
 
     def connectionMade(self) -> None:
         self.peer = _address(self.transport.getPeer())
@@ -309,6 +313,16 @@ class SIPStreamProtocol(protocol.Protocol):
         if self._counted:
             self._counted = False
             self.leg.connection_lost(self)
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_lost(self) -> Deferred:
+        """A Deferred firing once the connection is gone (after a graceful
+        L{close} has sent what was queued)."""
+        d: Deferred = Deferred()
+        self._lost_waiters.append(d)
+        return d
 
     # IPushProducer: the transport's verdict on our writes --------------------------------
     def pauseProducing(self) -> None:
@@ -553,12 +567,20 @@ class StreamLeg(_LegIdentity, protocol.ServerFactory):
             except error.NotConnectingError:
                 pass
         self._connecting.clear()
+        # Wait (briefly) for the connections to send what is queued and go:
+        # a program that stops its reactor right after stop() would drop the
+        # last writes, e.g. the 200 to the BYE of the call it just ended.
+        waits = []
         for conn in list(self._open):
+            if conn.transport is not None and not conn._aborted:
+                waits.append(conn.when_lost().addTimeout(STOP_GRACE, self.clock))
             conn.close()
         if self._port is not None:
             port, self._port = self._port, None
-            return port.stopListening()
-        return None
+            waits.insert(0, port.stopListening())
+        if not waits:
+            return None
+        return DeferredList(waits, consumeErrors=True)
 
     def buildProtocol(self, addr: IAddress) -> SIPStreamProtocol:
         proto = SIPStreamProtocol(self)
