@@ -23,7 +23,7 @@ from sipproxy.sip.message import (
     parse_via,
     split_list,
 )
-from sipproxy.sip import message as message_module
+from sipproxy.sip import fastparse, grammar
 from sipproxy.sip.uri import URIError
 
 TORTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rfc4475")
@@ -1002,12 +1002,12 @@ def _outcome(data: bytes) -> tuple:
 def _field_by_field(data: bytes) -> tuple:
     """L{_outcome} with the one-match check of the usual spelling turned
     off: every message checked header by header."""
-    saved = message_module._USUAL_RE
-    message_module._USUAL_RE = re.compile(r"(?!)")
+    saved = fastparse.USUAL_RE
+    fastparse.USUAL_RE = re.compile(r"(?!)")
     try:
         return _outcome(data)
     finally:
-        message_module._USUAL_RE = saved
+        fastparse.USUAL_RE = saved
 
 
 def _one(*options: str) -> st.SearchStrategy[str]:
@@ -1091,20 +1091,20 @@ class FastPathTests(SynchronousTestCase):
     @given(varied_messages() | st.sampled_from(SAMPLES) | mutated())
     def test_patterns_without_possessive_quantifiers_agree(self, data: bytes) -> None:
         # what Python < 3.11 (Debian's PyPy) compiles instead must read the same
-        plain = {name: re.compile(message_module._without_possessive(getattr(message_module, name).pattern))
-                 for name in ("_USUAL_RE", "_SIMPLE_VIA_RE")}
+        plain = {name: re.compile(grammar.without_possessive(getattr(grammar, name).pattern))
+                 for name in ("USUAL_RE", "SIMPLE_VIA_RE")}
         for pattern in plain.values():
             self.assertNotRegex(pattern.pattern, r"(?<![\\(\[])[*+?}]\+")
-        saved = {name: getattr(message_module, name) for name in plain}
-        message_module._VIA_CACHE.clear()  # so the Via patterns run, not the cache
+        saved = {name: getattr(fastparse, name) for name in plain}
+        fastparse._VIAS.clear()  # so the Via patterns run, not the cache
         try:
             for name, pattern in plain.items():
-                setattr(message_module, name, pattern)
+                setattr(fastparse, name, pattern)
             got = _outcome(data)
         finally:
             for name, pattern in saved.items():
-                setattr(message_module, name, pattern)
-        message_module._VIA_CACHE.clear()
+                setattr(fastparse, name, pattern)
+        fastparse._VIAS.clear()
         self.assertEqual(got, _outcome(data))
 
     def test_several_vias_on_the_first_line_take_the_one_match(self) -> None:
@@ -1114,13 +1114,12 @@ class FastPathTests(SynchronousTestCase):
                 b"From: sipp <sip:sipp@127.0.0.1:5091>;tag=1\r\nTo: service <sip:service@127.0.0.1:5090>;tag=2\r\n"
                 b"Call-ID: 1-7588@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
         slow = []
-        checks = message_module.Message
-        original = checks._check_fields
-        checks._check_fields = lambda message, *args: slow.append(1) or original(message, *args)
+        original = fastparse.check_fields
+        fastparse.check_fields = lambda message, *args: slow.append(1) or original(message, *args)
         try:
             message = parse(data)
         finally:
-            checks._check_fields = original
+            fastparse.check_fields = original
         self.assertEqual(slow, [])
         self.assertEqual(message.top_via().branch, "z9hG4bKours")
         self.assertEqual(str(message.top_via()), "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours")
@@ -1130,7 +1129,7 @@ class FastPathTests(SynchronousTestCase):
 
     def test_narrowed_classes_keep_only_latin1(self) -> None:
         for original in (r'[^"<>\n]', r'[^"\\\n]', r'[^;\s",]'):
-            narrowed = re.compile(message_module._latin1(original))
+            narrowed = re.compile(grammar.latin1(original))
             for code in range(0x3100):
                 expected = code < 256 and re.fullmatch(original, chr(code)) is not None
                 self.assertEqual(narrowed.fullmatch(chr(code)) is not None, expected, (original, code))
@@ -1174,9 +1173,9 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(parse_via("SIP/2.0/UDP h;branch=z9hG4bK1").params, [("branch", "z9hG4bK1")])
 
     def test_long_layouts_not_kept(self) -> None:
-        message_module._LAYOUTS.clear()
-        many = HEADERS + [f"X-H{i}: {i}" for i in range(message_module._LAYOUT_MAX_LINES)]
+        fastparse._LAYOUTS.clear()
+        many = HEADERS + [f"X-H{i}: {i}" for i in range(fastparse._LAYOUT_MAX_LINES)]
         self.assertEqual(parse(build(many)).get("x-h3"), "3")
-        self.assertEqual(message_module._LAYOUTS, {})
+        self.assertEqual(len(fastparse._LAYOUTS), 0)
         parse(build())
-        self.assertEqual(len(message_module._LAYOUTS), 1)
+        self.assertEqual(len(fastparse._LAYOUTS), 1)

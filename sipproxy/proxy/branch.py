@@ -67,7 +67,7 @@ class BranchMaker:
             request.call_id,
             request.get("from") or "",
             cseq.partition(" ")[0],
-            ",".join(request.get_all("route")) if "route" in request._names else "",
+            ",".join(request.get_all("route")) if "route" in request.names else "",
         )[:_LOOP_HEX]
 
     @staticmethod

@@ -42,7 +42,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from sipproxy.interfaces import IContactRewriter, ILeg
 from sipproxy.registrar.location import WallClock
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.bounded import BoundedCache
 from sipproxy.sip.keys import derive
 
 __all__ = ["ContactTokens", "CallableRewriter", "Token", "DEFAULT_DIALOG_LIFETIME", "DEFAULT_REGISTRATION_LIFETIME",
@@ -86,8 +86,9 @@ class ContactTokens:
         #: the wall clock only for code that builds tokens without a reactor
         self.clock = clock if clock is not None else WallClock()
         self.dialog_lifetime = dialog_lifetime
-        self._encoded: dict[tuple[str, int, int, int, int], str] = {}
-        self._decoded: dict[tuple[str, bytes], Optional[Token]] = {}
+        # sized by the contact or token text: a long one is not kept
+        self._encoded = BoundedCache("Contact tokens made", _CACHE_LIMIT)
+        self._decoded = BoundedCache("Contact tokens read", _CACHE_LIMIT)
 
     def _leg_dictionary(self) -> bytes:
         """What the token is bound to: the whole set of legs, in order."""
@@ -113,7 +114,7 @@ class ContactTokens:
             plain = _HEAD.pack(incoming, outgoing, kind, expires) + contact.encode("utf-8", "surrogateescape")
             sealed = self._cipher.encrypt(plain, [legs])
             token = "b" + base64.b32encode(sealed).decode("ascii").rstrip("=")
-            remember(self._encoded, key, token, _CACHE_LIMIT)
+            self._encoded.store(key, token, len(contact))
         return token
 
     def decode(self, token: str) -> Optional[Token]:
@@ -137,7 +138,7 @@ class ContactTokens:
                                    bool(kind & _REGISTRATION), expires)
         except (InvalidTag, binascii.Error, ValueError):
             result = None
-        return remember(self._decoded, key, result, _CACHE_LIMIT)
+        return self._decoded.store(key, result, len(token))
 
     # IContactRewriter -------------------------------------------------------------
     def rewrite(self, contact: str, incoming_leg: ILeg, outgoing_leg: ILeg, force: bool = False,

@@ -12,7 +12,7 @@ import ipaddress
 from typing import Mapping, NamedTuple, Optional, Union
 
 from sipproxy.sip.addresses import is_ip_literal
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.sip.message import Via, parse_via
 from sipproxy.sip.uri import URI, URIError, parse_uri, split_host_port
 
@@ -52,14 +52,19 @@ class Hop(NamedTuple):
         return is_ip_literal(self.host)
 
 
-_UNICAST_CACHE: dict[str, bool] = {}
+#: What routing remembers per text (the same few peers and Vias come
+#: back all the time); bounded like every cache (L{BoundedCache}).
+CACHES = CacheSet()
+
+
+_UNICAST_CACHE = CACHES.add(BoundedCache("is unicast", 10000, max_key=256))
 
 
 def is_unicast(host: str) -> bool:
     """False for broadcast, multicast and unspecified addresses, where a
     proxy must never send (RFC 4475 3.3.10). Remembered per address: the
     same few peers come back all the time."""
-    known = _UNICAST_CACHE.get(host)
+    known = _known_unicast(host)
     if known is not None:
         return known
     try:
@@ -69,7 +74,7 @@ def is_unicast(host: str) -> bool:
     else:
         answer = not (address.is_multicast or address.is_unspecified
                       or address == ipaddress.IPv4Address("255.255.255.255"))
-    return remember(_UNICAST_CACHE, host, answer, 10000)
+    return _UNICAST_CACHE.store(host, answer)
 
 
 def parse_proxy(text: str) -> URI:
@@ -197,12 +202,15 @@ def response_hop_of(text: str) -> Hop:
     @raise ParseError: for a malformed Via.
     @raise RoutingError: as L{response_hop}.
     """
-    hop = _HOPS_BY_VIA.get(text)
+    hop = _known_hop(text)
     if hop is None:
-        hop = remember(_HOPS_BY_VIA, text, response_hop(parse_via(text)))
+        hop = _HOPS_BY_VIA.store(text, response_hop(parse_via(text)))
     return hop
 
 
-_HOPS_BY_VIA: dict[str, Hop] = {}
+_HOPS_BY_VIA = CACHES.add(BoundedCache("response hops by Via", 8192, max_key=512))
+# the lookups, bound once (see L{sipproxy.sip.bounded})
+_known_unicast = _UNICAST_CACHE.get
+_known_hop = _HOPS_BY_VIA.get
 _PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
 _HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.sip.addresses import DEFAULT_PORTS
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.bounded import BoundedCache, remember
 from sipproxy.sip.stateless import is_ack_to_own_answer
 from sipproxy.proxy.branch import BranchMaker
 from sipproxy.proxy.contact_tokens import (DEFAULT_DIALOG_LIFETIME, DEFAULT_REGISTRATION_LIFETIME, STEP,
@@ -93,7 +93,10 @@ class StatelessProxy:
         self.rewriter: IContactRewriter = rewrite_contact
         # token rewriting is deterministic, so its results can be remembered
         self._tokens: Optional[ContactTokens] = rewrite_contact if isinstance(rewrite_contact, ContactTokens) else None
-        self._contact_cache: Optional[dict] = {} if self._tokens is not None else None
+        self._contact_cache: Optional[BoundedCache] = (
+            BoundedCache("rewritten Contacts", 20000) if self._tokens is not None else None)
+        # the lookup, bound once (see sipproxy.sip.bounded); clear() keeps it valid
+        self._known_contact = self._contact_cache.get if self._contact_cache is not None else None
         # the dialog tokens' expiry now, and when it moves on (see _next_token_step)
         self._token_expires = 0
         self._token_step_ends = float("-inf")
@@ -139,7 +142,7 @@ class StatelessProxy:
         if mf is not None and mf not in _DECREMENTED and int(mf) == 0:  # parse() vouched it is a number
             self._refuse(request, 483, "Too Many Hops", leg, addr)
             return
-        if "proxy-require" in request._names:
+        if "proxy-require" in request.names:
             unsupported = ", ".join(request.get_all("proxy-require"))
             if unsupported:
                 self._refuse(request, 420, "Bad Extension", leg, addr, (("Unsupported", unsupported),))
@@ -217,13 +220,13 @@ class StatelessProxy:
         """RFC 3261 16.3 item 4: a Via of ours whose loop part equals this
         request's means it came back unchanged (a loop, not a spiral)."""
         prefix = self.branches.prefix
-        names = request._names
+        names = request.names
         if names.count("via") == 1:  # usual: one Via line, from the sender
-            if prefix not in request._raws[names.index("via")]:
+            if prefix not in request.lines[names.index("via")]:
                 return False
         else:
-            for name, raw in zip(names, request._raws):
-                if name == "via" and prefix in raw:
+            for name, line in zip(names, request.lines):
+                if name == "via" and prefix in line:
                     break
             else:
                 return False
@@ -243,7 +246,7 @@ class StatelessProxy:
         the last one names the leg to leave through."""
         dispatcher = self.dispatcher
         popped = []
-        if "route" not in request._names:
+        if "route" not in request.names:
             return None
         if uri.is_sip and uri.user is None and dispatcher.is_local(uri.host, uri.port, uri.transport):
             routes = request.get_all("route")
@@ -454,7 +457,7 @@ class StatelessProxy:
         With the built-in token scheme the result is a function of the
         Contact value and the two legs, so it is remembered: the Contact of
         a dialog comes back in every request and response of it."""
-        if "contact" not in packet._names:
+        if "contact" not in packet.names:
             return
         cache = self._contact_cache
         tokens = self._tokens
@@ -476,11 +479,11 @@ class StatelessProxy:
             if registration:
                 expires = tokens.expiry(_registration_lifetime(value, packet))  # type: ignore[union-attr]
             key = (value, in_leg.index, out_leg.index)
-            new_value = cache.get(key) if cache is not None else None
+            new_value = self._known_contact(key) if cache is not None else None
             if new_value is None:
                 new_value = self._rewrite_contact(value, in_leg, out_leg, expires, registration)
                 if cache is not None:
-                    remember(cache, key, new_value, 20000)
+                    cache.store(key, new_value, len(value))
             if new_value is not value:
                 changed = True
             new_values.append(new_value)

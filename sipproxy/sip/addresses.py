@@ -11,7 +11,7 @@ import ipaddress
 from typing import Callable, Optional
 from urllib.parse import unquote
 
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.bounded import BoundedCache
 
 __all__ = ["DEFAULT_PORTS", "default_port", "is_ip_literal", "address_of_record"]
 
@@ -28,14 +28,16 @@ def default_port(proto_or_scheme: str, transport: Optional[str] = None) -> int:
     return DEFAULT_PORTS.get(proto_or_scheme.lower(), 5060)
 
 
-_IP_LITERALS: dict[str, bool] = {}
+#: host text -> is it an IP literal; nothing longer than 64 is an address
+_IP_LITERALS = BoundedCache("is an IP literal", 10000, max_key=64)
+_known_literal = _IP_LITERALS.get
 
 
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or IPv6 literal, bracketed or not. Remembered per
     text (a bounded table): the same few peers come back all the time, and
     C{ipaddress} is slow beside a dict lookup."""
-    known = _IP_LITERALS.get(host)
+    known = _known_literal(host)
     if known is None:
         text = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
         try:
@@ -43,8 +45,7 @@ def is_ip_literal(host: str) -> bool:
             known = True
         except ValueError:
             known = False
-        if len(host) <= 64:  # nothing longer is an address: do not let junk fill the table
-            remember(_IP_LITERALS, host, known, 10000)
+        _IP_LITERALS.store(host, known)  # longer than 64: not kept (junk must not fill the table)
     return known
 
 

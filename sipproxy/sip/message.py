@@ -1,28 +1,21 @@
-"""SIP messages: parse, read, change and serialise (RFC 3261 7, 20, 25).
+"""SIP messages: read, change and serialise (RFC 3261 7, 20, 25).
 
-Pure data, no I/O. The parser keeps the raw bytes of every header line and
+Pure data, no I/O. A message keeps the raw text of every header line and
 decodes a value only when something reads it, so a proxy that touches the
 start line, the top Via, Route, Max-Forwards and Contact never decodes the
 rest, and forwards every header it did not change byte for byte.
 
-What is checked at parse time is what a proxy must refuse before acting
-(RFC 4475 3.1.2): the start line, the headers that identify the transaction
-(Via, From, To, Call-ID, CSeq), the numeric headers and Content-Length.
-
-The parser runs for every datagram, so the usual message takes a short
-way: one pass over the header lines looks up names already seen in the
-same spelling, the layout of the lines (their names, in order) is
-remembered, and one regex match vouches for CSeq, Call-ID, From, To and the
-top Via as most messages spell them. What it does not vouch for is checked
-header by header, with the same outcome.
+This module is the readable API: L{Message}, L{Request}, L{Response},
+L{Via} and their methods. Turning bytes into them is the job of
+L{sipproxy.sip.fastparse} (the parser's fast path and the caches it owns);
+its C{parse}, C{parse_via} and C{canonical_name} are re-exported here.
+The regular expressions are in L{sipproxy.sip.grammar}, beside the ABNF.
 """
 from __future__ import annotations
 
-import re
-import sys
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional
 
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.grammar import FOLD_RE
 from sipproxy.sip.uri import (
     URI,
     NameAddr,
@@ -30,8 +23,6 @@ from sipproxy.sip.uri import (
     format_host_port,
     format_params,
     parse_name_addr,
-    parse_params,
-    parse_uri,
 )
 
 __all__ = [
@@ -70,21 +61,6 @@ LIST_HEADERS = frozenset(
 #: Headers that may appear once; duplicates must carry the same value.
 SINGLETONS = ("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type")
 
-_NUMERIC_LIMITS = (
-    ("content-length", 2**31 - 1),
-    ("max-forwards", 255),
-    ("expires", 2**32 - 1),
-    ("min-expires", 2**32 - 1),
-)
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
-_REQUIRED_SET = frozenset(_REQUIRED)
-
-#: How new headers are spelled when we write them.
-_CANONICAL_LABELS = {
-    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
-    "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq",
-}
-
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
@@ -106,21 +82,6 @@ REASONS = {
     604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
-_CSEQ_RE = re.compile(r"([0-9]+)[ \t\r\n]+([A-Za-z0-9.!%*_+`'~\-]+)\Z")
-_CALLID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?\Z")
-_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # unrolled: no backtracking per character
-#: The shape of a name-addr or addr-spec with params: quotes closed,
-#: at most one <URI>, nothing unbalanced (RFC 4475 3.1.2.6).
-_NAME_ADDR_SHAPE = re.compile(
-    rf'[ \t]*(?:{_QUOTED})?[^"<>]*(?:<[^<>"]*>[^"<>]*(?:{_QUOTED}[^"<>]*)*)?\Z', re.S
-)
-_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
-_VIA_RE = re.compile(
-    r"[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)[ \t]*/[ \t]*([0-9.]+)[ \t]*/[ \t]*([A-Za-z0-9.!%*_+`'~\-]+)"
-    r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?:[ \t]*:[ \t]*(\d{1,5}))?[ \t]*(;.*)?\Z",
-    re.S,
-)
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -142,54 +103,6 @@ class ParseError(ValueError):
         self.reason = reason
         self.status = status
         self.message = message
-
-
-# -- header names --------------------------------------------------------
-#: Raw spelling of a header name (as it appears before the colon) to its
-#: canonical name; bounded so junk names cannot grow it without end.
-_NAME_CACHE: dict[str, str] = {}
-_NAME_CACHE_LIMIT = 4096
-
-
-_STR_NAMES: dict[str, str] = {}
-_LABELS: dict[str, str] = {}
-
-
-def canonical_name(name: Union[str, bytes]) -> str:
-    """The lower-case long form of a header name (C{v} -> C{via})."""
-    if isinstance(name, bytes):
-        cached = _NAME_CACHE.get(name)
-        if cached is not None:
-            return cached
-        name = name.decode(_ENC, _ERRORS)
-    canonical = _STR_NAMES.get(name)
-    if canonical is None:
-        lower = name.strip().lower()
-        canonical = COMPACT_FORMS.get(lower, lower)
-        if len(_STR_NAMES) < _NAME_CACHE_LIMIT:
-            _STR_NAMES[name] = canonical
-    return canonical
-
-
-def _label(name: str) -> str:
-    """How we spell a header we add: C{Record-Route}, C{Call-ID}."""
-    label = _LABELS.get(name)
-    if label is None:
-        label = _CANONICAL_LABELS.get(name) or "-".join(p.capitalize() for p in name.split("-"))
-        if len(_LABELS) < _NAME_CACHE_LIMIT:
-            _LABELS[name] = label
-    return label
-
-
-def _learn_name(spelled: str) -> str:
-    """Canonical name for the raw text before a header's colon."""
-    name = spelled.rstrip(" \t")
-    if not name or not _TOKEN_RE.match(name):
-        raise ParseError(f"malformed header name {name[:40]!r}")
-    canonical = canonical_name(name)
-    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
-        _NAME_CACHE[spelled] = canonical
-    return canonical
 
 
 def split_list(value: str) -> list[str]:
@@ -228,7 +141,7 @@ def _decode_line(name: str, raw: str) -> list[str]:
     on commas for list headers (empty list elements dropped)."""
     text = raw.partition(":")[2]
     if "\n" in text:
-        text = _FOLD_RE.sub(" ", text)
+        text = FOLD_RE.sub(" ", text)
     return _split_value(name, text.strip())
 
 
@@ -332,9 +245,10 @@ class Via:
         return f"Via({str(self)!r})"
 
 
+
 def _split_via_params(text: str) -> list[tuple[str, Optional[str]]]:
-    """The parameters of C{;name=value;flag}, already checked by
-    L{_SIMPLE_VIA_RE}."""
+    """The parameters of C{;name=value;flag}, already checked by the
+    parser (L{sipproxy.sip.grammar.SIMPLE_VIA_RE})."""
     params: list[tuple[str, Optional[str]]] = []
     if not text:
         return params
@@ -343,139 +257,12 @@ def _split_via_params(text: str) -> list[tuple[str, Optional[str]]]:
         params.append((name, value if eq else None))
     return params
 
-
-#: Via text -> the Via parsed from it, kept as a template (never handed
-#: out: L{parse_via} gives copies).
-_VIA_CACHE: dict[str, Via] = {}
-
-
-def parse_via(text: str) -> Via:
-    """Parse one Via value; LWS around C{/}, C{:}, C{;} and C{=} is allowed.
-
-    The Vias of a transaction come back in each of its responses, so
-    parsed values are remembered; every call returns a fresh L{Via} (one
-    is changed in place when it is stamped).
-
-    @raise ParseError: when it does not follow the grammar, or has an empty
-        or malformed parameter.
-    """
-    template = _VIA_CACHE.get(text)
-    if template is None:
-        template = remember(_VIA_CACHE, text, _parse_via(text))
-    via = Via.__new__(Via)
-    via.protocol = template.protocol
-    via.transport = template.transport
-    via.host = template.host
-    via.port = template.port
-    via._params = None if template._params is None else list(template._params)
-    via._ptext = template._ptext
-    via._text = text
-    return via
-
-
-def _compile_possessive(pattern: str) -> re.Pattern:
-    """Compile a pattern written with possessive quantifiers (C{*+},
-    C{++}, C{?+}, C{{m,n}}+}: no giving back). Before Python 3.11 they do
-    not exist; where every quantified class excludes what follows it, as
-    in the patterns here, the plain quantifier matches the same texts (only
-    slower on a mismatch), so the extra C{+} is dropped there (PyPy 3.9)."""
-    if sys.version_info >= (3, 11):
-        return re.compile(pattern)
-    return re.compile(_without_possessive(pattern))
-
-
-def _without_possessive(pattern: str) -> str:
-    """C{pattern} with the C{+} of each possessive quantifier removed (the
-    ones outside character classes that follow a quantifier)."""
-    out: list[str] = []
-    in_class = after_quantifier = False
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            out.append(pattern[i:i + 2])
-            i += 2
-            after_quantifier = False
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-        elif ch == "+" and after_quantifier:
-            i += 1
-            after_quantifier = False
-            continue
-        out.append(ch)
-        after_quantifier = not in_class and ch in "*+?}" and pattern[i - 1:i] != "("
-        i += 1
-    return "".join(out)
-
-
-_TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]++"
-
-
-def _via_pattern(value: str) -> str:
-    """The usual spelling of a Via, values of parameters made of C{value}
-    characters: no LWS, no quotes, every parameter a token. Quantifiers
-    are possessive (C{++}): each class excludes what may follow it, so
-    giving characters back could never make a match, and not trying saves
-    work."""
-    return (
-        rf"SIP/2\.0/({_TOKEN}) ([A-Za-z0-9_.\-]++|\[[0-9A-Fa-f:.]++\])(?::([0-9]{{1,5}}+))?+"
-        rf"((?:;{_TOKEN}(?:={value}*+)?+)*+)"
-    )
-
-
-_VIA_VALUE = r'[^;\s",]'
-#: One match checks a usual Via.
-_SIMPLE_VIA_RE = _compile_possessive(_via_pattern(_VIA_VALUE) + r"\Z")
-
-
-def _parse_via(text: str) -> Via:
-    """Parse one Via value; a usual one keeps its parameters as text, to be
-    split when read."""
-    m = _SIMPLE_VIA_RE.match(text)
-    if m is not None:
-        return _via_of(text, *m.groups())
-    m = _VIA_RE.match(text)
-    if m is None:
-        raise ParseError(f"malformed Via {text[:80]!r}")
-    name, version, transport, host, port, ptext = m.groups()
-    try:
-        params = parse_params(ptext) if ptext else []
-    except URIError as e:
-        raise ParseError(f"malformed Via parameters ({e})") from None
-    return _via_of(text, transport, host, port, ptext, f"{name.upper()}/{version}", params)
-
-
-def _via_of(
-    text: str,
-    transport: str,
-    host: str,
-    port: Optional[str],
-    ptext: Optional[str],
-    protocol: str = "SIP/2.0",
-    params: Optional[list[tuple[str, Optional[str]]]] = None,
-) -> Via:
-    """A L{Via} from the parts a Via regex matched in C{text}; C{params}
-    None leaves C{ptext} to be split when read."""
-    if host[0] == "[":
-        host = host[1:-1]
-    if port:
-        port_number: Optional[int] = int(port)
-        if port_number > 65535:  # type: ignore[operator]
-            raise ParseError(f"bad port in Via {text[:80]!r}")
-    else:
-        port_number = None
-    via = Via.__new__(Via)
-    via.protocol = protocol
-    via.transport = transport.upper()
-    via.host = host
-    via.port = port_number
-    via._params = params
-    via._ptext = ptext or ""
-    via._text = text
-    return via
+#: C{blank(Request)}: an instance whose slots the caller fills, the one way
+#: past C{__init__}. For the parser (L{sipproxy.sip.fastparse}), which has
+#: checked the parts already, and for C{copy()}: C{__init__} would render
+#: and validate again. A C function, not a wrapper: a Python call costs
+#: ~1.5k instructions, and the parser builds two objects a message.
+blank = object.__new__
 
 
 # -- messages ----------------------------------------------------------------
@@ -488,13 +275,23 @@ class Message:
     the values (None until read). Header names are case-insensitive and compact forms count as
     their long names. List headers are read value by value (a line
     C{Via: a, b} gives two values).
+
+    @ivar names: the canonical name (lower-case long form) of each header
+        line, in order.
+    @ivar lines: each header line as text (name, colon, value: as received
+        or rendered), in the same order.
+
+    Read C{names} and C{lines}, never change them (change headers through
+    the methods): they are attributes, not methods, because the proxy's
+    hot path reads them for every message and a Python call costs more
+    than the test itself (C{"route" in message.names}).
     """
 
-    __slots__ = ("_names", "_raws", "_values", "body", "_via", "_start")
+    __slots__ = ("names", "lines", "_values", "body", "_via", "_start")
 
     def __init__(self) -> None:
-        self._names: list[str] = []
-        self._raws: list[str] = []
+        self.names: list[str] = []
+        self.lines: list[str] = []
         self._values: list[Optional[list[str]]] = []
         self.body = b""
         self._via: Optional[Via] = None
@@ -504,11 +301,11 @@ class Message:
     def _decoded(self, i: int) -> list[str]:
         values = self._values[i]
         if values is None:
-            values = self._values[i] = _decode_line(self._names[i], self._raws[i])
+            values = self._values[i] = _decode_line(self.names[i], self.lines[i])
         return values
 
     def _positions(self, name: str) -> list[int]:
-        names = self._names
+        names = self.names
         if name not in names:
             return []
         if names.count(name) == 1:
@@ -517,7 +314,7 @@ class Message:
 
     def get(self, name: str) -> Optional[str]:
         """The first value of a header, or None."""
-        names = self._names
+        names = self.names
         if name not in names:
             name = canonical_name(name)
             if name not in names:
@@ -525,7 +322,7 @@ class Message:
         i = names.index(name)
         values = self._values[i]
         if values is None:
-            values = self._values[i] = _decode_line(name, self._raws[i])
+            values = self._values[i] = _decode_line(name, self.lines[i])
         if values:
             return values[0]
         for j in self._positions(name):
@@ -547,21 +344,47 @@ class Message:
         return len(self.get_all(name))
 
     def __contains__(self, name: str) -> bool:
-        return canonical_name(name) in self._names
+        return canonical_name(name) in self.names
+
+    def raw_header(self, name: str) -> Optional[str]:
+        """The first line of a header as text (name, colon and value, as
+        received or rendered), or None."""
+        names = self.names
+        if name not in names:
+            name = canonical_name(name)
+            if name not in names:
+                return None
+        return self.lines[names.index(name)]
+
+    def raw_headers(self, name: str) -> list[str]:
+        """Every line of a header as text, in order: for a cheap substring
+        test before any value is decoded."""
+        names = self.names
+        if name not in names:
+            name = canonical_name(name)
+            if name not in names:
+                return []
+        if names.count(name) == 1:
+            return [self.lines[names.index(name)]]
+        return [raw for n, raw in zip(names, self.lines) if n == name]
+
+    def header_lines(self) -> list[tuple[str, str]]:
+        """(canonical name, line as text) of every header line, in order."""
+        return list(zip(self.names, self.lines))
 
     def header_names(self) -> list[str]:
         """Canonical names of the header lines, in order."""
-        return list(self._names)
+        return list(self.names)
 
     def items(self) -> Iterator[tuple[str, str]]:
         """(canonical name, value) for every value of every header."""
-        for i, name in enumerate(self._names):
+        for i, name in enumerate(self.names):
             for v in self._decoded(i):
                 yield name, v
 
     def raw_lines(self, name: str) -> list[bytes]:
         """The raw header lines of one header, as received or rendered."""
-        return [self._raws[i].encode(_ENC, _ERRORS) for i in self._positions(canonical_name(name))]
+        return [self.lines[i].encode(_ENC, _ERRORS) for i in self._positions(canonical_name(name))]
 
     @property
     def call_id(self) -> str:
@@ -609,31 +432,31 @@ class Message:
 
     # changing -------------------------------------------------------------
     def _put(self, position: int, name: str, value: str) -> None:
-        self._names.insert(position, name)
-        self._raws.insert(position, f"{_label(name)}: {value}")
+        self.names.insert(position, name)
+        self.lines.insert(position, f"{label(name)}: {value}")
         self._values.insert(position, [value])
         if name == "via":
             self._via = None
 
     def _drop(self, position: int) -> None:
-        if self._names[position] == "via":
+        if self.names[position] == "via":
             self._via = None
-        del self._names[position]
-        del self._raws[position]
+        del self.names[position]
+        del self.lines[position]
         del self._values[position]
 
     def _rerender(self, i: int, values: list[str]) -> None:
         self._values[i] = values
-        label = self._raws[i].partition(":")[0].strip()
-        self._raws[i] = f"{label}: {', '.join(values)}"
-        if self._names[i] == "via":
+        label = self.lines[i].partition(":")[0].strip()
+        self.lines[i] = f"{label}: {', '.join(values)}"
+        if self.names[i] == "via":
             self._via = None
 
     def insert_line(self, name: str, line: str, value: str) -> None:
         """L{insert} with the header line already rendered (C{name} in its
         canonical form): for lines a proxy adds to every message."""
-        self._names.insert(0, name)
-        self._raws.insert(0, line)
+        self.names.insert(0, name)
+        self.lines.insert(0, line)
         self._values.insert(0, [value])
         if name == "via":
             self._via = None
@@ -645,7 +468,7 @@ class Message:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line at the end."""
-        self._put(len(self._names), canonical_name(name), value)
+        self._put(len(self.names), canonical_name(name), value)
 
     def remove(self, name: str) -> None:
         """Remove every line of a header."""
@@ -658,7 +481,7 @@ class Message:
         name = canonical_name(name)
         positions = self._positions(name)
         if not positions:
-            self._put(len(self._names), name, value)
+            self._put(len(self.names), name, value)
             return
         for i in reversed(positions[1:]):
             self._drop(i)
@@ -680,7 +503,7 @@ class Message:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of a (list) header, keeping the others."""
-        names = self._names
+        names = self.names
         if name not in names:
             name = canonical_name(name)
         if name in names and name not in LIST_HEADERS:  # a one-value line: just re-render it
@@ -697,7 +520,7 @@ class Message:
         """Replace a header by one line per value (an empty list removes it)."""
         name = canonical_name(name)
         positions = self._positions(name)
-        where = positions[0] if positions else len(self._names)
+        where = positions[0] if positions else len(self.names)
         for i in reversed(positions):
             self._drop(i)
         for offset, value in enumerate(values):
@@ -720,7 +543,7 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        names = self._names
+        names = self.names
         body = self.body
         try:
             i = names.index("content-length")
@@ -732,215 +555,17 @@ class Message:
                 values = self._decoded(i)
             if names.count("content-length") > 1 or not values or int(values[0]) != len(body):
                 self.set("content-length", str(len(body)))
-        head = "\r\n".join([self._start or self._start_line(), *self._raws, "", ""]).encode(_ENC, _ERRORS)
+        head = "\r\n".join([self._start or self._start_line(), *self.lines, "", ""]).encode(_ENC, _ERRORS)
         return head + body if body else head
 
     def _copy_into(self, other: "Message") -> None:
-        other._names = list(self._names)
-        other._raws = list(self._raws)
+        other.names = list(self.names)
+        other.lines = list(self.lines)
         other._values = list(self._values)  # value lists are replaced, never mutated
         other.body = self.body
         other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
-    def _validate(self, texts: list[str], layout: tuple) -> None:
-        """Refuse what RFC 3261 and RFC 4475 say a proxy must not act on.
-
-        Called by L{parse} with the text after the colon of each header
-        line, unfolded, and the layout of the lines (L{_LAYOUTS}); decodes
-        the values it checks. One match of L{_USUAL_RE} vouches for CSeq,
-        Call-ID, From, To and the top Via as most messages spell them;
-        anything else is checked field by field (L{_check_fields}), which
-        refuses it or normalises it."""
-        i_via, i_cseq, i_call_id, i_from, i_to, _, i_hops, expires, repeated, missing = layout
-        if missing is not None:
-            raise ParseError(f"missing {_label(missing)} header", message=self)
-        if repeated:
-            self._check_singletons()
-        values = self._values
-        cseq = texts[i_cseq].strip()
-        call_id = texts[i_call_id].strip()
-        from_ = texts[i_from].strip()
-        to = texts[i_to].strip()
-        top = texts[i_via].strip()
-        values[i_cseq] = [cseq]
-        values[i_call_id] = [call_id]
-        values[i_from] = [from_]
-        values[i_to] = [to]
-        if "," in top:  # several Vias on the first line (as sipp answers): the first is checked
-            vias = values[i_via] = _split_value("via", top)
-            top = vias[0] if vias else ""
-        else:
-            values[i_via] = [top] if top else []
-        # a first Via line with no value does not match
-        usual = _USUAL_RE.match(f"{cseq}\n{call_id}\n{from_}\n{to}\n{top}")
-        if usual is None:
-            self._check_fields()
-            return
-        unusual = expires or len(self.body) > _MAX_CONTENT_LENGTH
-        if i_hops >= 0:
-            hops = texts[i_hops].strip()
-            values[i_hops] = [hops]
-            unusual = unusual or hops not in _HOP_COUNTS
-        if unusual:
-            self._check_numbers()
-        method, transport, host, port, ptext = usual.groups()
-        if isinstance(self, Request) and method != self._method:
-            raise ParseError(f"CSeq method {method} does not match request method {self._method}",
-                             message=self)
-        try:
-            self._via = _via_of(top, transport, host, port, ptext)
-        except ParseError as e:
-            e.message = self
-            raise
-
-    def _check_numbers(self) -> None:
-        """Refuse a numeric header out of its range. The Content-Length
-        that parse() read is in range unless the body is 2 GiB or more."""
-        names = self._names
-        for name, limit, check in _NUMERIC_CHECKS:
-            if name in names:
-                values = self._decoded(names.index(name))
-                value = values[0]
-                if not (value in _HOP_COUNTS or value.isdigit() and value.isascii() and len(value) < 10
-                        and int(value) <= limit):
-                    check(values, name, self)
-
-    def _check_fields(self) -> None:
-        """The checks of L{_validate} one header at a time, in the order
-        that picks the reason a message is refused with (RFC 4475 3.1.2.4
-        answers "due to the CSeq error" when Max-Forwards and Expires are
-        off too). A From or To line that passed is remembered: it comes
-        back in every message of its dialog."""
-        names = self._names
-        values = self._values
-        i = names.index("cseq")
-        values[i] = _check_cseq(values[i], "cseq", self)  # type: ignore[arg-type]
-        method = values[i][0].partition(" ")[2]  # type: ignore[index]
-        self._check_numbers()
-        i = names.index("call-id")
-        _check_call_id(values[i], "call-id", self)  # type: ignore[arg-type]
-        for name in ("from", "to"):
-            i = names.index(name)
-            raw = self._raws[i]
-            if raw not in _CHECKED_LINES:
-                remember(_CHECKED_LINES, raw, _check_name_addr(values[i], name, self))  # type: ignore[arg-type]
-        if isinstance(self, Request) and method != self._method:
-            raise ParseError(f"CSeq method {method} does not match request method {self._method}",
-                             message=self)
-        try:
-            self.top_via()
-        except ParseError as e:
-            e.message = self
-            raise
-
-    def _check_singletons(self) -> None:
-        """Refuse a header that may appear once but comes with different
-        values (LWS aside)."""
-        names = self._names
-        for name in SINGLETONS:
-            if names.count(name) > 1:
-                values = {" ".join(v.split()) for v in self.get_all(name)}
-                if len(values) > 1:
-                    raise ParseError(f"conflicting {_label(name)} values", message=self)
-
-
-def _check_cseq(values: list[str], name: str, message: Message) -> list[str]:
-    cseq = values[0] if values else ""
-    number, space, method = cseq.partition(" ")
-    if (space and number.isdigit() and number.isascii() and len(number) < 10 and number[0] != "0"
-            and (method in _METHODS or _TOKEN_RE.match(method))):
-        return values  # the usual spelling: "314159 INVITE"
-    m = _CSEQ_RE.match(cseq)
-    if m is None:
-        raise ParseError(f"malformed CSeq {cseq[:40]!r}", message=message)
-    try:
-        number = int(m.group(1))
-    except ValueError:  # more digits than int() converts
-        number = 2**31
-    if number >= 2**31:
-        raise ParseError("CSeq number out of range", message=message)
-    canonical = f"{number} {m.group(2)}"
-    return values if canonical == cseq else [canonical]  # normalised for readers; raw kept
-
-
-def _numeric_check(limit: int) -> Callable[[list[str], str, Message], list[str]]:
-    def check(values: list[str], name: str, message: Message) -> list[str]:
-        value = values[0] if values else ""
-        try:
-            bad = not value.isdigit() or not value.isascii() or int(value) > limit
-        except ValueError:  # more digits than int() converts
-            bad = True
-        if bad:
-            raise ParseError(f"bad {_label(name)} value {value[:30]!r}", message=message)
-        return values
-
-    return check
-
-
-def _check_call_id(values: list[str], name: str, message: Message) -> list[str]:
-    call_id = values[0] if values else ""
-    if not _CALLID_RE.match(call_id):
-        raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=message)
-    return values
-
-
-def _check_name_addr(values: list[str], name: str, message: Message) -> list[str]:
-    value = values[0] if values else ""
-    if ":" not in value or not _NAME_ADDR_SHAPE.match(value):
-        raise ParseError(f"malformed {_label(name)} {value[:60]!r}", message=message)
-    return values
-
-
-#: Numeric headers parse() checks, after CSeq: RFC 4475 3.1.2.4 answers 400
-#: "due to the CSeq error" when Max-Forwards and Expires are off too.
-_NUMERIC_CHECKS = tuple((name, limit, _numeric_check(limit)) for name, limit in _NUMERIC_LIMITS)
-_MAX_CONTENT_LENGTH = _NUMERIC_LIMITS[0][1]
-_EXPIRES = frozenset(("expires", "min-expires"))
-#: Max-Forwards values as usually spelled (no leading zero).
-_HOP_COUNTS = frozenset(str(n) for n in range(256))
-#: Raw From or To line -> its checked values, for lines the usual shape
-#: (L{_USUAL_RE}) does not cover; bounded (cleared when full).
-_CHECKED_LINES: dict[str, list[str]] = {}
-
-
-def _latin1(char_class: str) -> str:
-    """The latin-1 characters of a regex character class, as a class the
-    regex engine tests with one lookup (a negated class, or one with
-    C{\\s}, is tested item by item, several times slower). Narrower than
-    the original: fit for a fast path that leaves what it misses to the
-    exact check."""
-    runs: list[list[str]] = []  # [first, last] of each run of consecutive characters
-    for ch in map(chr, range(256)):
-        if re.fullmatch(char_class, ch):
-            if runs and ord(runs[-1][-1]) == ord(ch) - 1:
-                runs[-1][1:] = [ch]
-            else:
-                runs.append([ch])
-    return "[" + "".join("-".join(map(re.escape, run)) for run in runs) + "]"
-
-
-_CALLID = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]++"
-_TEXT = _latin1(r'[^"<>\n]')
-_QUOTED_TEXT = _latin1(r'[^"\\\n]')
-_QUOTED_NO_LF = rf'"{_QUOTED_TEXT}*+(?:\\[^\n]{_QUOTED_TEXT}*+)*+"'
-#: A latin-1 From or To that L{_NAME_ADDR_SHAPE} accepts, with its colon
-#: inside the brackets: C{"Alice" <sip:alice@example.com>;tag=1}.
-_URI_TEXT = _latin1(r'[^"<>:\n]')
-_USUAL_NAME_ADDR = (
-    rf"(?:{_QUOTED_NO_LF})?+{_TEXT}*+<{_URI_TEXT}*+:{_TEXT}*+>{_TEXT}*+"
-    rf"(?:{_QUOTED_NO_LF}{_TEXT}*+)*+"
-)
-#: The usual spelling of the five values parse() must check, joined by LF
-#: (no decoded value holds one): CSeq (its number without leading zero or
-#: more than 9 digits), Call-ID, From, To and the top Via. One match does
-#: the work of five, and gives the CSeq method and the parts of the Via.
-_USUAL_RE = _compile_possessive(
-    rf"[1-9][0-9]{{0,8}}+ ({_TOKEN})\n{_CALLID}(?:@{_CALLID})?+\n"
-    rf"{_USUAL_NAME_ADDR}\n{_USUAL_NAME_ADDR}\n{_via_pattern(_latin1(_VIA_VALUE))}\Z"
-)
-
-
 class _StartLineField:
     """A part of the start line (method, code, ...), kept in the slot of
     the same name with a leading underscore; setting it re-renders the
@@ -1003,9 +628,7 @@ class Request(Message):
         uri = self._parsed_uri
         if uri is None:
             text = self._uri
-            uri = _URI_CACHE.get(text)
-            if uri is None:
-                uri = remember(_URI_CACHE, text, parse_uri(text))
+            uri = _known_uri(text) or cached_uri(text)
             self._parsed_uri = uri
         return uri
 
@@ -1017,7 +640,7 @@ class Request(Message):
 
     def copy(self) -> "Request":
         """An independent copy."""
-        other = Request.__new__(Request)
+        other = blank(Request)
         self._copy_into(other)
         other._method = self._method
         other._uri = self._uri
@@ -1040,12 +663,12 @@ class Request(Message):
         asked), and C{to_tag} added to To when it has none."""
         response = Response(code, reason)
         copied = _RESPONSE_COPIED_RR if record_route else _RESPONSE_COPIED
-        for i, name in enumerate(self._names):
+        for i, name in enumerate(self.names):
             if name in copied:
-                response._names.append(name)
-                response._raws.append(self._raws[i])
+                response.names.append(name)
+                response.lines.append(self.lines[i])
                 response._values.append(self._values[i])
-        if to_tag and code > 100 and "to" in response._names:
+        if to_tag and code > 100 and "to" in response.names:
             to = response.get("to") or ""
             try:
                 tagged = parse_name_addr(to).tag is not None
@@ -1062,7 +685,6 @@ class Request(Message):
         return f"<Request {self.method} {self._uri}>"
 
 
-_URI_CACHE: dict[str, URI] = {}
 _RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 _RESPONSE_COPIED_RR = _RESPONSE_COPIED | {"record-route"}
 
@@ -1108,7 +730,7 @@ class Response(Message):
 
     def copy(self) -> "Response":
         """An independent copy."""
-        other = Response.__new__(Response)
+        other = blank(Response)
         self._copy_into(other)
         other._code = self._code
         other._reason = self._reason
@@ -1120,267 +742,14 @@ class Response(Message):
         return f"<Response {self.code} {self.reason}>"
 
 
-# -- parsing -------------------------------------------------------------------
-#: "SIP/" in every case: how a status line starts.
-_SIP_SLASH = frozenset(a + b + c + "/" for a in "Ss" for b in "Ii" for c in "Pp")
-
-
-def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
-    """Parse one SIP message.
-
-    On a datagram the body is what follows the headers, cut to
-    Content-Length when that is shorter (RFC 3261 18.3); a Content-Length
-    larger than what arrived is an error. With C{stream}, C{data} is one
-    message already framed by Content-Length, which must be present.
-
-    @raise ParseError: with the reason, the status to answer with, and the
-        partial message where the headers could be split.
-    """
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    if data[:1] in (b"\r", b"\n"):  # CRLFs before the start line are ignored (7.5)
-        data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head = data[:end]
-        rest = data[end + 4 :]
-    else:
-        end = data.find(b"\n\n")
-        if end >= 0:
-            head = data[:end]
-            rest = data[end + 2 :]
-        elif data.endswith(b"\r\n"):
-            head, rest = data[:-2], b""
-        else:
-            raise ParseError("no end of headers (missing empty line)")
-    text = head.decode(_ENC, _ERRORS)  # once for the whole block; any octet survives
-    lines = text.split("\r\n")
-    if len(lines) != text.count("\n") + 1:  # bare LF line ends, all or some: read them, write CRLF
-        lines = text.replace("\r\n", "\n").split("\n")
-    start = lines[0]
-    message: Message
-    start_error: Optional[ParseError] = None
-    if start[:4] in _SIP_SLASH:
-        message = _parse_status_line(start)
-    else:
-        try:
-            message = _parse_request_line(start)
-        except ParseError as e:
-            # a broken request line with readable headers can still be
-            # answered with a 400 (RFC 4475 3.1.2.7-3.1.2.10)
-            partial = _partial_request(start)
-            if partial is None:
-                raise
-            message, start_error = partial, e
-    del lines[0]
-    split = _split_headers(lines)
-    if split is None:
-        lines, split = _split_headers_slowly(lines, message)
-    names, texts = split
-    values: list[Optional[list[str]]] = [None] * len(names)  # decoded when read
-    message._names = names
-    message._raws = lines
-    message._values = values
-    if start_error is not None:
-        start_error.message = message
-        raise start_error
-    if message._version != "SIP/2.0":  # a request of another SIP version: 505, addressable
-        raise ParseError(f"unsupported SIP version {message._version}", status=505, message=message)
-    key = tuple(names)
-    layout = _LAYOUTS.get(key) or _learn_layout(key, names)
-    i = layout[_LENGTH]
-    if i < 0:  # no Content-Length
-        if stream:
-            raise ParseError("missing Content-Length on a stream transport", message=message)
-        message.body = rest
-    else:
-        length_text = texts[i].strip()
-        values[i] = [length_text]
-        try:
-            length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
-        except ValueError:  # more digits than int() converts
-            length = -1
-        if length < 0:
-            raise ParseError(f"bad Content-Length {length_text[:30]!r}", message=message)
-        if length > len(rest):
-            raise ParseError(
-                f"Content-Length {length} larger than the {len(rest)} octets of body", message=message
-            )
-        message.body = rest[:length] if length < len(rest) else rest
-    message._validate(texts, layout)
-    return message
-
-
-#: Header layout (the canonical names of the lines of a message, in
-#: order) -> where the lines are that parse() reads, and what else it must
-#: know of the layout: the positions of Via, CSeq, Call-ID, From, To,
-#: Content-Length and Max-Forwards (-1 when absent), whether Expires or
-#: Min-Expires is there, whether a header that may appear once is there
-#: twice, and the first required header missing (None). Phones and
-#: proxies send their own layout again and again, whatever the call, so
-#: finding these is a lookup most of the time. Bounded like the other
-#: caches, and only layouts of a few lines are kept (junk with thousands
-#: of lines would make each entry large).
-_LAYOUTS: dict[tuple[str, ...], tuple] = {}
-_LAYOUT_MAX_LINES = 64
-_LENGTH = 5  # the position of Content-Length in a layout
-
-
-def _learn_layout(key: tuple[str, ...], names: list[str]) -> tuple:
-    """The layout of C{names} (C{key} is their tuple), remembered."""
-    present = set(names)
-    index = names.index
-    try:
-        required = (index("via"), index("cseq"), index("call-id"), index("from"), index("to"))
-        missing = None
-    except ValueError:
-        required = (-1, -1, -1, -1, -1)
-        missing = next(name for name in _REQUIRED if name not in present)
-    repeated = (
-        len(present) != len(names)
-        and len(present) != len(names) - names.count("via") + 1  # not only Vias repeat
-        and any(names.count(name) > 1 for name in SINGLETONS)
-    )
-    layout = required + (
-        index("content-length") if "content-length" in present else -1,
-        index("max-forwards") if "max-forwards" in present else -1,
-        not present.isdisjoint(_EXPIRES),
-        repeated,
-        missing,
-    )
-    return remember(_LAYOUTS, key, layout) if len(key) <= _LAYOUT_MAX_LINES else layout
-
-
-def _split_headers(lines: list[str]) -> Optional[tuple[list[str], list[str]]]:
-    """Canonical names of the header lines and the text after each colon,
-    in one pass: the way of every message whose header names were all seen
-    before, spelled the same. None when a line needs
-    L{_split_headers_slowly}: a name not seen before, a malformed line, a
-    continuation line (its leading SP or HT is never part of a known
-    spelling)."""
-    known = _NAME_CACHE.get
-    names: list[str] = []
-    texts: list[str] = []
-    for line in lines:
-        spelled, _, text = line.partition(": ")  # the usual spelling, one space
-        name = known(spelled)
-        if name is None:
-            spelled, _, text = line.partition(":")
-            name = known(spelled)
-            if name is None:
-                return None
-        names.append(name)
-        texts.append(text)
-    return names, texts
-
-
-def _split_headers_slowly(lines: list[str], message: Message) -> tuple[list[str], tuple[list[str], list[str]]]:
-    """The header lines with folded ones joined, their names and their
-    unfolded texts after the colon; learns the spelling of new names.
-
-    @raise ParseError: for a continuation line before any header, a line
-        without colon, a malformed name; its message is C{message} with no
-        headers."""
-    try:
-        if any(line[:1] in (" ", "\t") for line in lines):
-            lines = _join_folded(lines, message)
-        known = _NAME_CACHE.get
-        names = []
-        texts = []
-        for line in lines:
-            spelled, colon, text = line.partition(":")
-            name = known(spelled)
-            if name is None:
-                if not colon:
-                    raise ParseError(f"header line without colon: {line[:40]!r}", message=message)
-                name = _learn_name(spelled)
-            names.append(name)
-            texts.append(_FOLD_RE.sub(" ", text) if "\n" in text else text)
-    except ParseError as e:
-        message._names, message._raws, message._values = [], [], []
-        e.message = message
-        raise
-    return lines, (names, texts)
-
-
-def _join_folded(lines: list[str], message: Message) -> list[str]:
-    """Glue continuation lines (leading SP/HT) to the line they continue,
-    keeping them as they were (RFC 3261 7.3.1)."""
-    joined: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not joined:
-                raise ParseError("continuation line before any header", message=message)
-            joined[-1] += "\r\n" + line
-        else:
-            joined.append(line)
-    return joined
-
-
-def _parse_request_line(start: str) -> Request:
-    parts = start.split(" ")
-    if len(parts) != 3 or "" in parts:
-        raise ParseError("malformed request line (want 'METHOD SP Request-URI SP SIP/2.0')")
-    method, uri, version = parts
-    if method not in _METHODS and not _TOKEN_RE.match(method):
-        raise ParseError(f"malformed method {method[:20]!r}")
-    if uri[:1] == "<" or ":" not in uri or "\t" in uri:
-        raise ParseError(f"malformed Request-URI {uri[:60]!r}")
-    request = Request.__new__(Request)
-    request.body = b""
-    request._via = None
-    request._method = method
-    request._uri = uri
-    request._start = start
-    request._parsed_uri = None
-    request._version = "SIP/2.0"
-    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
-        if not _VERSION_RE.match(version):
-            raise ParseError(f"malformed SIP version {version[:20]!r}")
-        # SIP/x.y: refused with 505 by parse() once the headers are split
-        request._version = version
-    return request
-
-
-_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.I)
-_METHODS = frozenset((
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "INFO",
-    "MESSAGE", "UPDATE", "PRACK", "PUBLISH"))
-
-
-def _partial_request(start: str) -> Optional[Request]:
-    """What can be read of a malformed request line that still looks like
-    one (a method token first, C{SIP/2.0} last), so the request can be
-    answered; None for anything else (binary junk)."""
-    method, sep, rest = start.partition(" ")
-    if not sep or not _TOKEN_RE.match(method) or not start.rstrip().upper().endswith("SIP/2.0"):
-        return None
-    request = Request.__new__(Request)
-    Message.__init__(request)
-    request._method = method
-    request._uri = rest.rstrip()[: -len("SIP/2.0")].strip()
-    request._start = start
-    request._parsed_uri = None
-    request._version = "SIP/2.0"
-    return request
-
-
-def _parse_status_line(start: str) -> Response:
-    parts = start.split(" ", 2)
-    if len(parts) < 2 or parts[0] != "SIP/2.0" and parts[0].upper() != "SIP/2.0":
-        raise ParseError(f"malformed status line {start[:40]!r}")
-    code = _STATUS_CODES.get(parts[1])
-    if code is None:
-        raise ParseError(f"bad status code {parts[1][:20]!r}")
-    response = Response.__new__(Response)
-    response.body = b""
-    response._via = None
-    response._code = code
-    response._reason = parts[2] if len(parts) == 3 else ""
-    response._version = "SIP/2.0"
-    response._start = start
-    return response
-
-
-#: Status code text -> its value, for the codes a status line may carry.
-_STATUS_CODES = {str(code): code for code in range(100, 700)}
+# The parser and the caches of the fast path live in fastparse, which
+# builds the classes above: imported last (sipproxy.sip's __init__ loads
+# this module first, so either import order works).
+from sipproxy.sip.fastparse import (  # noqa: E402
+    _known_uri,
+    cached_uri,
+    canonical_name,
+    label,
+    parse,
+    parse_via,
+)

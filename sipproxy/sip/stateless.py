@@ -24,7 +24,9 @@ TAG_PREFIX = "sp"
 
 def stateless_tag(request: Request) -> str:
     """The To tag of our answers to C{request} and its retransmissions."""
-    key = f"{request.call_id}|{request.cseq[0]}|{request.get('from') or ''}".encode("utf-8", "surrogateescape")
+    # the CSeq number as text: a request refused for its CSeq has none to convert
+    number = (request.get("cseq") or "").partition(" ")[0]
+    key = f"{request.call_id}|{number}|{request.get('from') or ''}".encode("utf-8", "surrogateescape")
     return TAG_PREFIX + hashlib.md5(key).hexdigest()[:10]
 
 

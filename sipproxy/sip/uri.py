@@ -7,12 +7,14 @@ forwards it untouched.
 from __future__ import annotations
 
 import ipaddress
-import re
+import re  # noqa: F401  (re.Match in an annotation)
 from typing import Iterable, Optional, Sequence
 
 # one place for ports, IP literals and addresses-of-record (DEFAULT_PORTS re-exported)
 from sipproxy.sip.addresses import DEFAULT_PORTS, address_of_record as _address_of_record
 from sipproxy.sip.addresses import default_port as _default_port, is_ip_literal as _is_ip_literal
+
+from sipproxy.sip.grammar import ESCAPE_RE, HOST_LABEL_RE, HOST_RE, SCHEME_RE, SIMPLE_PARAMS_RE, TOKEN_RE
 
 __all__ = [
     "URIError",
@@ -33,10 +35,6 @@ __all__ = [
 
 Param = tuple[str, Optional[str]]
 
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
-_HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%[0-9A-Za-z._~-]+)?\]|[A-Za-z0-9_.\-]+)\Z")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+\Z")
-_SIMPLE_PARAMS = re.compile(r"(?:;[A-Za-z0-9.!%*_+`'~\-]+(?:=[^;\s\"]*)?)+\Z")
 _WS = " \t\r\n"
 
 
@@ -121,7 +119,7 @@ def parse_params(text: str, strict: bool = True) -> list[Param]:
     C{;} and C{=} is allowed (RFC 3261 25.1). With C{strict}, an empty
     parameter (C{;;}) or a name that is not a token is an error.
     """
-    if _SIMPLE_PARAMS.match(text):  # the common case: no LWS, no quotes
+    if SIMPLE_PARAMS_RE.match(text):  # the common case: no LWS, no quotes
         return [(name, value if eq else None)
                 for name, eq, value in (item.partition("=") for item in text[1:].split(";"))]
     text = text.strip(_WS)
@@ -133,7 +131,7 @@ def parse_params(text: str, strict: bool = True) -> list[Param]:
     for item in _split_outside_quotes(text, ";"):
         name, eq, value = item.partition("=")
         name = name.strip(_WS)
-        if not name or not _TOKEN_RE.match(name):
+        if not name or not TOKEN_RE.match(name):
             if strict:
                 raise URIError(f"malformed parameter {item.strip()!r}")
             continue
@@ -316,7 +314,7 @@ def parse_uri(text: str) -> URI:
     """
     text = text.strip(_WS)
     scheme, colon, rest = text.partition(":")
-    if not colon or not _SCHEME_RE.match(scheme):
+    if not colon or not SCHEME_RE.match(scheme):
         raise URIError(f"not a URI: {text!r}")
     lscheme = scheme.lower()
     if lscheme in ("sip", "sips"):
@@ -357,8 +355,11 @@ def _parse_sip(scheme: str, rest: str, text: str) -> URI:
             headers.append((name, value if eq else None))
     hostport, _, params = rest.partition(";")
     host, port = split_host_port(hostport)
-    if not host or not _HOST_RE.match(format_host_port(host)):
+    if not host or not HOST_RE.match(format_host_port(host)):
         raise URIError(f"malformed host in {text!r}")
+    if (len(host) > 63 or ".." in host or host[0] == ".") and ":" not in host and not HOST_LABEL_RE.match(host):
+        # an empty label, or one of 64 characters or more (RFC 1035 2.3.4)
+        raise URIError(f"malformed host name in {text!r}")
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%")[0])
@@ -529,7 +530,6 @@ def uri_equal(a: URI, b: URI) -> bool:
 #: (RFC 3261 19.1.4 "reserved", and % itself so that unescaping stays
 #: one level deep).
 _KEEP_ESCAPED = frozenset(";/?:@&=+$,%")
-_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 def _unescape(match: "re.Match[str]") -> str:
@@ -542,7 +542,7 @@ def _unq(text: Optional[str]) -> Optional[str]:
     others kept with upper-case hex digits."""
     if text is None or "%" not in text:
         return text
-    return _ESCAPE_RE.sub(_unescape, text)
+    return ESCAPE_RE.sub(_unescape, text)
 
 
 def _hosts_equal(a: str, b: str) -> bool:

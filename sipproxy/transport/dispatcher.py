@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sipproxy.sip.bounded import remember
+from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response, parse
 from sipproxy.transport.resolver import ReactorHostResolver
@@ -59,14 +59,11 @@ def _same_host(a: str, b: str) -> bool:
         return False
 
 
-_LOCAL_ADDRESS_CACHE: dict[str, Optional[str]] = {}
-
-
 def local_address_for(ip: str) -> Optional[str]:
     """The source address the kernel would use to reach C{ip} (a connected
-    UDP socket sends nothing; Net::SIP's laddr4dst)."""
-    if ip in _LOCAL_ADDRESS_CACHE:
-        return _LOCAL_ADDRESS_CACHE[ip]
+    UDP socket sends nothing; Net::SIP's laddr4dst). Not remembered here:
+    the L{Dispatcher} remembers the answers, and forgets them when its legs
+    change."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     address: Optional[str]
     try:
@@ -75,8 +72,6 @@ def local_address_for(ip: str) -> Optional[str]:
             address = sock.getsockname()[0]
     except OSError:
         address = None
-    if len(_LOCAL_ADDRESS_CACHE) < 10000:
-        _LOCAL_ADDRESS_CACHE[ip] = address
     return address
 
 
@@ -118,8 +113,16 @@ class Dispatcher:
         self.legs: list[Any] = []
         self.receiver = receiver
         self.resolver = resolver if resolver is not None else ReactorHostResolver(reactor)
-        self._hops: dict[str, Hop] = {}
-        self._ip_targets: dict[tuple[Hop, int], list[Target]] = {}
+        # what routing remembers; emptied by reindex(), bounded like every cache
+        self.caches = CacheSet()
+        self._hops = self.caches.add(BoundedCache("hops by Request-URI", max_key=512))
+        self._ip_targets = self.caches.add(BoundedCache("targets of IP hops", max_key=512))
+        self._local_uris = self.caches.add(BoundedCache("URIs naming us", max_key=512))
+        self._local_addresses = self.caches.add(BoundedCache("source address by destination", 10000, max_key=64))
+        # the lookups, bound once (see sipproxy.sip.bounded)
+        self._known_hop = self._hops.get
+        self._known_targets = self._ip_targets.get
+        self._known_local_uri = self._local_uris.get
         self._outgoing_proxy = outgoing_proxy
         self._domain2proxy = dict(domain2proxy or {})
         self._by_address: dict[tuple[str, int], list[Any]] = {}
@@ -159,9 +162,7 @@ class Dispatcher:
     def reindex(self) -> None:
         """Recompute address lookups and forget remembered routes (after a
         leg bound to port 0, or the routing configuration changed)."""
-        self._hops = {}
-        self._ip_targets = {}
-        self._local_uris: dict[str, bool] = {}
+        self.caches.clear()
         self._by_address = {}
         for leg in self.legs:
             self._by_address.setdefault((leg.host, leg.port), []).append(leg)
@@ -206,14 +207,25 @@ class Dispatcher:
                         leg=leg.key)
 
     def _refuse(self, error: ParseError, leg: Any, addr: tuple[str, int]) -> None:
+        """Answer a malformed request that can be addressed, drop the rest;
+        one log line either way. The partial message is what failed to
+        parse: nothing of it may be trusted to read without failing (a
+        CSeq of C{x OPTIONS}), so the answer is built from raw text and a
+        failure to build it is one more line, never a traceback."""
         partial = error.message
-        if isinstance(partial, Request) and partial.method != "ACK" and "via" in partial.header_names():
+        if isinstance(partial, Request) and partial.method != "ACK" and "via" in partial.names:
+            try:
+                data = bytes(stateless_answer(partial, error.status, _reason_phrase(error.reason)))
+            except Exception as e:  # what is malformed may be what an answer copies
+                log.info("dropped malformed {method} from {source} on {leg}: {reason} (no answer: {problem})",
+                         method=partial.method, source=addr, leg=leg.key, reason=error.reason,
+                         problem=f"{type(e).__name__}: {e}"[:120])
+                return
             log.info("refused {method} from {source} on {leg}: {reason} (answered {code})",
                      method=partial.method, source=addr, leg=leg.key, reason=error.reason, code=error.status)
-            response = stateless_answer(partial, error.status, _reason_phrase(error.reason))
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
-            leg.send(bytes(response), addr)
+            leg.send(data, addr)
         else:
             kind = "response" if isinstance(partial, Response) else "message"
             log.info("dropped malformed {kind} from {source} on {leg}: {reason}",
@@ -285,9 +297,9 @@ class Dispatcher:
         raises L{RoutingError}. Remembered per URI (a dialog's requests all
         go to the same place)."""
         key = str(uri)
-        hop = self._hops.get(key)
+        hop = self._known_hop(key)
         if hop is None:
-            hop = remember(self._hops, key, request_hop(uri, self._domain2proxy, self._outgoing_proxy))
+            hop = self._hops.store(key, request_hop(uri, self._domain2proxy, self._outgoing_proxy))
         return hop
 
     def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
@@ -298,11 +310,11 @@ class Dispatcher:
             resolve, 503 when no leg can reach the address.
         """
         key = (hop, -1 if leg_hint is None else leg_hint.index)
-        targets = self._ip_targets.get(key)  # only hops to an IP address are remembered
+        targets = self._known_targets(key)  # only hops to an IP address are remembered
         if targets is not None:
             return list(targets)
         if hop.is_ip:
-            return list(remember(self._ip_targets, key, self._targets(hop, [hop.host], leg_hint)))
+            return list(self._ip_targets.store(key, self._targets(hop, [hop.host], leg_hint), len(hop.host)))
         d = self.resolver.resolve_host(hop.host)
         d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
         return d
@@ -360,7 +372,9 @@ class Dispatcher:
         for leg in candidates:
             if leg.host == address:
                 return leg
-        source = self.local_address(address)
+        source = self._local_addresses.get(address, self)
+        if source is self:
+            source = self._local_addresses.store(address, self.local_address(address))
         for leg in candidates:
             if leg.host == source:
                 return leg
@@ -370,10 +384,9 @@ class Dispatcher:
         """True if C{uri} is a sip/sips URI naming one of our legs.
         Remembered per URI text: the Request-URIs of a dialog repeat."""
         text = str(uri)
-        known = self._local_uris.get(text)
+        known = self._known_local_uri(text)
         if known is None:
-            known = remember(self._local_uris, text,
-                             uri.is_sip and self.is_local(uri.host, uri.port, uri.transport))
+            known = self._local_uris.store(text, uri.is_sip and self.is_local(uri.host, uri.port, uri.transport))
         return known
 
     def is_local(self, host: str, port: Optional[int], proto: Optional[str] = None) -> bool:
