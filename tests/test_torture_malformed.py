@@ -77,10 +77,10 @@ class MalformedAnsweredTests(_ProxyCase):
 
     def test_to_port_99999_is_answered_400(self) -> None:
         # was: forwarded; a registrar or the NAT helper then failed on it
-        self.assert_refused(options(to="<sip:bob@127.0.0.2:99999>"), why="port in To")
+        self.assert_refused(options(to="<sip:bob@127.0.0.2:99999>"), why="To")
 
     def test_from_port_99999_is_answered_400(self) -> None:
-        self.assert_refused(options(from_="<sip:alice@127.0.0.1:99999>;tag=a1"), why="port in From")
+        self.assert_refused(options(from_="<sip:alice@127.0.0.1:99999>;tag=a1"), why="From")
 
     def test_request_uri_port_99999_is_answered_400(self) -> None:
         self.assert_refused(options(request_uri="sip:bob@127.0.0.2:99999"), why="Request-URI")
@@ -89,7 +89,7 @@ class MalformedAnsweredTests(_ProxyCase):
         self.assert_refused(options(request_uri="sip:bob@b\udcff\udcfe.test"), why="Request-URI")
 
     def test_invalid_utf8_in_to_host_is_answered_400(self) -> None:
-        self.assert_refused(options(to="<sip:bob@b\udcffx.test>"), why="host in To")
+        self.assert_refused(options(to="<sip:bob@b\udcffx.test>"), why="To")
 
     def test_empty_host_label_in_request_uri_is_answered_400(self) -> None:
         # was: handed to DNS, whose IDNA codec raised in a thread
@@ -97,17 +97,17 @@ class MalformedAnsweredTests(_ProxyCase):
         self.assert_refused(options(request_uri="sip:bob@a..test"), why="host name")
 
     def test_empty_host_label_in_to_and_from_is_answered_400(self) -> None:
-        self.assert_refused(options(to="<sip:bob@a..test>"), why="host in To")
+        self.assert_refused(options(to="<sip:bob@a..test>"), why="To")
         self.a.sent.clear()
         self.events.clear()
-        self.assert_refused(options(from_="<sip:alice@.test>;tag=a1", call_id="c2@h"), why="host in From")
+        self.assert_refused(options(from_="<sip:alice@.test>;tag=a1", call_id="c2@h"), why="From")
 
     def test_host_label_of_64_characters_is_answered_400(self) -> None:
         long_host = "a" * 64 + ".test"
         self.assert_refused(options(request_uri=f"sip:bob@{long_host}"), why="host name")
         self.a.sent.clear()
         self.events.clear()
-        self.assert_refused(options(to=f"<sip:bob@{long_host}>", call_id="c2@h"), why="host in To")
+        self.assert_refused(options(to=f"<sip:bob@{long_host}>", call_id="c2@h"), why="To")
 
     def test_host_label_of_63_characters_is_fine(self) -> None:
         self.assertEqual(parse_uri("sip:bob@" + "a" * 63 + ".test").host, "a" * 63 + ".test")

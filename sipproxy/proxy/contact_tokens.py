@@ -50,6 +50,7 @@ __all__ = ["ContactTokens", "CallableRewriter", "Token", "DEFAULT_DIALOG_LIFETIM
 
 _TOKEN_RE = re.compile(r"b[A-Za-z2-7]{20,}\Z")
 _CACHE_LIMIT = 20000
+_UNKNOWN = object()
 #: seconds a dialog token is good for after its Contact last passed
 DEFAULT_DIALOG_LIFETIME = 12 * 3600
 #: seconds a registration token is good for when the REGISTER names none
@@ -124,8 +125,9 @@ class ContactTokens:
             return None
         legs = self._leg_dictionary()
         key = (token, legs)
-        if key in self._decoded:
-            return self._decoded[key]
+        known = self._decoded.get(key, _UNKNOWN)  # None is a result: "not ours"
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         body = token[1:].upper()
         result = None
         try:

@@ -287,6 +287,8 @@ class StatelessProxy:
         mf = request.get("max-forwards")
         if mf is None:
             request.add("max-forwards", "70")
+        elif request.names.count("max-forwards") > 1:  # repeated with one value: one line, lowered
+            request.set("max-forwards", _DECREMENTED.get(mf) or str(int(mf) - 1))
         else:
             request.replace_first("max-forwards", _DECREMENTED.get(mf) or str(int(mf) - 1))
         registering = request.method == "REGISTER"
@@ -294,7 +296,7 @@ class StatelessProxy:
             request.insert_line("record-route", *self._record_route(in_leg))
             if out_leg is not in_leg:
                 request.insert_line("record-route", *self._record_route(out_leg))
-        if (self.nat_flows and "contact" in request._names
+        if (self.nat_flows and "contact" in request.names
                 and self._contacts_to_flow(request, in_leg, out_leg, addr)):
             pass
         elif out_leg is not in_leg or self.force_rewrite:
@@ -353,7 +355,7 @@ class StatelessProxy:
             log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
             return
         out_leg, dst = targets[0]
-        if self.nat_flows and "contact" in response._names and self._contacts_to_flow(
+        if self.nat_flows and "contact" in response.names and self._contacts_to_flow(
                 response, in_leg, out_leg, addr):
             pass
         elif out_leg is not in_leg or self.force_rewrite:
@@ -402,7 +404,7 @@ class StatelessProxy:
         if in_leg.proto == "udp":
             # the usual case, decided on the raw line before any decoding: the
             # Contact names the source as host:port, not followed by a digit
-            line = packet._raws[packet._names.index("contact")]
+            line = packet.lines[packet.names.index("contact")]
             needle = self._source_text.get(addr)
             if needle is None:
                 needle = remember(self._source_text, addr, f"{addr[0]}:{addr[1]}", 4096)

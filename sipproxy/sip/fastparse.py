@@ -55,7 +55,6 @@ from sipproxy.sip.grammar import (
     CSEQ_RE,
     FOLD_RE,
     HOST_LABEL_RE,
-    HOST_RE,
     NAME_ADDR_SHAPE,
     SIMPLE_VIA_RE,
     TOKEN_RE,
@@ -74,7 +73,7 @@ from sipproxy.sip.message import (
     _split_value,
     blank,
 )
-from sipproxy.sip.uri import URI, URIError, _end_of_quoted, parse_params, parse_uri, split_host_port
+from sipproxy.sip.uri import URI, URIError, parse_name_addr, parse_params, parse_uri
 
 __all__ = ["parse", "parse_via", "canonical_name", "label", "cached_uri", "CACHES", "Layout"]
 
@@ -669,49 +668,18 @@ def _check_call_id(values: list[str], message: Message) -> None:
 
 
 def _check_name_addr(values: list[str], name: str, message: Message) -> list[str]:
-    """The shape of a From or To (RFC 4475 3.1.2.6), and the host and port
-    of a sip/sips URI in it: what a proxy or registrar reads later must
-    not fail then (a port of 99999, an empty or 64-character host label,
-    a host that is not text)."""
+    """The shape of a From or To (RFC 4475 3.1.2.6), and the name-addr
+    parsed: what a proxy or registrar reads later (the tag, the URI) must
+    not fail then (a port of 99999, an empty or 64-character host label, a
+    host that is not text, junk after the URI)."""
     value = values[0] if values else ""
     if ":" not in value or not NAME_ADDR_SHAPE.match(value):
         raise ParseError(f"malformed {label(name)} {value[:60]!r}", message=message)
-    problem = _uri_host_problem(value)
-    if problem:
-        raise ParseError(f"{problem} in {label(name)} {value[:60]!r}", message=message)
-    return values
-
-
-def _uri_host_problem(value: str) -> Optional[str]:
-    """What is wrong with the host or port of the sip/sips URI of a
-    name-addr or addr-spec of the right shape, or None. Read the way
-    L{sipproxy.sip.uri.parse_uri} reads it: the user part ends at the
-    first C{@}, the host port at the first C{;} or C{?}."""
-    text = value.strip(" \t")
-    if text[:1] == '"':  # the shape is checked: the quoted display name is closed
-        text = text[_end_of_quoted(text) + 1:]
-    lt = text.find("<")
-    if lt >= 0:
-        uri = text[lt + 1: text.find(">", lt)]
-    else:
-        uri = text.partition(";")[0]
-    scheme, _, rest = uri.strip(" \t").partition(":")
-    if scheme.lower() not in ("sip", "sips"):
-        return None
-    at = rest.find("@")
-    if at >= 0:
-        rest = rest[at + 1:]
-    for mark in (";", "?"):
-        rest = rest.partition(mark)[0]
     try:
-        host, _ = split_host_port(rest)
-    except URIError:
-        return "bad port"
-    if host[:1] == "[" or ":" in host:
-        return None
-    if not host or not HOST_RE.match(host) or not HOST_LABEL_RE.match(host):
-        return "malformed host"
-    return None
+        parse_name_addr(value)
+    except URIError as e:
+        raise ParseError(f"malformed {label(name)}: {str(e)[:80]}", message=message) from None
+    return values
 
 
 _MAX_CONTENT_LENGTH = _NUMERIC_LIMITS[0][1]

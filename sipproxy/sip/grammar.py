@@ -150,29 +150,27 @@ _CALLID = _WORD_CHARS + "++"
 _TEXT = latin1(r'[^"<>\n]')
 _QUOTED_TEXT = latin1(r'[^"\\\n]')
 _QUOTED_NO_LF = rf'"{_QUOTED_TEXT}*+(?:\\[^\n]{_QUOTED_TEXT}*+)*+"'
-# The URI of a usual From or To, cheap to match (single-class runs, no
-# repeated groups: a group per host label cost 4k instructions a message):
-#   scheme ":" then userinfo up to the first "@" (as the URI parser reads
-#     it; a URI without one goes the exact way: rare in From and To, and an
-#     optional group costs more than a run);
-#   a host of 1 to 63 host characters, not starting with "." (so no label
-#     is longer than 63, RFC 1035 2.3.4; the caller sends a From or To
-#     holding ".." the exact way, for an empty label);
-#   a port below 60000, not of one digit 1-5 (those go the exact way);
-#   then parameters or headers, up to ">" (the URI parser reads no more).
-# An IPv6 reference, a longer host: the exact check.
-_URI_TEXT = latin1(r'[^"<>:\n]')
-_USER_TEXT = latin1(r'[^"<>@\n]')
-_USUAL_URI = (
-    rf"{_URI_TEXT}*+:{_USER_TEXT}*+@[A-Za-z0-9_\-][A-Za-z0-9_.\-]{{0,62}}+"
-    rf"(?::[1-5]?+[0-9]{{1,4}}+)?+(?:[;?]{_TEXT}*+)?+"
-)
-#: A latin-1 From or To that L{NAME_ADDR_SHAPE} accepts, with a URI in
-#: brackets whose host and port are valid:
-#: C{"Alice" <sip:alice@example.com>;tag=1}.
+# A usual From or To, which the name-addr parser reads without fault (the
+# exact check runs that parser): every part below accepts a subset of what
+# it accepts, with single-class runs where it can (a group per host label
+# cost 4k instructions a message).
+#   display-name: a quoted string (then optional SP/HT) or tokens and spaces;
+#   SIP-URI: "sip:" or "sips:", a user part (no "@", ":", space, quote or
+#     bracket), "@", a host of 1 to 63 host characters not starting with
+#     "." (so no label is longer than 63, RFC 1035 2.3.4; the caller sends
+#     a value holding "..", an empty label, the exact way), a port below
+#     60000 (not a lone digit 1-5), uri-parameters as tokens with plain
+#     values;
+#   then header parameters (";tag=..."), tokens with plain values.
+_DISPLAY_TOKENS = r"[A-Za-z0-9 .!%*_+`'~\-]"
+_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]"
+_URI_PARAM_VALUE = r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]"
+_HEADER_PARAM_VALUE = latin1(r'[^;\s"<>,]')
 _USUAL_NAME_ADDR = (
-    rf"(?:{_QUOTED_NO_LF})?+{_TEXT}*+<{_USUAL_URI}>{_TEXT}*+"
-    rf"(?:{_QUOTED_NO_LF}{_TEXT}*+)*+"
+    rf"(?:{_QUOTED_NO_LF}[ \t]*+|{_DISPLAY_TOKENS}*+)<[Ss][Ii][Pp][Ss]?+:{_USER}++@"
+    rf"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{{0,62}}+(?::[1-5]?+[0-9]{{1,4}}+)?+"
+    rf"(?:;{_TOKEN}(?:={_URI_PARAM_VALUE}*+)?+)*+>"
+    rf"(?:;{_TOKEN}(?:={_HEADER_PARAM_VALUE}*+)?+)*+"
 )
 #: The usual spelling of the five values parse() must check, joined by LF
 #: (no decoded value holds one): CSeq (its number without leading zero or
