@@ -42,7 +42,8 @@ class _ProxyCase(SynchronousTestCase):
         self.a = MemoryLeg("127.0.0.1", 5060, self.proto)
         self.b = MemoryLeg("127.0.0.2", 5060, self.proto)
         self.dispatcher = memory_dispatcher([self.a, self.b], local_address=lambda ip: None)
-        self.dispatcher.set_receiver(StatelessProxy(self.dispatcher, secret=b"m" * 32))
+        self.proxy = StatelessProxy(self.dispatcher, secret=b"m" * 32)
+        self.dispatcher.set_receiver(self.proxy)
 
     def send(self, data: bytes) -> None:
         self.a.receive(data, SOURCE)
@@ -117,6 +118,20 @@ class MalformedAnsweredTests(_ProxyCase):
     def test_via_host_with_empty_label_is_answered_400(self) -> None:
         data = options().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5091", b"Via: SIP/2.0/UDP a..test:5091")
         self.assert_refused(data, why="Via")
+
+
+class ForgedBranchTests(_ProxyCase):
+    def test_response_with_our_prefix_and_a_non_hex_leg_part_is_dropped(self) -> None:
+        # found by bench/fuzz.py: int("0x", 16) raised in incoming_leg, a traceback
+        prefix = self.proxy.branches.prefix
+        for leg_part in ("0x", "-1", " 1", "+1"):
+            branch = prefix + leg_part + "0" * 24
+            response = (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch={branch}\r\n"
+                        "Via: SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bK-1\r\nFrom: <sip:a@h>;tag=1\r\n"
+                        "To: <sip:b@h>;tag=2\r\nCall-ID: c@h\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            self.b.receive(response.encode(), ("127.0.0.2", 5090))
+        self.assertEqual(self.failures(), [])
+        self.assertEqual((self.a.sent, self.b.sent), ([], []))
 
 
 class SmuggledOctetsTests(_ProxyCase):

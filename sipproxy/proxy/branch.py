@@ -29,6 +29,8 @@ _PREFIX_HEX = 6
 _LEG_HEX = 2
 _LOOP_HEX = 8
 _TXN_HEX = 16
+#: every leg part a branch of ours can carry
+_LEG_PARTS = frozenset(f"{i:02x}" for i in range(256))
 
 
 def _builtin_md5() -> Callable[[bytes], Any]:
@@ -97,7 +99,11 @@ class BranchMaker:
         return f"{self.prefix}{incoming_leg_index & 0xFF:02x}{loop}{self.transaction_part(request)}"
 
     def is_ours(self, branch: Optional[str]) -> bool:
-        return bool(branch) and branch.startswith(self.prefix) and len(branch) == self._txn_at + _TXN_HEX
+        """True for a branch this proxy made: its prefix, its length, and a
+        leg part of two lower-case hex digits (a forged one must not make
+        L{incoming_leg} fail, or pick a leg by a negative index)."""
+        return (bool(branch) and branch.startswith(self.prefix) and len(branch) == self._txn_at + _TXN_HEX
+                and branch[self._leg_at:self._loop_at] in _LEG_PARTS)
 
     def incoming_leg(self, branch: str) -> int:
         """The leg index written into one of our branches."""
