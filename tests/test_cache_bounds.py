@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,8 +26,11 @@ MESSAGES = 2_000
 #: characters of keys all caches may hold together after the run
 KEY_CHARS_BOUND = 4 << 20
 #: how much the process may grow (resident memory) over the run: the
-#: count-only caches of before grew it by several hundred MB
-RSS_GROWTH_BOUND = 64 << 20
+#: count-only caches of before grew it by several hundred MB. PyPy's
+#: collector keeps the arenas of the 120 MB of messages it freed for a
+#: while (98 MB seen), so it gets a looser bound; the caches' own size
+#: (KEY_CHARS_BOUND) is the exact check on both runtimes.
+RSS_GROWTH_BOUND = (192 if platform.python_implementation() == "PyPy" else 64) << 20
 
 
 def resident_bytes() -> int:
