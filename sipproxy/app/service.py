@@ -27,6 +27,7 @@ from sipproxy.proxy.contact_tokens import DEFAULT_DIALOG_LIFETIME
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import load_or_create
 from sipproxy.sip.uri import URI
+from sipproxy.interfaces import IDispatcher, ILeg
 
 __all__ = ["LegService", "ProxyService"]
 
@@ -36,7 +37,7 @@ log = Logger()
 class LegService(Service):
     """One leg as a service: binds at (privileged) start, closes at stop."""
 
-    def __init__(self, leg: Any, reactor: Any) -> None:
+    def __init__(self, leg: ILeg, reactor: Any) -> None:
         self.leg = leg
         self.reactor = reactor
         self.name = leg.key
@@ -143,7 +144,7 @@ class ProxyService(MultiService):
             self.dispatcher.set_receiver(self.proxy)
 
 
-def _built(receivers: Sequence[Any], dispatcher: Any) -> list[Any]:
+def _built(receivers: Sequence[Any], dispatcher: IDispatcher) -> list[Any]:
     """Receivers, with factories called with the dispatcher."""
     from sipproxy.interfaces import IReceiver
 

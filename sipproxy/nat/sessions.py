@@ -46,6 +46,7 @@ from typing import Any, NamedTuple, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sipproxy.interfaces import ILeg
 from sipproxy.sip.message import Message, ParseError, Request
 from sipproxy.sip.sdp import SDPError, SessionDescription, parse_sdp
 from sipproxy.sip.uri import URIError
@@ -174,7 +175,7 @@ class NATSessions:
         ident = f"{uri.scheme} tag={tag}" if tag else f"{uri.scheme} aor={aor}"
         return ident, aor, tag
 
-    def session_key(self, packet: Message, incoming_leg: Any, outgoing_leg: Any) -> SessionKey:
+    def session_key(self, packet: Message, incoming_leg: ILeg, outgoing_leg: ILeg) -> SessionKey:
         """The L{SessionKey} of C{packet} travelling from C{incoming_leg} to
         C{outgoing_leg}.
 
@@ -197,7 +198,7 @@ class NATSessions:
         )
 
     # -- the hook ---------------------------------------------------------------
-    def do_nat(self, packet: Message, incoming_leg: Any, outgoing_leg: Any) -> Optional[Deferred]:
+    def do_nat(self, packet: Message, incoming_leg: ILeg, outgoing_leg: ILeg) -> Optional[Deferred]:
         """Relay the media of C{packet} (see the module docstring).
 
         @return: None when done (or nothing to do), a Deferred when the

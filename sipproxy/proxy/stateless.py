@@ -363,7 +363,7 @@ class StatelessProxy:
         self._deliver(response, in_leg, out_leg, dst, addr)
 
     # flows (phones behind NAT) ---------------------------------------------------------------
-    def _leave_over_flow(self, request: Request, top_route: str, leg: Any, addr: tuple[str, int],
+    def _leave_over_flow(self, request: Request, top_route: str, leg: ILeg, addr: tuple[str, int],
                          loop: str) -> bool:
         """When the top Route names us with a flow token (the registrar's
         route to a phone behind NAT), pop it and send the request over that
@@ -378,7 +378,7 @@ class StatelessProxy:
         self._to_flow(request, route.user, leg, addr, loop, set_uri=False)
         return True
 
-    def _to_flow(self, request: Request, token: str, leg: Any, addr: tuple[str, int], loop: str,
+    def _to_flow(self, request: Request, token: str, leg: ILeg, addr: tuple[str, int], loop: str,
                  set_uri: bool) -> None:
         flow = self.flows.open(token, self.clock.seconds())  # type: ignore[union-attr]
         if flow is None:
@@ -394,7 +394,7 @@ class StatelessProxy:
             request.uri = flow.contact
         self._forward_request([(self.dispatcher.legs[flow.leg_index], flow.address)], request, leg, addr, loop)
 
-    def _contacts_to_flow(self, packet: Message, in_leg: Any, out_leg: Any, addr: tuple[str, int]) -> bool:
+    def _contacts_to_flow(self, packet: Message, in_leg: ILeg, out_leg: ILeg, addr: tuple[str, int]) -> bool:
         """Replace the Contact of a packet that came over NAT with a flow
         token URI naming C{out_leg}, so what the far side sends to that
         Contact comes back here and leaves over the flow. Only a Contact

@@ -250,7 +250,7 @@ class Registrar:
             result.addCallback(self._tell_keeper, aor, update, leg, addr)
         return self._answer(result, request, aor, leg, addr)
 
-    def _flow_route(self, contact: URI, leg: Any, addr: tuple[str, int], until: float) -> Optional[str]:
+    def _flow_route(self, contact: URI, leg: ILeg, addr: tuple[str, int], until: float) -> Optional[str]:
         """The Route that leads back over the flow a REGISTER came on, or
         None when its Contact is reachable as it stands (or flows are off).
         It outlives the binding by a minute, so a refresh that arrives a

@@ -130,7 +130,7 @@ class Dispatcher:
             self.add_leg(leg)
 
     # legs ------------------------------------------------------------------
-    def add_leg(self, leg: Any) -> None:
+    def add_leg(self, leg: ILeg) -> None:
         """Adopt a leg: it reports to this dispatcher, its index is its
         position."""
         if not ILeg.providedBy(leg):
@@ -181,7 +181,7 @@ class Dispatcher:
         self.receiver = receiver
 
     # receiving ---------------------------------------------------------------
-    def message_received(self, data: bytes, leg: Any, addr: tuple[str, int], stream: bool = False) -> None:
+    def message_received(self, data: bytes, leg: ILeg, addr: tuple[str, int], stream: bool = False) -> None:
         """Parse one message from a leg and pass it on; never raises."""
         try:
             message = parse(data, stream=stream)
@@ -206,7 +206,7 @@ class Dispatcher:
             log.failure("error handling {message!r} from {source} on {leg}", message=message, source=addr,
                         leg=leg.key)
 
-    def _refuse(self, error: ParseError, leg: Any, addr: tuple[str, int]) -> None:
+    def _refuse(self, error: ParseError, leg: ILeg, addr: tuple[str, int]) -> None:
         """Answer a malformed request that can be addressed, drop the rest;
         one log line either way. The partial message is what failed to
         parse: nothing of it may be trusted to read without failing (a
@@ -232,7 +232,7 @@ class Dispatcher:
                      kind=kind, source=addr, leg=leg.key, reason=error.reason)
 
     # sending -------------------------------------------------------------------
-    def send(self, message: Message, leg: Any, addr: tuple[str, int],
+    def send(self, message: Message, leg: ILeg, addr: tuple[str, int],
              on_error: Optional[Callable[[str], Any]] = None) -> None:
         """Serialise and send; refuses broadcast and multicast targets.
 
@@ -267,7 +267,7 @@ class Dispatcher:
         request: Request,
         code: int,
         reason: Optional[str] = None,
-        leg: Any = None,
+        leg: Optional[ILeg] = None,
         addr: Optional[tuple[str, int]] = None,
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:

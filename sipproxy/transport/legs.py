@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.sip.bounded import remember
-from sipproxy.interfaces import ILeg
+from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.transport.legspec import LegSpec
 from sipproxy.transport.source_log import SourceLog
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
@@ -65,7 +65,7 @@ class _LegIdentity:
     """What every leg writes about itself into SIP messages."""
 
     proto = "udp"
-    dispatcher: Any = None
+    dispatcher: Optional[IDispatcher] = None
     index = -1
 
     def _set_address(self, host: str, port: int) -> None:

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.interfaces import IDispatcher, IReceiver
+from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.proxy.routing import RoutingError, response_hop
 from sipproxy.sip import transaction as tx
 from sipproxy.sip.client_auth import Credentials, with_credentials
@@ -315,7 +315,7 @@ class ServerTransaction:
         ends the dialog with BYE, RFC 3261 13.3.1.4).
     """
 
-    def __init__(self, endpoint: "Endpoint", request: Request, leg: Any, addr: tuple[str, int]) -> None:
+    def __init__(self, endpoint: "Endpoint", request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         self.endpoint = endpoint
         self.request = request
         self.leg = leg
@@ -544,7 +544,7 @@ class Endpoint:
         leg, addr = target
         self.dispatcher.send(message, leg, addr, on_error=on_error)
 
-    def _send_response(self, response: Response, leg: Any, addr: tuple[str, int],
+    def _send_response(self, response: Response, leg: ILeg, addr: tuple[str, int],
                        on_error: Optional[Callable[[str], Any]] = None) -> None:
         """Back along the top Via for UDP (received, rport: RFC 3261
         18.2.2, RFC 3581), over the connection the request came on for
@@ -561,7 +561,7 @@ class Endpoint:
         self.dispatcher.send(response, leg, destination, on_error=on_error)
 
     # -- receiving ---------------------------------------------------------------------
-    def receive(self, packet: Any, leg: Any, addr: tuple[str, int]) -> Any:
+    def receive(self, packet: Any, leg: ILeg, addr: tuple[str, int]) -> Any:
         if isinstance(packet, Response):
             client = self._clients.get(tx.client_key(packet))
             if client is None:
@@ -570,7 +570,7 @@ class Endpoint:
             return True
         return self._receive_request(packet, leg, addr)
 
-    def _receive_request(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+    def _receive_request(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         method = request.method
         server = self._servers.get(tx.server_key(request))
         if server is not None:  # a retransmission, or the ACK of a non-2xx answer
@@ -608,7 +608,7 @@ class Endpoint:
             _call(entry[1].dialog_ack, ack)
         return True
 
-    def _cancel(self, cancel: Request, leg: Any, addr: tuple[str, int]) -> bool:
+    def _cancel(self, cancel: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         invite = self._servers.get(tx.server_key(cancel, method="INVITE"))
         if invite is None and self.owns is not None and not self.owns(cancel):
             return False
@@ -620,7 +620,7 @@ class Endpoint:
         invite._cancelled()
         return True
 
-    def _in_dialog(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+    def _in_dialog(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         entry = self._dialogs.get(dialog_id_of_request(request))
         if entry is None:
             if self.owns is not None and not self.owns(request):
@@ -654,7 +654,7 @@ class Endpoint:
                 self._refuse(transaction)
         return True
 
-    def _invite(self, request: Request, leg: Any, addr: tuple[str, int]) -> bool:
+    def _invite(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         if self.on_invite is None:
             if self.last_in_chain:
                 ServerTransaction(self, request, leg, addr).respond(480, "Temporarily Unavailable (not listening)")

@@ -51,6 +51,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.access.digest_auth import Authorize
 from sipproxy.proxy.routing import parse_proxy
@@ -106,7 +107,7 @@ class Simple:
         reactor: IReactorTime,
         legs: Optional[Iterable[str]] = None,
         *,
-        dispatcher: Any = None,
+        dispatcher: Optional[IDispatcher] = None,
         transport: Optional[Transport] = None,
         outgoing_proxy: Optional[str] = None,
         registrar: Optional[str] = None,
@@ -174,7 +175,7 @@ class Simple:
             address = f"{address}@{self.domain if ':' not in self.domain else '[' + self.domain + ']'}"
         return f"sip:{address}"
 
-    def contact_for(self, leg: Any) -> str:
+    def contact_for(self, leg: ILeg) -> str:
         """Our Contact for requests and answers leaving through C{leg}."""
         if self.contact:
             return self.contact if self.contact.startswith("<") else f"<{self.contact}>"
@@ -427,12 +428,12 @@ class Simple:
         if isinstance(filter, str):
             pattern = re.compile(filter)
 
-            def accepts(request: Request, leg: Any, addr: Any) -> bool:
+            def accepts(request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
                 return bool(pattern.search(request.get("from") or ""))
         elif filter is not None:
             function = filter
 
-            def accepts(request: Request, leg: Any, addr: Any) -> bool:
+            def accepts(request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
                 return bool(function(request.get("from") or "", request))
         else:
             accepts = None  # type: ignore[assignment]
