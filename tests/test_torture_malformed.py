@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import globalLogPublisher
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.proxy.stateless import StatelessProxy
@@ -44,6 +45,16 @@ class _ProxyCase(SynchronousTestCase):
         self.dispatcher = memory_dispatcher([self.a, self.b], local_address=lambda ip: None)
         self.proxy = StatelessProxy(self.dispatcher, secret=b"m" * 32)
         self.dispatcher.set_receiver(self.proxy)
+        # the refusal log is one line per source per interval: a clock the
+        # test moves on, so each case of a test gets its own line
+        self.log_clock = Clock()
+        self.dispatcher.malformed_log.clock = self.log_clock
+
+    def next_case(self) -> None:
+        """Forget what was sent and logged; a new log interval."""
+        self.a.sent.clear()
+        self.events.clear()
+        self.log_clock.advance(self.dispatcher.malformed_log.interval)
 
     def send(self, data: bytes) -> None:
         self.a.receive(data, SOURCE)
@@ -99,15 +110,13 @@ class MalformedAnsweredTests(_ProxyCase):
 
     def test_empty_host_label_in_to_and_from_is_answered_400(self) -> None:
         self.assert_refused(options(to="<sip:bob@a..test>"), why="To")
-        self.a.sent.clear()
-        self.events.clear()
+        self.next_case()
         self.assert_refused(options(from_="<sip:alice@.test>;tag=a1", call_id="c2@h"), why="From")
 
     def test_host_label_of_64_characters_is_answered_400(self) -> None:
         long_host = "a" * 64 + ".test"
         self.assert_refused(options(request_uri=f"sip:bob@{long_host}"), why="host name")
-        self.a.sent.clear()
-        self.events.clear()
+        self.next_case()
         self.assert_refused(options(to=f"<sip:bob@{long_host}>", call_id="c2@h"), why="To")
 
     def test_host_label_of_63_characters_is_fine(self) -> None:
@@ -166,11 +175,9 @@ class SmuggledOctetsTests(_ProxyCase):
 
     def test_conflicting_max_forwards_is_answered_400(self) -> None:
         self.assert_refused(options(extra="Max-Forwards: 10\r\n"), why="Max-Forwards")
-        self.a.sent.clear()
-        self.events.clear()
+        self.next_case()
         self.assert_refused(options(extra="max-forwards: 070\r\n", call_id="c2@h"), why="Max-Forwards")
-        self.a.sent.clear()
-        self.events.clear()
+        self.next_case()
         self.assert_refused(options(call_id="c3@h").replace(b"Max-Forwards: 70", b"Max-Forwards: 70, 10"),
                             why="Max-Forwards")
 
@@ -217,3 +224,26 @@ class ParserRefusesTests(SynchronousTestCase):
                 self.assertRaises(URIError, parse_uri, text)
         self.assertEqual(parse_uri("sip:a@b.example.").host, "b.example.")  # a trailing dot is a name
         self.assertEqual(parse_uri("sip:a@b:65535").port, 65535)
+
+
+class MalformedLogVolumeTests(_ProxyCase):
+    """A peer sending garbage again and again gets one log line per
+    interval, not one per message (over TCP framed garbage reaches the
+    parser, so the stream leg's own rate limit does not see it)."""
+
+    proto = "tcp"
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if "malformed" in e.get("log_format", "") or "refused" in e.get("log_format", "")]
+
+    def test_fifty_bad_messages_from_one_source_log_one_line(self) -> None:
+        for _ in range(50):
+            self.send(options(cseq="x OPTIONS"))
+        self.assertEqual(len(self.a.sent), 50)  # every one is still answered
+        self.assertEqual(len(self.lines()), 1, [e.get("log_format") for e in self.lines()])
+
+    def test_each_source_has_its_own_line(self) -> None:
+        for port in range(10):
+            self.a.receive(options(cseq="x OPTIONS"), ("198.51.100.7", 5060 + port))
+        self.a.receive(options(cseq="x OPTIONS"), ("198.51.100.8", 5060))
+        self.assertEqual(len(self.lines()), 2)

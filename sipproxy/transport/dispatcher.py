@@ -18,6 +18,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sipproxy.sip.bounded import BoundedCache, CacheSet
+from sipproxy.registrar.location import WallClock
+from sipproxy.transport.source_log import SourceLog
 from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response, parse
 from sipproxy.transport.resolver import ReactorHostResolver
@@ -109,6 +111,9 @@ class Dispatcher:
         local_address: Callable[[str], Optional[str]] = local_address_for,
     ) -> None:
         self.reactor = reactor
+        #: one line per source IP per interval about what it sent malformed
+        #: (answered or dropped), so a peer sending garbage cannot flood the log
+        self.malformed_log = SourceLog(log, reactor if reactor is not None else WallClock(), interval=10.0)
         self.local_address = local_address
         self.legs: list[Any] = []
         self.receiver = receiver
@@ -217,19 +222,21 @@ class Dispatcher:
             try:
                 data = bytes(stateless_answer(partial, error.status, _reason_phrase(error.reason)))
             except Exception as e:  # what is malformed may be what an answer copies
-                log.info("dropped malformed {method} from {source} on {leg}: {reason} (no answer: {problem})",
-                         method=partial.method, source=addr, leg=leg.key, reason=error.reason,
-                         problem=f"{type(e).__name__}: {e}"[:120])
+                self.malformed_log.info(
+                    addr[0], "dropped malformed {method} from {peer} on {leg}: {reason} (no answer: {problem})",
+                    method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
+                    problem=f"{type(e).__name__}: {e}"[:120])
                 return
-            log.info("refused {method} from {source} on {leg}: {reason} (answered {code})",
-                     method=partial.method, source=addr, leg=leg.key, reason=error.reason, code=error.status)
+            self.malformed_log.info(addr[0], "refused {method} from {peer} on {leg}: {reason} (answered {code})",
+                                    method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
+                                    code=error.status)
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
             leg.send(data, addr)
         else:
             kind = "response" if isinstance(partial, Response) else "message"
-            log.info("dropped malformed {kind} from {source} on {leg}: {reason}",
-                     kind=kind, source=addr, leg=leg.key, reason=error.reason)
+            self.malformed_log.info(addr[0], "dropped malformed {kind} from {peer} on {leg}: {reason}",
+                                    kind=kind, peer=addr, leg=leg.key, reason=error.reason)
 
     # sending -------------------------------------------------------------------
     def send(self, message: Message, leg: ILeg, addr: tuple[str, int],
