@@ -31,9 +31,10 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.access.login_limit import FailedLogins
 from sipproxy.interfaces import ICredentialStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
@@ -58,7 +59,7 @@ __all__ = [
     "ToIsAuthUser",
 ]
 
-log = Logger()
+log = SafeLogger()
 
 _HEX_LENGTH = {32: "MD5", 64: "SHA-256"}
 

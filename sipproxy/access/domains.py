@@ -16,9 +16,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Iterable, Optional
 
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import ILocationStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import contact_key
 from sipproxy.sip.message import Message, Request
@@ -28,7 +29,7 @@ from sipproxy.sip.uri import URI, URIError, is_ip_address, parse_name_addr
 __all__ = ["Domains", "RelayGuard", "OwnAcks", "is_ack_for_own_response", "in_dialog_through_us", "registrar_request",
            "proxy_auth_needed", "names_us", "next_target", "has_foreign_route", "is_keepalive_for_us"]
 
-log = Logger()
+log = SafeLogger()
 
 
 def _normalise(domain: str) -> str:

@@ -12,9 +12,10 @@ import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Pattern, Sequence, Union
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
 from sipproxy.sip.message import Message, REASONS, Request
@@ -22,7 +23,7 @@ from sipproxy.sip.stateless import is_ack_to_own_answer
 
 __all__ = ["Blocker", "Dropper", "ByIPPort", "ByField", "parse_block"]
 
-log = Logger()
+log = SafeLogger()
 
 
 def parse_block(value: Union[int, str]) -> tuple[int, str]:

@@ -15,11 +15,11 @@ from collections import OrderedDict
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from sipproxy.logsafe import SafeLogger
 
 __all__ = ["FailedLogins", "DEFAULT_LIMIT", "parse_limit"]
 
-log = Logger()
+log = SafeLogger()
 
 #: failures, within seconds, shut out for seconds
 DEFAULT_LIMIT = (10, 60.0, 600.0)

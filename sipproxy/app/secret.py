@@ -6,8 +6,6 @@ derived from the one secret, so the file never needs to change.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 

@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.application.service import MultiService, Service
-from twisted.logger import Logger
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.transport.legs import DEFAULT_BUFFER, make_leg
@@ -31,7 +31,7 @@ from sipproxy.interfaces import IDispatcher, ILeg
 
 __all__ = ["LegService", "ProxyService"]
 
-log = Logger()
+log = SafeLogger()
 
 
 class LegService(Service):

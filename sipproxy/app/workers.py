@@ -18,11 +18,11 @@ from typing import Any, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
-from twisted.logger import Logger
+from sipproxy.logsafe import SafeLogger
 
 __all__ = ["WorkerPool", "worker_argv", "die_with_parent"]
 
-log = Logger()
+log = SafeLogger()
 
 #: How long a stopping parent waits for its workers before killing them.
 STOP_TIMEOUT = 5.0

@@ -58,9 +58,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.addresses import is_ip_literal
 from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode
@@ -70,7 +71,7 @@ from sipproxy.sip.sdp import MediaTarget, SDPError, SessionDescription, parse_sd
 __all__ = ["NgError", "NgTimeout", "NgClient", "NgServer", "parse_ng_address", "encode_message",
            "decode_message"]
 
-log = Logger()
+log = SafeLogger()
 
 DEFAULT_NG_PORT = 2223
 

@@ -25,9 +25,10 @@ from typing import Any, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import INATHelper, IRelaySockets
 from sipproxy.nat.forward import LEARN_WINDOW, RelayPort
 from sipproxy.nat.table import (DEFAULT_MAX_CALL_SOCKETS, DEFAULT_MAX_STREAMS, Expiry, GroupPlan, RelayTable,
@@ -53,7 +54,7 @@ DEFAULT_UNANSWERED = 60.0
 _HOPELESS = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL, errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
              errno.ENOMEM}
 
-log = Logger()
+log = SafeLogger()
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

@@ -44,8 +44,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import ILeg
 from sipproxy.sip.message import Message, ParseError, Request
 from sipproxy.sip.sdp import SDPError, SessionDescription, parse_sdp
@@ -66,7 +66,7 @@ class NATError(Exception):
         self.retry_after = retry_after
 
 
-log = Logger()
+log = SafeLogger()
 
 #: How many entries a generation of the response-code and media maps holds
 #: before it is rotated out (Net::SIP rotates its code map at 5000).

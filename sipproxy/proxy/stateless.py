@@ -19,9 +19,10 @@ from typing import Any, Callable, Optional, Union
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import BoundedCache, remember
 from sipproxy.sip.stateless import is_ack_to_own_answer
@@ -38,7 +39,7 @@ from sipproxy.sip.uri import URI, URIError, format_name_addr, parse_name_addr
 
 __all__ = ["StatelessProxy", "NATError"]
 
-log = Logger()
+log = SafeLogger()
 
 _ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
 

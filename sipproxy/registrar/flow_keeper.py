@@ -22,16 +22,17 @@ import secrets
 from typing import Any, NamedTuple, Optional
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding
 from sipproxy.sip.message import Response
 
 __all__ = ["FlowKeeper"]
 
-log = Logger()
+log = SafeLogger()
 
 
 class _Watched(NamedTuple):

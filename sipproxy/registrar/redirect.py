@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.registrar import Registrar, answer_store_failure
 from sipproxy.sip.message import Message, Request
@@ -15,7 +16,7 @@ from sipproxy.sip.uri import URIError
 
 __all__ = ["Redirect"]
 
-log = Logger()
+log = SafeLogger()
 
 
 @implementer(IReceiver)

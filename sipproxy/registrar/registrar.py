@@ -24,10 +24,11 @@ from typing import Any, Iterable, Optional, Union
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first, contact_key
 from sipproxy.sip.addresses import address_of_record
@@ -39,7 +40,7 @@ from sipproxy.sip.uri import URI, URIError, format_host_port, format_params, par
 
 __all__ = ["Registrar", "SUPPORTED", "answer_store_failure", "DEFAULT_MAX_CONTACTS", "UDP_ANSWER_LIMIT"]
 
-log = Logger()
+log = SafeLogger()
 
 #: Option tags the registrar supports (a Require naming others gets 420).
 SUPPORTED = frozenset(["path"])

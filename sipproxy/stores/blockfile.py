@@ -11,11 +11,11 @@ import os
 import tempfile
 from typing import Any
 
-from twisted.logger import Logger
+from sipproxy.logsafe import SafeLogger
 
 __all__ = ["JSONFile"]
 
-log = Logger()
+log = SafeLogger()
 
 
 class JSONFile:

@@ -13,16 +13,17 @@ from typing import Any, Iterable, Optional
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import ILocationStore
 from sipproxy.registrar.location import Binding, LocationError, StoreUnavailable, check_order
 
 __all__ = ["SQLiteStore"]
 
-log = Logger()
+log = SafeLogger()
 
 SWEEP_INTERVAL = 60.0
 

@@ -14,9 +14,10 @@ import socket
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
 from sipproxy.transport.source_log import SourceLog
@@ -30,7 +31,7 @@ from sipproxy.sip.uri import URI
 
 __all__ = ["Dispatcher", "Target", "stamp_via", "local_address_for"]
 
-log = Logger()
+log = SafeLogger()
 
 Target = tuple[Any, tuple[str, int]]  # (leg, (host, port))
 

@@ -20,10 +20,11 @@ from twisted.internet import error, protocol, udp
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.transport.legspec import LegSpec
@@ -34,7 +35,7 @@ from sipproxy.sip.uri import format_host_port
 __all__ = ["UDPLeg", "StreamLeg", "TLSLeg", "TLSOptions", "SIPStreamProtocol", "make_leg", "MAX_HEADER",
            "MAX_BODY"]
 
-log = Logger()
+log = SafeLogger()
 
 #: Stream framing limits (as Net::SIP's SocketPool): a bigger header or body
 #: closes the connection.

@@ -28,11 +28,12 @@ from typing import Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.transport.source_log import SourceLog
 
 __all__ = ["StreamLimits", "ConnectionGuard", "fd_budget"]
 
-log = Logger()
+log = SafeLogger()
 
 
 @dataclass(frozen=True)

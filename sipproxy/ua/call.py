@@ -34,9 +34,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.dialog import Dialog
 from sipproxy.sip.offer_answer import DEFAULT_CODECS, MediaParams, NoCommonCodec, SdpSession, remote_media
 from sipproxy.sip.sdp import SDPError
@@ -47,7 +48,7 @@ from sipproxy.ua.endpoint import ClientTransaction, ServerTransaction, SIPError,
 
 __all__ = ["Call", "CallEnd", "RingTimeout", "CallCancelled", "SDP_TYPE", "MAX_REDIRECTS"]
 
-log = Logger()
+log = SafeLogger()
 
 SDP_TYPE = "application/sdp"
 #: How many 302/305 answers one invite follows.

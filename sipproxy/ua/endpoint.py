@@ -35,10 +35,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.proxy.routing import RoutingError, response_hop
 from sipproxy.sip import transaction as tx
@@ -59,7 +60,7 @@ __all__ = [
     "KNOWN_METHODS",
 ]
 
-log = Logger()
+log = SafeLogger()
 
 #: What the endpoint does (the Allow header).
 ALLOWED = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "MESSAGE")

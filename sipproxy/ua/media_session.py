@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.offer_answer import PCMA, PCMU, Codec, MediaParams
 from sipproxy.sip.sdp import SDPError, parse_sdp
 from sipproxy.ua.media import g711
@@ -53,7 +53,7 @@ from sipproxy.ua.media.stream import RTPStream
 
 __all__ = ["MediaOptions", "MediaSession", "media_factory", "DTMF_METHODS", "BYE"]
 
-log = Logger()
+log = SafeLogger()
 
 #: C{on_media_end} default: hang up when the played media is over.
 BYE = "bye"

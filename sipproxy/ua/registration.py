@@ -22,12 +22,12 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from sipproxy.logsafe import SafeLogger
 from twisted.python.failure import Failure
 
 __all__ = ["RefreshPolicy", "Registration"]
 
-log = Logger()
+log = SafeLogger()
 
 
 class RefreshPolicy:

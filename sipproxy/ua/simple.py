@@ -49,8 +49,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.access.digest_auth import Authorize
@@ -68,7 +68,7 @@ from sipproxy.ua.registration import RefreshPolicy, Registration
 
 __all__ = ["Simple"]
 
-log = Logger()
+log = SafeLogger()
 
 Transport = Callable[[IReactorTime, Sequence[str]], Any]
 

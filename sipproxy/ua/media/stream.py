@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterator, Optional
 from twisted.internet import defer, error as ierror
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+
 from twisted.python.failure import Failure
 
+from sipproxy.logsafe import SafeLogger
 from sipproxy.ua.media import g711
 from sipproxy.ua.media.audiofile import FrameSource
 from sipproxy.ua.media.dtmf import (DEFAULT_DURATION_MS, DEFAULT_VOLUME, DtmfDigit, EventPackets, EventReceiver,
@@ -46,7 +47,7 @@ from sipproxy.ua.media.rtp import ReceiverStats, RTPError, RTPPacket, RTPSender,
 
 __all__ = ["RTPStream", "PortAllocationError"]
 
-log = Logger()
+log = SafeLogger()
 
 Address = tuple  # (host, port)
 _CLOCK_RATE = 8000
