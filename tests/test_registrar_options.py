@@ -83,6 +83,11 @@ class RegistrarOptionsTests(unittest.SynchronousTestCase):
             (["--domain", "user@example.com"], "--domain"),
             (["--realm", 'a"b'], "--realm"),
             (["--users", "/nonexistent/users"], "cannot read"),
+            (["--nat-ping-interval", "-5"], "--nat-ping-interval"),
+            (["--nat-ping-interval", "often"], "--nat-ping-interval"),
+            (["--nat-ping-interval", "1e400x"], "--nat-ping-interval"),
+            (["--nat-ping-failures", "0"], "--nat-ping-failures"),
+            (["--nat-ping-failures", "9" * 400 + "x"], "--nat-ping-failures"),
         ]
         for args, expected in cases:
             with self.subTest(args=args):
