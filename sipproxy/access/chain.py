@@ -45,17 +45,22 @@ class ReceiveChain:
                 return False
         if self.filter is not None and not self.filter(packet, leg, addr):
             return False
-        return self._run(0, packet, leg, addr)
+        return self._run(self.receivers, 0, packet, leg, addr)
 
-    def _run(self, start: int, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
-        receivers = self.receivers
+    def replace(self, receivers: Iterable[IReceiver]) -> None:
+        """Swap in new receivers (a configuration reload). A packet whose
+        trip through the old ones waits on a Deferred finishes there."""
+        self.receivers = list(receivers)
+
+    def _run(self, receivers: list, start: int, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
         for i in range(start, len(receivers)):
             result = receivers[i].receive(packet, leg, addr)
             if isinstance(result, Deferred):
-                return result.addCallback(self._continue, i + 1, packet, leg, addr)
+                return result.addCallback(self._continue, receivers, i + 1, packet, leg, addr)
             if result:
                 return result
         return False
 
-    def _continue(self, result: Any, start: int, packet: Message, leg: ILeg, addr: tuple[str, int]) -> Any:
-        return result if result else self._run(start, packet, leg, addr)
+    def _continue(self, result: Any, receivers: list, start: int, packet: Message, leg: ILeg,
+                  addr: tuple[str, int]) -> Any:
+        return result if result else self._run(receivers, start, packet, leg, addr)

@@ -137,15 +137,29 @@ class FrontDoor:
     def __call__(self, dispatcher: IDispatcher) -> list[Any]:
         return self.build(dispatcher)
 
-    def build(self, dispatcher: IDispatcher) -> list[Any]:
-        """The receivers, in chain order."""
+    def build(self, dispatcher: IDispatcher, keep: Optional[Mapping[str, Any]] = None) -> list[Any]:
+        """The receivers, in chain order.
+
+        @param keep: the C{parts} of a chain built before (a reload): the
+            parts that hold state (the registrar and its flow keeper,
+            nonces, failed logins, rate-limit counts) are taken over with
+            the new settings, so nothing in progress is lost; the tables
+            (users, domains, blocks, drop rules) are the new ones.
+        """
+        keep = keep or {}
         parts = self.parts = {}
         chain: list[Any] = []
         domains = parts["domains"] = Domains(self.domains, dispatcher)
         checks: list[Any] = []
         if self.rate_limit is not None:
             attempts, interval = self.rate_limit
-            checks.append(ByIPPort(interval, attempts, database=self.rate_limit_store, clock=self.clock))
+            limiter = keep.get("rate_limiter")
+            if limiter is None:
+                limiter = ByIPPort(interval, attempts, database=self.rate_limit_store, clock=self.clock)
+            else:  # the counts so far stay; the limit is the new one
+                limiter.interval, limiter.attempts = interval, attempts
+            checks.append(limiter)
+            parts["rate_limiter"] = limiter
         if self.drop_fields:
             checks.append(ByField(self.drop_fields))
         if checks:
@@ -160,10 +174,18 @@ class FrontDoor:
             parts["relay_guard"] = chain[-1]
         if self.users is not None:
             # one nonce memory for both: a nonce is good for either challenge
-            nonces = parts["nonces"] = Nonces(self.secret or os.urandom(32), self.clock, self.nonce_lifetime)
+            nonces = keep.get("nonces")
+            if nonces is None:
+                nonces = Nonces(self.secret or os.urandom(32), self.clock, self.nonce_lifetime)
+            parts["nonces"] = nonces  # a challenge sent before a reload is still answerable
             failures = None
             if self.auth_failure_limit is not None:
-                failures = parts["failed_logins"] = FailedLogins(self.clock, self.auth_failure_limit)
+                failures = keep.get("failed_logins")
+                if failures is None:
+                    failures = FailedLogins(self.clock, self.auth_failure_limit)
+                else:
+                    failures.failures, failures.window, failures.block = self.auth_failure_limit
+                parts["failed_logins"] = failures
             common = dict(users=self.users, realm=self.realm, clock=self.clock, nonces=nonces, failures=failures)
             if self.registrar:
                 registrar_auth = Authorize(
@@ -173,7 +195,16 @@ class FrontDoor:
             proxy_auth = Authorize(dispatcher, i_am_proxy=True, filter={"*": "FromIsAuthUser"}, **common)
             chain.append(ReceiveChain([proxy_auth], filter=proxy_auth_needed(domains, dispatcher, self.registrar)))
             parts["proxy_auth"] = proxy_auth
-        if self.registrar:
+        if self.registrar and keep.get("registrar") is not None:
+            # a reload: the registrar (its settings are not reloadable) goes on
+            # with the new domains; its flow keeper's pings go on too
+            registrar = parts["registrar"] = keep["registrar"]
+            registrar.domains = domains
+            for name in ("flow_keeper", "registrar", "redirect"):
+                if keep.get(name) is not None:
+                    parts[name] = keep[name]
+                    chain.append(keep[name])
+        elif self.registrar:
             # flows need the secret the proxy seals its tokens with
             flows = FlowTokens(self.secret, dispatcher.legs) if self.nat_flows and self.secret else None
             keeper = None

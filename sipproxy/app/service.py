@@ -138,8 +138,12 @@ class ProxyService(MultiService):
         if isinstance(nathelper, Service) and nathelper.parent is None:
             nathelper.setServiceParent(self)  # the relay's expiry timer / the ng client's socket
         receivers = _built(receivers, self.dispatcher)
+        #: the receivers before the proxy, with the proxy last (None: the
+        #: proxy receives directly); a reload swaps its receivers
+        self.chain: Optional[ReceiveChain] = None
         if receivers:
-            self.dispatcher.set_receiver(ReceiveChain([*receivers, self.proxy]))
+            self.chain = ReceiveChain([*receivers, self.proxy])
+            self.dispatcher.set_receiver(self.chain)
         else:
             self.dispatcher.set_receiver(self.proxy)
 

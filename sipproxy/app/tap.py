@@ -22,6 +22,7 @@ from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
+from sipproxy.app import config_file
 
 __all__ = ["Options", "makeService"]
 
@@ -153,6 +154,7 @@ class Options(usage.Options):
                                         "new call unless it came from a REGISTER.",
          number(int, "token-lifetime", "an integer")],
         *NAT_PARAMETERS,
+        *config_file.CONFIG_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -325,7 +327,7 @@ class Options(usage.Options):
         """Parse, and on a mistake print one line and exit 2 (twistd would
         dump the whole usage text before the message)."""
         try:
-            super().parseOptions(options)
+            config_file.parse(self, options)  # --config FILE, then the command line
         except usage.UsageError as e:
             sys.stderr.write(f"twistd sipproxy: {e}\n")
             sys.exit(2)
@@ -369,7 +371,7 @@ def makeService(options: Any) -> Any:
         if problem:
             _fail(problem)
     if options["relay-only"]:
-        return make_relay_service(reactor, options)
+        return _reloadable(make_relay_service(reactor, options), reactor, options)
     sharing = options["workers"] > 1 or options["worker-index"] > 0
     if options["worker-index"]:
         from sipproxy.app.workers import die_with_parent
@@ -412,7 +414,20 @@ def makeService(options: Any) -> Any:
         from sipproxy.stores import StoreService
 
         StoreService(store).setServiceParent(service)
+    _reloadable(service, reactor, options, door, lambda new: make_front_door(
+        new, reactor, secret, store, door.rate_limit_store if door is not None else None)
+        if front_door_wanted(new) else None)
     _settle_heap()
+    return service
+
+
+def _reloadable(service: Any, reactor: Any, options: Any, door: Any = None, make_door: Any = None) -> Any:
+    """Give C{service} its C{reload()} (SIGHUP, the control socket)."""
+    from sipproxy.app.reload import Reloader
+
+    reloader = Reloader(reactor, options, service if make_door is not None else None, door, make_door)
+    reloader.setServiceParent(service)
+    service.reload = reloader.reload
     return service
 
 
@@ -445,13 +460,10 @@ def _tls_options(options: Any) -> Any:
 def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
     """The registrar/auth/filter receivers the options ask for (None when
     none) and the location store to close at stop."""
-    from sipproxy.access.front_chain import FrontDoor
     from sipproxy.stores.blockfile import JSONFile
     from sipproxy.stores import open_store
 
-    wanted = (options["registrar"] or options["credentials"] is not None or options["domains"]
-              or options["block"] or options["rate_limit"] or options["drop_headers"])
-    if not wanted:
+    if not front_door_wanted(options):
         return None, None
     store = None
     if options["registrar"]:
@@ -461,7 +473,21 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
                 _fail(problem)
         store = open_store(options["store"], reactor)
     block_file = JSONFile(options["rate-limit-db"]) if options["rate-limit-db"] else None
-    door = FrontDoor(
+    return make_front_door(options, reactor, secret, store, block_file), store
+
+
+def front_door_wanted(options: Any) -> bool:
+    """Whether the options ask for any receiver before the proxy."""
+    return bool(options["registrar"] or options["credentials"] is not None or options["domains"]
+                or options["block"] or options["rate_limit"] or options["drop_headers"])
+
+
+def make_front_door(options: Any, reactor: Any, secret: bytes, store: Any, block_file: Any) -> Any:
+    """The L{FrontDoor} of the options, with an open store (at start, and
+    again at each reload with the running store)."""
+    from sipproxy.access.front_chain import FrontDoor
+
+    return FrontDoor(
         clock=reactor, store=store, registrar=options["registrar"], redirect=options["redirect"],
         domains=options["domains"] or None, min_expires=options["min-expires"], max_expires=options["max-expires"],
         users=options["credentials"], realm=options["realm"], secret=secret, block=options["block"],
@@ -471,7 +497,6 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
         nat_flows=not options["no-nat-flows"], nat_ping_interval=options["nat-ping-interval"],
         nat_ping_failures=options["nat-ping-failures"],
     )
-    return door, store
 
 
 def _sqlite_problem(path: str) -> Optional[str]:

@@ -147,6 +147,18 @@ class WorkerPool(Service):
         if not self._stopping and index not in self.workers:
             self._spawn(index)
 
+    def signal_workers(self, name: str) -> int:
+        """Send signal C{name} (C{"HUP"}: reload) to every running worker;
+        how many got it."""
+        sent = 0
+        for transport in list(self._transports.values()):
+            try:
+                transport.signalProcess(name)
+                sent += 1
+            except Exception:  # ended meanwhile; restarted with the new files
+                pass
+        return sent
+
     def stopService(self) -> Optional[defer.Deferred]:
         super().stopService()
         self._stopping = True

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import error, protocol, udp
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import (IAddress, IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator,
+                                         IPushProducer)
 from twisted.internet.posixbase import PosixReactorBase
 
 from twisted.python.failure import Failure
@@ -728,12 +729,36 @@ class TLSLeg(StreamLeg):
     def _server_factory(self) -> protocol.Factory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(self.tls.server, False, self)
+        return TLSMemoryBIOFactory(_CurrentTLS(self), False, self)
 
     def _client_factory(self, factory: protocol.ClientFactory) -> protocol.ClientFactory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(self.tls.client, True, factory)
+        return TLSMemoryBIOFactory(_CurrentTLS(self), True, factory)
+
+    def set_tls(self, tls: TLSOptions) -> None:
+        """New certificates (a reload): new connections, inbound and
+        outbound, use them; open connections keep the ones they began with."""
+        self.tls = tls
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class _CurrentTLS:
+    """Makes each new TLS connection from the leg's certificates of the
+    moment (given a context factory, Twisted would keep that one)."""
+
+    def __init__(self, leg: TLSLeg) -> None:
+        self.leg = leg
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        return SSL.Connection(self.leg.tls.server.getContext(), None)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        return SSL.Connection(self.leg.tls.client.getContext(), None)
 
 
 def make_leg(spec: LegSpec, **options: Any) -> Any:
