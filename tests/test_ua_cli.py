@@ -73,7 +73,9 @@ class CommandLineTests(TestCase):
     @defer.inlineCallbacks
     def test_bad_options_give_one_line_and_status_2(self) -> Any:
         for args in (("call",), ("call", "--calls", "0", "sip:x@127.0.0.1"), ("frobnicate",),
-                     ("register", "--leg", "udp:0.0.0.0:0", "--registrar", "sip:127.0.0.1"), ("register",), ("call", "sip:bob@[::1"), ("call", "--leg", "sctp:127.0.0.1", "sip:x@y")):
+                     ("register", "--leg", "udp:0.0.0.0:0", "--registrar", "sip:127.0.0.1"), ("register",), ("call", "sip:bob@[::1"), ("call", "--leg", "sctp:127.0.0.1", "sip:x@y"),
+                     ("call", "--t1", "0", "sip:x@127.0.0.1"), ("call", "--t2", "61", "sip:x@127.0.0.1"),
+                     ("call", "--timeout", "nan", "sip:x@127.0.0.1")):
             collect = run_cli(*args)
             code = yield collect.ended
             self.assertEqual(code, 2, args)
@@ -203,6 +205,33 @@ class CommandLineTests(TestCase):
         self.assertEqual((yield bad.ended), 1)
         self.assertEqual(bad.events[1]["event"], "register_failed")
         self.assertEqual(bad.events[1]["code"], 401)
+
+    @defer.inlineCallbacks
+    def test_t1_and_t2_set_the_retransmission_intervals(self) -> Any:
+        """A REGISTER to a registrar that never answers is sent again after
+        T1, 2*T1, ... capped at T2 until 64*T1 (RFC 3261 17.1.2.2): with
+        T1 = 0.1 and T2 = 0.2 that is 1 + 32 copies in 6.4 s, against 7
+        with T2 = 4."""
+        class Silent(protocol.DatagramProtocol):
+            received: list[bytes] = []
+
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                self.received.append(data)
+
+        silent = Silent()
+        silent.received = []
+        port = reactor.listenUDP(0, silent, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        address = f"127.0.0.1:{port.getHost().port}"
+        register = run_cli("register", "--registrar", f"sip:{address}", "--from", f"sip:alice@{address}",
+                           "--t1", "0.1", "--t2", "0.2", "--timeout", "30")
+        self.assertEqual((yield register.ended), 1, register.err.decode())
+        self.assertEqual(register.events[1]["event"], "register_failed")
+        self.assertEqual(register.events[1]["code"], 408)
+        copies = [d for d in silent.received if d.startswith(b"REGISTER ")]
+        self.assertEqual(len({d for d in copies}), 1)  # the same request each time
+        self.assertGreaterEqual(len(copies), 25)
+        self.assertLessEqual(len(copies), 34)
 
     @defer.inlineCallbacks
     def test_answer_registered_and_called_through_a_proxy(self) -> Any:

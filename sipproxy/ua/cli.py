@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, NoReturn, Optional, Sequence
 
 from twisted.internet.defer import Deferred, ensureDeferred
+
+from sipproxy.sip.transaction import TimerConfig
 
 __all__ = ["main", "build_parser", "add_common_options", "add_call_options", "add_media_options", "media_options",
            "follow_call", "Output"]
@@ -72,8 +75,19 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _interval(text: str) -> float:
+    """A retransmission interval: above zero (a zero T1 would resend
+    without pause) and at most a minute."""
+    value = _positive(text)
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 60: {text}")
     return value
 
 
@@ -102,6 +116,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                        help="registration interval asked for (default 3600)")
     group.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
                        help="give up after this long (0: never; default 60)")
+    group.add_argument("--t1", type=_interval, default=0.5, metavar="SECONDS",
+                       help="RFC 3261 T1, the first retransmission interval over UDP (default 0.5)")
+    group.add_argument("--t2", type=_interval, default=4.0, metavar="SECONDS",
+                       help="RFC 3261 T2, the longest retransmission interval of non-INVITE requests "
+                            "and of 2xx to INVITE (default 4)")
     group.add_argument("--log", metavar="FILE", help="append the user agent's log (twisted.logger text) to FILE")
 
 
@@ -185,7 +204,8 @@ def _make_agent(reactor: Any, args: argparse.Namespace) -> Any:
     if args.password is not None:
         auth = (args.auth_user or _user_of(args.from_) or "sipproxy-ua", args.password)
     return sipproxy.Simple(reactor, legs=args.leg or [DEFAULT_LEG], outgoing_proxy=args.proxy,
-                           registrar=args.registrar, auth=auth, from_=args.from_ or "sipproxy-ua")
+                           registrar=args.registrar, auth=auth, from_=args.from_ or "sipproxy-ua",
+                           timers=TimerConfig(t1=args.t1, t2=max(args.t1, args.t2)))
 
 
 def _user_of(address: Optional[str]) -> Optional[str]:

@@ -59,6 +59,7 @@ from sipproxy.proxy.stateless import StatelessProxy
 from sipproxy.registrar.registrar import Registrar
 from sipproxy.sip.ids import new_call_id, new_tag
 from sipproxy.sip.message import Request, Response
+from sipproxy.sip.transaction import TimerConfig
 from sipproxy.sip.uac import new_request, outbound_route
 from sipproxy.sip.uri import URIError, parse_name_addr
 from sipproxy.ua.call import Call
@@ -98,6 +99,8 @@ class Simple:
     @param domain2proxy: domain to proxy, as the dispatcher's.
     @param media_factory: C{factory(call)} making C{call.media}.
     @param refresh: the L{RefreshPolicy} of registrations.
+    @param timers: the RFC 3261 timer values (T1, T2, ...) of every
+        transaction, a L{sipproxy.sip.transaction.TimerConfig}.
     """
 
     transport: Optional[Transport] = None
@@ -121,6 +124,7 @@ class Simple:
         media_factory: Optional[Callable[[Call], Any]] = None,
         refresh: Optional[RefreshPolicy] = None,
         user_agent: str = "sipproxy",
+        timers: Optional[TimerConfig] = None,
     ) -> None:
         self.clock = reactor
         self._own_legs = dispatcher is None
@@ -154,7 +158,7 @@ class Simple:
         self.registrar = registrar
         self.media_factory = media_factory
         self.refresh = refresh or RefreshPolicy()
-        self.endpoint = Endpoint(reactor, dispatcher, credentials=auth, user_agent=user_agent)
+        self.endpoint = Endpoint(reactor, dispatcher, credentials=auth, user_agent=user_agent, timers=timers)
         self.endpoint.options_headers = list(options)
         self._receivers: list[Any] = []
         self._front: list[Any] = []
