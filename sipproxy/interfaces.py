@@ -25,7 +25,7 @@ class ILeg(Interface):
     """One local transport endpoint: a socket and the SIP identity that goes
     with it (what it writes into Via, Record-Route and Contact)."""
 
-    proto = Attribute("Transport in lower case: 'udp', 'tcp' or 'tls'.")
+    proto = Attribute("Transport in lower case: 'udp', 'tcp', 'tls', 'ws' or 'wss'.")
     host = Attribute("The IP address the leg is bound to (no brackets).")
     port = Attribute("The port the leg is bound to.")
     family = Attribute("4 or 6.")
@@ -49,6 +49,11 @@ class ILeg(Interface):
     def can_reach(proto: str, family: int) -> bool:
         """True if this leg can send with transport C{proto} to an address
         of C{family}."""
+
+    def has_flow(addr: tuple) -> bool:
+        """False when a flow to C{addr} is known to be gone (a WebSocket
+        client whose connection closed: nobody can connect to it); True
+        otherwise."""
 
     def add_alias(peer: tuple, alias: tuple) -> None:
         """Stream legs: a request from connection C{peer} named C{alias}

@@ -293,10 +293,11 @@ class Options(usage.Options):
         self._check_workers()
 
     def _check_tls(self) -> None:
-        """TLS legs need a certificate; the files must be readable."""
-        tls_legs = [spec for spec in self["leg_specs"] if spec.proto == "tls"]
+        """TLS (and wss) legs need a certificate; the files must be readable."""
+        tls_legs = [spec for spec in self["leg_specs"] if spec.proto in ("tls", "wss")]
         if tls_legs and not self["tls-cert"]:
-            raise usage.UsageError(f"leg {tls_legs[0]}: a TLS leg needs --tls-cert (and --tls-key)")
+            raise usage.UsageError(f"leg {tls_legs[0]}: a {tls_legs[0].proto.upper()} leg needs --tls-cert "
+                                   "(and --tls-key)")
         if self["tls-verify"] and not self["tls-ca"]:
             raise usage.UsageError("--tls-verify needs --tls-ca")
         for option in ("tls-cert", "tls-key", "tls-ca"):

@@ -27,7 +27,7 @@ __all__ = [
     "is_unicast",
 ]
 
-_TRANSPORTS = ("udp", "tcp", "tls")
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 class RoutingError(Exception):
@@ -212,5 +212,5 @@ _HOPS_BY_VIA = CACHES.add(BoundedCache("response hops by Via", 8192, max_key=512
 # the lookups, bound once (see L{sipproxy.sip.bounded})
 _known_unicast = _UNICAST_CACHE.get
 _known_hop = _HOPS_BY_VIA.get
-_PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
+_PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls", "WS": "ws", "WSS": "wss"}
 _HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}

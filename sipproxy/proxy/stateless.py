@@ -297,7 +297,7 @@ class StatelessProxy:
             request.insert_line("record-route", *self._record_route(in_leg))
             if out_leg is not in_leg:
                 request.insert_line("record-route", *self._record_route(out_leg))
-        if (self.nat_flows and "contact" in request.names
+        if ((self.nat_flows or in_leg.proto in _WEBSOCKET) and "contact" in request.names
                 and self._contacts_to_flow(request, in_leg, out_leg, addr)):
             pass
         elif out_leg is not in_leg or self.force_rewrite:
@@ -356,7 +356,7 @@ class StatelessProxy:
             log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
             return
         out_leg, dst = targets[0]
-        if self.nat_flows and "contact" in response.names and self._contacts_to_flow(
+        if (self.nat_flows or in_leg.proto in _WEBSOCKET) and "contact" in response.names and self._contacts_to_flow(
                 response, in_leg, out_leg, addr):
             pass
         elif out_leg is not in_leg or self.force_rewrite:
@@ -393,7 +393,11 @@ class StatelessProxy:
                 self._refuse(request, 403, "Forbidden (a flow token starts no new dialog)", leg, addr)
                 return
             request.uri = flow.contact
-        self._forward_request([(self.dispatcher.legs[flow.leg_index], flow.address)], request, leg, addr, loop)
+        out_leg = self.dispatcher.legs[flow.leg_index]
+        if not out_leg.has_flow(flow.address):  # a WebSocket client whose connection is gone
+            self._refuse(request, 430, "Flow Failed", leg, addr)
+            return
+        self._forward_request([(out_leg, flow.address)], request, leg, addr, loop)
 
     def _contacts_to_flow(self, packet: Message, in_leg: ILeg, out_leg: ILeg, addr: tuple[str, int]) -> bool:
         """Replace the Contact of a packet that came over NAT with a flow
@@ -427,8 +431,11 @@ class StatelessProxy:
                 parsed = parse_name_addr(value)
             except URIError:
                 parsed = None
-            if parsed is not None and (not parsed.uri.is_sip or not names_private_address(parsed.uri)
-                                       or not came_over_nat(parsed.uri, in_leg.proto, addr)):
+            # a WebSocket client is reached over its connection whatever its
+            # Contact says (an invented .invalid name, RFC 7118 5.2)
+            if parsed is not None and (not parsed.uri.is_sip or not (
+                    in_leg.proto in _WEBSOCKET or names_private_address(parsed.uri))
+                    or not came_over_nat(parsed.uri, in_leg.proto, addr)):
                 parsed = None
             # only short values are remembered: memory stays bounded in bytes too
             contact = remember(self._nat_contacts, key, parsed, 4096) if len(value) <= 512 else parsed
@@ -585,6 +592,8 @@ def _contact_expires(value: str) -> Optional[str]:
 
 
 _UNKNOWN = object()
+#: transports whose clients are reached only over their own connection
+_WEBSOCKET = ("ws", "wss")
 
 
 #: Max-Forwards values as text, to the text one lower: the usual ones.

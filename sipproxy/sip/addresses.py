@@ -17,7 +17,8 @@ __all__ = ["DEFAULT_PORTS", "default_port", "is_ip_literal", "address_of_record"
 
 #: The port a transport (or a URI scheme) implies when none is written
 #: (RFC 3261 19.1.2, 18).
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "sip": 5060, "sips": 5061}
+#: WebSocket transports (RFC 7118) default to the ports of HTTP and HTTPS.
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "sip": 5060, "sips": 5061, "ws": 80, "wss": 443}
 
 
 def default_port(proto_or_scheme: str, transport: Optional[str] = None) -> int:

@@ -53,6 +53,16 @@ def stamp_via(request: Request, source: tuple[str, int]) -> None:
     request.set_top_via(via)
 
 
+def _want_rport(request: Request) -> None:
+    """Ask for rport on the top Via of a request from a WebSocket client:
+    its sent-by is an invented name (RFC 7118 5.2), and its responses must
+    find the connection by the address it came from."""
+    via = request.top_via()
+    if via is not None and via.param("rport") is None:
+        via.set_param("rport", None)  # a bare ;rport, which stamp_via fills in
+        request.set_top_via(via)
+
+
 def _same_host(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -187,8 +197,11 @@ class Dispatcher:
         self.receiver = receiver
 
     # receiving ---------------------------------------------------------------
-    def message_received(self, data: bytes, leg: ILeg, addr: tuple[str, int], stream: bool = False) -> None:
-        """Parse one message from a leg and pass it on; never raises."""
+    def message_received(self, data: bytes, leg: ILeg, addr: tuple[str, int], stream: bool = False,
+                         websocket: bool = False) -> None:
+        """Parse one message from a leg and pass it on; never raises.
+        C{websocket}: one message per WebSocket message, whose sender is
+        reached only at the address it came from (rport is forced)."""
         try:
             message = parse(data, stream=stream)
         except ParseError as e:
@@ -199,6 +212,8 @@ class Dispatcher:
             return
         try:
             if isinstance(message, Request):
+                if websocket:
+                    _want_rport(message)
                 stamp_via(message, addr)
                 if stream:
                     via = message.top_via()

@@ -86,6 +86,11 @@ class _LegIdentity:
     def can_reach(self, proto: str, family: int) -> bool:
         return proto == self.proto and family == self.family
 
+    def has_flow(self, addr: tuple[str, int]) -> bool:
+        """False when a flow to C{addr} (L{sipproxy.proxy.flows}) is known
+        to be gone: only WebSocket legs know it (they cannot reconnect)."""
+        return True
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}>"
 
@@ -775,4 +780,8 @@ def make_leg(spec: LegSpec, **options: Any) -> Any:
         return StreamLeg(spec.host, spec.port, **stream)
     if spec.proto == "tls":
         return TLSLeg(spec.host, spec.port, tls=options.get("tls"), **stream)
+    if spec.proto in ("ws", "wss"):  # imported here: autobahn loads only for WebSocket legs
+        from sipproxy.transport.websocket import make_websocket_leg
+
+        return make_websocket_leg(spec.proto, spec.host, spec.port, tls=options.get("tls"), **stream)
     raise ValueError(f"transport {spec.proto} is not supported yet")

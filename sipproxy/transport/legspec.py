@@ -12,7 +12,7 @@ from sipproxy.sip.uri import URIError, split_host_port
 
 __all__ = ["LegSpec", "LegSpecError", "parse_leg_spec", "parse_leg_list", "PROTOCOLS"]
 
-PROTOCOLS = ("udp", "tcp", "tls")
+PROTOCOLS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 class LegSpecError(ValueError):
@@ -36,8 +36,9 @@ class LegSpec(NamedTuple):
 
 
 def parse_leg_spec(text: str) -> LegSpec:
-    """Parse C{[proto:]host[:port]}: proto C{udp} (default), C{tcp} or
-    C{tls}; port 5060 by default (5061 for tls); IPv6 as C{[::1]}.
+    """Parse C{[proto:]host[:port]}: proto C{udp} (default), C{tcp},
+    C{tls}, C{ws} or C{wss} (WebSocket, RFC 7118); port 5060 by default
+    (5061 for tls, 80 for ws, 443 for wss); IPv6 as C{[::1]}.
 
     The host must be an IP address of this machine (not a wildcard: the
     leg writes its address into Via and Record-Route).
@@ -51,7 +52,7 @@ def parse_leg_spec(text: str) -> LegSpec:
     if sep and head.lower() in PROTOCOLS:
         proto, text = head.lower(), rest
     elif sep and head.isalpha() and not is_ip_literal(text):
-        raise LegSpecError(f"leg {original!r}: unknown transport {head!r} (use udp, tcp or tls)")
+        raise LegSpecError(f"leg {original!r}: unknown transport {head!r} (use udp, tcp, tls, ws or wss)")
     try:
         host, port = split_host_port(text)
     except URIError as e:

@@ -1,0 +1,298 @@
+"""WebSocket legs (RFC 7118) on loopback: a browser-like autobahn client
+registers over ws/wss, calls a UDP user agent through the proxy and is
+called from it; in-dialog requests follow Record-Route back over the
+WebSocket; a closed WebSocket's flow gets 430; hostile handshakes and
+frames close the connection with one log line per source and no
+traceback. Waiting is on Deferreds with timeouts; nothing is timed."""
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from typing import Any, Optional
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, protocol, reactor, ssl
+from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
+from twisted.logger import globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial import unittest
+
+from sipproxy import Simple
+from sipproxy.app.service import ProxyService
+from sipproxy.app.tap import Options, _front_door, _tls_options
+from sipproxy.sip.message import Request, Response, parse
+from sipproxy.transport.legspec import LegSpecError, parse_leg_spec
+from sipproxy.transport.stream_guard import StreamLimits
+from sipproxy.transport.websocket import MAX_MESSAGE
+from sipproxy.ua.endpoint import SIPError
+from tests.certs import make_certificates
+from tests.util import temp_dir, wait_until
+
+WAIT = 10.0
+DOMAIN = "example.test"
+SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+def _timeout(d: Deferred, what: str) -> Deferred:
+    def late(failure: Any) -> Any:
+        if failure.check(defer.TimeoutError, defer.CancelledError):
+            raise AssertionError(f"timed out waiting for {what}")
+        return failure
+    return d.addTimeout(WAIT, reactor).addErrback(late)
+
+
+class LogEvents:
+    """Every log event while the test runs (all namespaces: autobahn's too)."""
+
+    def __init__(self, testcase: unittest.TestCase) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: dict) -> None:
+        self.events.append(event)
+
+    def failures(self) -> list[dict]:
+        return [e for e in self.events if "log_failure" in e or "Traceback" in str(e.get("log_format", ""))]
+
+    def about(self, text: str) -> list[dict]:
+        from twisted.logger import formatEvent
+        return [e for e in self.events if text in (formatEvent(e) or "")]
+
+
+# -- a browser, as far as SIP goes -----------------------------------------------------------------
+class Browser(WebSocketClientProtocol):
+    """What a WebRTC softphone does on its WebSocket: text frames with SIP
+    in them, a Via and Contact naming an invented .invalid host."""
+
+    def onConnect(self, response: Any) -> None:
+        self.factory.accepted_protocol = response.protocol
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.messages.put(parse(payload))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"WebSocket refused: {reason}"))
+        self.factory.closed.callback(code)
+
+
+class BrowserFactory(WebSocketClientFactory):
+    protocol = Browser
+
+    def __init__(self, url: str, protocols: Optional[list[str]]) -> None:
+        super().__init__(url, protocols=protocols or [])
+        self.opened: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+        self.messages: DeferredQueue = DeferredQueue()
+        self.accepted_protocol: Optional[str] = None
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.opened.errback(reason)
+
+
+class Phone:
+    """A browser phone's SIP state: builds requests and answers."""
+
+    def __init__(self, browser: Browser, factory: BrowserFactory, proto: str = "WS") -> None:
+        self.ws = browser
+        self.factory = factory
+        self.proto = proto
+        self.host = secrets.token_hex(5) + ".invalid"
+        self.user = secrets.token_hex(4)
+        self.contact = f"<sip:{self.user}@{self.host};transport=ws>"
+        self.cseq = 0
+
+    def send(self, text: str, body: bytes = b"") -> None:
+        data = text.replace("\n", "\r\n").encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        self.ws.sendMessage(data, isBinary=False)
+
+    def next(self, what: str) -> Deferred:
+        return _timeout(self.factory.messages.get(), what)
+
+    def via(self, branch: Optional[str] = None) -> str:
+        return f"Via: SIP/2.0/{self.proto} {self.host};branch=z9hG4bK{branch or secrets.token_hex(6)}\n"
+
+    def register(self, aor: str, expires: int = 600) -> None:
+        self.cseq += 1
+        self.send(f"REGISTER sip:{DOMAIN} SIP/2.0\n{self.via()}Max-Forwards: 70\n"
+                  f"From: <{aor}>;tag=r{self.user}\nTo: <{aor}>\nCall-ID: reg-{self.user}\n"
+                  f"CSeq: {self.cseq} REGISTER\nContact: {self.contact};expires={expires}\n")
+
+    def answer(self, request: Request, code: int, reason: str, body: bytes = b"", tag: str = "b") -> None:
+        lines = [f"SIP/2.0 {code} {reason}"]
+        for name in ("via", "record-route", "from", "call-id", "cseq"):
+            lines += [f"{name.title()}: {v}" for v in request.get_all(name)]
+        to = request.get("to") or ""
+        lines.append(f"To: {to}" + ("" if "tag=" in to else f";tag={tag}"))
+        if request.method == "INVITE":
+            lines.append(f"Contact: {self.contact}")
+        if body:
+            lines.append("Content-Type: application/sdp")
+        self.send("\n".join(lines) + "\n", body)
+
+
+def _options(extra: list[str], workdir: str) -> Options:
+    options = Options()
+    options.parseOptions([*extra, "--registrar", "--domain", DOMAIN, "--secret-file",
+                          os.path.join(workdir, "secret")])
+    return options
+
+
+class ProxyRig:
+    """sipproxy --registrar on udp + ws (+ wss) legs, in this process."""
+
+    def __init__(self, testcase: unittest.TestCase, legs: str, limits: Optional[StreamLimits] = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        workdir = temp_dir(testcase)
+        options = _options(["--legs", legs, *extra], workdir)
+        tls = _tls_options(options)
+        secret = b"w" * 32
+        door, self.store = _front_door(options, reactor, secret)
+        self.service = ProxyService(reactor, options["leg_specs"], receivers=[door], secret=secret,
+                                    tcp_limits=limits or options["tcp_limits"], tls=tls)
+        self.service.startService()
+        testcase.addCleanup(self.stop)
+        self.legs = {leg.proto: leg for leg in self.service.legs}
+
+    def stop(self) -> Any:
+        from sipproxy.registrar.flow_keeper import FlowKeeper
+
+        for receiver in _walk(self.service.dispatcher.receiver):
+            if isinstance(receiver, FlowKeeper):
+                receiver.stop()
+        return self.service.stopService()
+
+    def url(self, proto: str = "ws") -> str:
+        leg = self.legs[proto]
+        return f"{proto}://{leg.host}:{leg.port}/"
+
+
+def _walk(receiver: Any, depth: int = 0) -> list[Any]:
+    """Every receiver in a (nested) chain."""
+    out = [receiver]
+    if depth < 5:
+        for inner in getattr(receiver, "receivers", None) or []:
+            out += _walk(inner, depth + 1)
+        for name in ("keeper", "registrar"):
+            inner = getattr(receiver, name, None)
+            if inner is not None:
+                out += _walk(inner, depth + 1)
+    return out
+
+
+@inlineCallbacks
+def open_browser(testcase: unittest.TestCase, url: str, protocols: Optional[list[str]] = None,
+                 tls: bool = False) -> Any:
+    factory = BrowserFactory(url, ["sip"] if protocols is None else protocols)
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    if tls:
+        wrapped = TLSMemoryBIOFactory(ssl.CertificateOptions(verify=False), True, factory)
+        connector = reactor.connectTCP(host, int(port), wrapped)
+    else:
+        connector = reactor.connectTCP(host, int(port), factory)
+    testcase.addCleanup(connector.disconnect)
+    browser = yield _timeout(factory.opened, f"the WebSocket to {url} to open")
+    return Phone(browser, factory, "WSS" if tls else "WS")
+
+
+def udp_phone(testcase: unittest.TestCase, rig: ProxyRig, user: str = "bob") -> Simple:
+    udp = rig.legs["udp"]
+    phone = Simple(reactor, legs=["udp:127.0.0.1:0"], outgoing_proxy=f"{udp.host}:{udp.port}",
+                   from_=f"sip:{user}@{DOMAIN}")
+    testcase.addCleanup(phone.cleanup)
+    return phone
+
+
+class WebSocketCallTests(unittest.TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def call_both_ways(self, proto: str) -> Any:
+        extra: tuple[str, ...] = ()
+        if proto == "wss":
+            paths = make_certificates(temp_dir(self))
+            extra = ("--tls-cert", paths["cert"], "--tls-key", paths["key"])
+        rig = ProxyRig(self, f"udp:127.0.0.1:0,{proto}:127.0.0.1:0", extra=extra)
+        log = LogEvents(self)
+        alice = yield open_browser(self, rig.url(proto), tls=proto == "wss")
+        self.assertEqual(alice.factory.accepted_protocol, "sip")
+        bob = udp_phone(self, rig)
+        bob.listen(answer_after=0)
+
+        # REGISTER over the WebSocket: the answer comes back over it, with rport forced
+        alice.register(f"sip:alice@{DOMAIN}")
+        ok = yield alice.next("the 200 to REGISTER")
+        self.assertEqual(ok.code, 200, ok)
+        via = ok.top_via()
+        self.assertEqual((via.param("received"), via.param("rport")),
+                         ("127.0.0.1", str(alice.ws.transport.getHost().port)))
+
+        # alice calls bob (UDP): the proxy's Record-Route names both legs
+        call_id = "c-" + secrets.token_hex(4)
+        bob_uri = f"sip:bob@{bob.dispatcher.legs[0].host}:{bob.dispatcher.legs[0].port}"
+        alice.cseq += 1
+        invite_cseq = alice.cseq
+        alice.send(f"INVITE {bob_uri} SIP/2.0\n{alice.via()}Max-Forwards: 70\n"
+                   f"From: <sip:alice@{DOMAIN}>;tag=a1\nTo: <{bob_uri}>\nCall-ID: {call_id}\n"
+                   f"CSeq: {invite_cseq} INVITE\nContact: {alice.contact}\nContent-Type: application/sdp\n", SDP)
+        final = None
+        while final is None:
+            answer = yield alice.next("bob's answer")
+            if answer.code >= 200:
+                final = answer
+        self.assertEqual(final.code, 200, final)
+        routes = final.get_all("record-route")
+        leg = rig.legs[proto]
+        self.assertIn(f"<sip:{leg.host}:{leg.port};transport={proto};lr>", routes)
+        # alice's in-dialog requests: Route = the Record-Route set reversed (UAC)
+        route_lines = "".join(f"Route: {r}\n" for r in reversed(routes))
+        target = final.get("contact").strip("<>").split(">")[0]
+        to = final.get("to")
+        alice.send(f"ACK {target} SIP/2.0\n{alice.via()}{route_lines}Max-Forwards: 70\n"
+                   f"From: <sip:alice@{DOMAIN}>;tag=a1\nTo: {to}\nCall-ID: {call_id}\nCSeq: {invite_cseq} ACK\n")
+        alice.send(f"BYE {target} SIP/2.0\n{alice.via()}{route_lines}Max-Forwards: 70\n"
+                   f"From: <sip:alice@{DOMAIN}>;tag=a1\nTo: {to}\nCall-ID: {call_id}\nCSeq: {invite_cseq + 1} BYE\n")
+        bye_ok = yield alice.next("the 200 to BYE")
+        self.assertEqual((bye_ok.code, bye_ok.get("cseq").split()[1]), (200, "BYE"))
+
+        # bob calls alice: the registrar's flow leads over alice's WebSocket
+        calling = bob.invite(f"sip:alice@{DOMAIN}", sdp=SDP)
+        invite = yield alice.next("the INVITE from bob")
+        self.assertEqual(invite.method, "INVITE")
+        self.assertEqual(invite.uri, alice.contact.strip("<>"))
+        self.assertTrue(any(f";transport={proto}" in r for r in invite.get_all("record-route")),
+                        invite.get_all("record-route"))
+        alice.answer(invite, 200, "OK", SDP)
+        call = yield _timeout(calling, "bob's call to be answered")
+        ack = yield alice.next("bob's ACK")
+        self.assertEqual(ack.method, "ACK")
+        ending = call.bye()
+        bye = yield alice.next("bob's BYE")
+        self.assertEqual(bye.method, "BYE")
+        alice.answer(bye, 200, "OK")
+        yield _timeout(ending, "the 200 to bob's BYE")
+
+        # the WebSocket goes: a call to alice now fails at once with 430 (her flow is gone)
+        alice.ws.sendClose(1000)
+        yield _timeout(alice.factory.closed, "the WebSocket to close")
+        yield _timeout(_until_closed(leg), "the leg to forget the connection")
+        error = yield self.assertFailure(_timeout(bob.invite(f"sip:alice@{DOMAIN}", sdp=SDP), "the refused call"),
+                                         SIPError)
+        self.assertEqual(error.code, 430, error)
+        self.assertEqual(log.failures(), [])
+
+    def test_ws_register_and_calls_both_ways(self) -> Any:
+        return self.call_both_ways("ws")
+
+    def test_wss_register_and_calls_both_ways(self) -> Any:
+        return self.call_both_ways("wss")
+
+
+def _until_closed(leg: Any) -> Deferred:
+    return wait_until(lambda: not leg.connections, WAIT, what="the WebSocket to be forgotten")
