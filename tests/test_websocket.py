@@ -21,10 +21,10 @@ from twisted.trial import unittest
 from sipproxy import Simple
 from sipproxy.app.service import ProxyService
 from sipproxy.app.tap import Options, _front_door, _tls_options
-from sipproxy.sip.message import Request, Response, parse
+from sipproxy.sip.message import ParseError, Request, Response, parse
 from sipproxy.transport.legspec import LegSpecError, parse_leg_spec
 from sipproxy.transport.stream_guard import StreamLimits
-from sipproxy.transport.websocket import MAX_MESSAGE
+from sipproxy.transport.websocket import MAX_MESSAGE, _cancel_timeouts, _Timer
 from sipproxy.ua.endpoint import SIPError
 from tests.certs import make_certificates
 from tests.util import temp_dir, wait_until
@@ -74,7 +74,15 @@ class Browser(WebSocketClientProtocol):
         self.factory.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.messages.put(parse(payload))
+        try:
+            message = parse(payload)
+        except ParseError as e:  # the 400 to a request without From is without From, too
+            message = e.message
+        self.factory.messages.put(message)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        _cancel_timeouts(self)
+        super().connectionLost(reason)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         if not self.factory.opened.called:
@@ -87,6 +95,7 @@ class BrowserFactory(WebSocketClientFactory):
 
     def __init__(self, url: str, protocols: Optional[list[str]]) -> None:
         super().__init__(url, protocols=protocols or [])
+        self._batched_timer = _Timer(reactor)  # no timer left behind after the test
         self.opened: Deferred = Deferred()
         self.closed: Deferred = Deferred()
         self.messages: DeferredQueue = DeferredQueue()
@@ -296,3 +305,154 @@ class WebSocketCallTests(unittest.TestCase):
 
 def _until_closed(leg: Any) -> Deferred:
     return wait_until(lambda: not leg.connections, WAIT, what="the WebSocket to be forgotten")
+
+
+# -- hostile peers ----------------------------------------------------------------------------------
+def handshake(host: str, port: int, protocols: Optional[str] = "sip", padding: int = 0) -> bytes:
+    lines = [f"GET / HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    if protocols is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    if padding:
+        lines.append("X-Padding: " + "a" * padding)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def frame(payload: bytes, opcode: int = 1, length: Optional[int] = None) -> bytes:
+    """One masked client frame; C{length} may lie about the payload."""
+    size = len(payload) if length is None else length
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class RawPeer(protocol.Protocol):
+    """A TCP peer that writes what the test says and keeps what comes back."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.ready: Deferred = Deferred()
+        self.lost: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.ready.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@inlineCallbacks
+def raw_peer(testcase: unittest.TestCase, leg: Any) -> Any:
+    peer = RawPeer()
+    factory = protocol.ClientFactory()
+    factory.protocol = lambda: peer  # type: ignore[assignment]
+    connector = reactor.connectTCP(leg.host, leg.port, factory)
+    testcase.addCleanup(connector.disconnect)
+    yield _timeout(peer.ready, "a TCP connection")
+    return peer
+
+
+class WebSocketHostileTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.log = LogEvents(self)
+        self.rig = ProxyRig(self, "udp:127.0.0.1:0,ws:127.0.0.1:0",
+                            limits=StreamLimits(max_per_ip=4, idle_timeout=2.0, read_timeout=1.0))
+        self.leg = self.rig.legs["ws"]
+
+    def assert_no_traceback(self) -> None:
+        self.assertEqual(self.log.failures(), [])
+        # the proxy's side only (the test's own autobahn clients may complain)
+        noisy = [e for e in self.events_of("autobahn") if "Server" in str(e.get("log_namespace"))
+                 and e.get("log_level") is not None and e["log_level"].name in ("warn", "error", "critical")]
+        self.assertEqual(noisy, [])
+
+    def events_of(self, namespace: str) -> list[dict]:
+        return [e for e in self.log.events if str(e.get("log_namespace", "")).startswith(namespace)]
+
+    @inlineCallbacks
+    def assert_still_serving(self) -> Any:
+        phone = yield open_browser(self, self.rig.url())
+        phone.send(f"OPTIONS sip:{self.leg.host}:{self.leg.port};transport=ws SIP/2.0\n{phone.via()}"
+                   f"Max-Forwards: 70\nFrom: <sip:x@{DOMAIN}>;tag=1\nTo: <sip:{self.leg.host}>\n"
+                   f"Call-ID: ping-{phone.user}\nCSeq: 1 OPTIONS\n")
+        answer = yield phone.next("the 200 to OPTIONS")
+        self.assertEqual(answer.code, 200)
+
+    @inlineCallbacks
+    def test_a_handshake_without_the_sip_subprotocol_is_refused(self) -> Any:
+        peer = yield raw_peer(self, self.leg)
+        peer.transport.write(handshake(self.leg.host, self.leg.port, protocols=None))
+        yield _timeout(peer.lost, "the refused handshake to close")
+        self.assertTrue(peer.received.startswith(b"HTTP/1.1 400"), peer.received[:200])
+        self.assertIn(b"subprotocol 'sip' is required", peer.received)
+        # an autobahn client offering another subprotocol is refused as well
+        factory = BrowserFactory(self.rig.url(), ["chat"])
+        connector = reactor.connectTCP(self.leg.host, self.leg.port, factory)
+        self.addCleanup(connector.disconnect)
+        yield self.assertFailure(_timeout(factory.opened, "the refusal"), ConnectionError)
+        yield self.assert_still_serving()
+        self.assert_no_traceback()
+
+    @inlineCallbacks
+    def test_garbage_frames_close_the_connection_with_one_line_per_source(self) -> Any:
+        garbage = [b"\xff" * 64,  # reserved bits and opcode
+                   frame(b"x", opcode=3),  # a reserved opcode
+                   frame(b"abc", length=MAX_MESSAGE + 1),  # a message larger than the limit
+                   frame(b"\xc3\x28\xa0\xa1", opcode=1),  # text that is not UTF-8
+                   frame(b"", opcode=8, length=1) + b"\x00"]  # a close frame with a one-octet code
+        for data in garbage:
+            peer = yield raw_peer(self, self.leg)
+            peer.transport.write(handshake(self.leg.host, self.leg.port))
+            yield wait_until(lambda: b"\r\n\r\n" in peer.received, WAIT, what="the handshake answer")
+            self.assertTrue(peer.received.startswith(b"HTTP/1.1 101"), peer.received[:100])
+            peer.transport.write(data)
+            yield _timeout(peer.lost, f"the connection sending {data[:8]!r} to close")
+        lines = [e for e in self.events_of("sipproxy.transport") if e.get("source") == "127.0.0.1"]
+        self.assertEqual(len(lines), 1, [e.get("log_format") for e in lines])
+        yield self.assert_still_serving()
+        self.assert_no_traceback()
+
+    @inlineCallbacks
+    def test_garbage_sip_in_a_good_frame_keeps_the_connection(self) -> Any:
+        phone = yield open_browser(self, self.rig.url())
+        phone.ws.sendMessage(b"\x00\x01 this is not SIP \r\n\r\n", isBinary=True)
+        phone.ws.sendMessage(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/WS a.invalid;branch=z9hG4bKq\r\n"
+                             b"CSeq: 1 OPTIONS\r\n\r\n", isBinary=False)  # no From, To, Call-ID: 400
+        answer = yield phone.next("the 400 to a malformed request")
+        self.assertEqual(answer.code, 400)
+        yield self.assert_still_serving()
+        self.assertEqual(len(self.leg.connections), 2)
+        self.assert_no_traceback()
+
+    @inlineCallbacks
+    def test_an_endless_handshake_is_cut(self) -> Any:
+        peer = yield raw_peer(self, self.leg)
+        peer.transport.write(handshake(self.leg.host, self.leg.port, padding=20000)[:-4])
+        yield _timeout(peer.lost, "the oversized handshake to be cut")
+        self.assertEqual(peer.received, b"")
+        self.assert_no_traceback()
+
+    @inlineCallbacks
+    def test_a_silent_peer_is_cut_and_connections_per_address_are_capped(self) -> Any:
+        peers = []
+        for _ in range(6):
+            peer = yield raw_peer(self, self.leg)
+            peers.append(peer)
+        # the limit is 4 per address: the 5th and 6th are closed at once, before any handshake
+        yield _timeout(defer.DeferredList([p.lost for p in peers[4:]]), "the connections over the limit to close")
+        self.assertEqual(self.leg.refused, 2)
+        # the first four never send a handshake: cut at the read timeout
+        yield _timeout(defer.DeferredList([p.lost for p in peers[:4]]), "silent connections to be cut")
+        self.assertEqual(self.leg.guard.per_ip.get("127.0.0.1", 0), 0)
+        yield self.assert_still_serving()
+        self.assert_no_traceback()

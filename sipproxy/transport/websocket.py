@@ -34,7 +34,7 @@ from autobahn.twisted.websocket import (WebSocketClientFactory, WebSocketClientP
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -68,6 +68,27 @@ class _Quiet:
 
 
 _QUIET = _Quiet()
+
+
+class _Timer:
+    """autobahn's timers (handshake and ping timeouts) on the leg's clock,
+    one delayed call each: autobahn batches them into buckets whose
+    delayed call outlives a cancelled timeout (and a stopped leg)."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, function: Callable[..., Any], *args: Any, **kwargs: Any) -> "_Call":
+        return _Call(self.clock.callLater(delay, function, *args, **kwargs))
+
+
+class _Call:
+    def __init__(self, call: IDelayedCall) -> None:
+        self.call = call
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
 
 
 @implementer(IPushProducer)
@@ -249,6 +270,10 @@ class _SIPWebSocketMixin:
         super().connectionMade()  # type: ignore[misc]
         self.conn.made(self)
 
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        _cancel_timeouts(self)
+        super().connectionLost(reason)  # type: ignore[misc]
+
     def dataReceived(self, data: bytes) -> None:
         conn = self.conn
         if conn._aborted:
@@ -303,7 +328,7 @@ class _ServerFactory(WebSocketServerFactory):
     def __init__(self, leg: "WebSocketLeg") -> None:
         super().__init__(protocols=[SUBPROTOCOL], server="sipproxy")
         self.leg = leg
-        _set_options(self, leg.limits)
+        _set_options(self, leg.limits, leg.clock)
 
     def buildProtocol(self, addr: IAddress) -> _ServerProtocol:
         proto = _ServerProtocol()
@@ -322,7 +347,7 @@ class _OutboundFactory(WebSocketClientFactory):
         self.leg = leg
         self.addr = addr
         self.conn = conn
-        _set_options(self, leg.limits)
+        _set_options(self, leg.limits, leg.clock)
 
     def buildProtocol(self, addr: IAddress) -> _ClientProtocol:
         proto = _ClientProtocol()
@@ -334,9 +359,20 @@ class _OutboundFactory(WebSocketClientFactory):
         self.leg.connect_failed(self.addr, self.conn, reason)  # type: ignore[arg-type]
 
 
-def _set_options(factory: Any, limits: StreamLimits) -> None:
+def _cancel_timeouts(ws: Any) -> None:
+    """Cancel what autobahn leaves scheduled when a connection is gone
+    (its closing handshake's timeout outlives the connection)."""
+    for name in ("closeHandshakeTimeoutCall", "serverConnectionDropTimeoutCall"):
+        call = getattr(ws, name, None)
+        if call is not None:
+            call.cancel()
+            setattr(ws, name, None)
+
+
+def _set_options(factory: Any, limits: StreamLimits, clock: IReactorTime) -> None:
     """The stream limits, in autobahn's terms; pings keep a quiet but
     live browser from the idle timeout, and find a dead one."""
+    factory._batched_timer = _Timer(clock)
     factory.setProtocolOptions(
         maxFramePayloadSize=MAX_MESSAGE, maxMessagePayloadSize=MAX_MESSAGE,
         openHandshakeTimeout=limits.read_timeout, closeHandshakeTimeout=limits.send_timeout,
