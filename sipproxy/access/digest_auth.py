@@ -398,6 +398,12 @@ class Authorize:
         self.nonces = nonces
         self.failures = failures
         self.filter = _compile_filter(filter) if filter else {}
+        # counters read by sipproxy.app.metrics
+        self.challenges = 0
+        #: failed authentications by reason (forbidden, uri-mismatch, replay, bad-credentials)
+        self.failed: dict[str, int] = {}
+        #: requests dropped because their source is blocked after failures
+        self.shut_out = 0
         if i_am_proxy:
             self.request_header, self.challenge_header, self.code = "proxy-authorization", "Proxy-Authenticate", 407
         else:
@@ -408,6 +414,7 @@ class Authorize:
         if not isinstance(packet, Request):
             return False
         if self.failures is not None and self.failures.blocked(addr[0]):
+            self.shut_out += 1
             return True  # shut out after too many failures: dropped, no answer
         if packet.method == "ACK":
             # never challenged (RFC 3261 22.1); one answering our own
@@ -458,6 +465,7 @@ class Authorize:
         log.warn('auth failed: user="{user_text}" realm="{realm_text}" ip={ip} port={port} method={method} '
                  "reason={reason}", user_text=_log_safe(user or ""), realm_text=_log_safe(self.realm), ip=addr[0],
                  port=addr[1], method=_log_safe(packet.method), reason=reason, user=user, realm=self.realm)
+        self.failed[reason] = self.failed.get(reason, 0) + 1
         if self.failures is not None:
             self.failures.failed(addr[0])
 
@@ -478,6 +486,7 @@ class Authorize:
                 value += ", stale=true"
             headers.append((self.challenge_header, value))
         reason = "Unauthorized" if self.code == 401 else "Proxy Authentication Required"
+        self.challenges += 1
         self.dispatcher.respond(packet, self.code, reason, leg, addr, tuple(headers))
         return True
 

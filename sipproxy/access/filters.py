@@ -78,11 +78,14 @@ class Dropper:
         if not self.checks:
             raise ValueError("a Dropper needs at least one check")
         self.dropped = 0
+        self.dropped_responses = 0  # of those, responses (for metrics)
 
     def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
         for check in self.checks:
             if check(packet, leg, addr):
                 self.dropped += 1
+                if not isinstance(packet, Request):
+                    self.dropped_responses += 1
                 return True
         return False
 

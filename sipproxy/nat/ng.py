@@ -84,6 +84,16 @@ class NgTimeout(NgError):
     """The relay did not answer in time."""
 
 
+#: The ng commands counted under their own name (others count as C{other}).
+NG_COMMANDS = frozenset(("ping", "offer", "answer", "delete", "query", "list", "statistics"))
+
+
+def ng_command_label(command: Optional[str]) -> str:
+    """The metrics label of an ng command: bounded, whatever a peer sends."""
+    command = (command or "").lower()
+    return command if command in NG_COMMANDS else "other"
+
+
 def parse_ng_address(text: str) -> tuple[str, int]:
     """C{udp:HOST:PORT} (or C{HOST:PORT}; IPv6 as C{[::1]:2223}) ->
     (host, port). HOST must be an IP address: no DNS lookups in the
@@ -241,6 +251,10 @@ class NgClient(Service):
         self._serial = 0
         self._port: Any = None
         self._loop: Optional[LoopingCall] = None
+        # counters read by sipproxy.app.metrics, by command (ng_command_label)
+        self.requests: dict[str, int] = {}
+        self.timeouts: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
 
     # -- service -----------------------------------------------------------------
     def startService(self) -> None:
@@ -275,6 +289,8 @@ class NgClient(Service):
         self._serial += 1
         cookie = f"{self._prefix}_{self._serial}".encode()
         command = _text(message.get("command")) or "?"
+        label = ng_command_label(command)
+        self.requests[label] = self.requests.get(label, 0) + 1
         d: Deferred = Deferred(lambda _: self._forget(cookie))
         pending = _Pending(d, encode_message(cookie, message), self.clock.seconds() + self.timeout,
                            self.retransmit, command)
@@ -292,6 +308,8 @@ class NgClient(Service):
         now = self.clock.seconds()
         if now >= pending.deadline:
             del self._pending[cookie]
+            label = ng_command_label(pending.command)
+            self.timeouts[label] = self.timeouts.get(label, 0) + 1
             log.warn("ng {command} to {host}:{port} timed out", command=pending.command,
                      host=self.address[0], port=self.address[1])
             pending.deferred.errback(NgTimeout(
@@ -328,6 +346,8 @@ class NgClient(Service):
             pending.deferred.callback(message)
         else:
             reason = _text(message.get("error-reason")) or f"result {result!r}"
+            label = ng_command_label(pending.command)
+            self.errors[label] = self.errors.get(label, 0) + 1
             pending.deferred.errback(NgError(f"ng {pending.command} failed: {reason}"))
 
     # -- INATHelper ----------------------------------------------------------------
@@ -504,6 +524,8 @@ class NgServer(Service):
         self._offers: dict[tuple[str, str], list] = {}
         self._replies: list[dict[bytes, bytes]] = [{}, {}]
         self._replies_rotated = 0.0
+        #: requests handled, by (command label, result): counted for metrics
+        self.handled: dict[tuple[str, str], int] = {}
 
     def privilegedStartService(self) -> None:
         if self.port is None:
@@ -532,6 +554,7 @@ class NgServer(Service):
         cached = self._cached(cookie)
         if cached is not None:
             return cached
+        message: dict = {}
         try:
             _, message = decode_message(data)
             reply = self.dispatch(message)
@@ -540,6 +563,8 @@ class NgServer(Service):
         except Exception as e:
             log.failure("ng request failed")
             reply = {"result": "error", "error-reason": f"internal error: {e}"}
+        key = (ng_command_label(_text(message.get("command"))), _text(reply.get("result")) or "?")
+        self.handled[key] = self.handled.get(key, 0) + 1
         encoded = encode_message(cookie, reply)
         self._remember(cookie, encoded)
         return encoded

@@ -82,6 +82,10 @@ def _is_ip(address: Optional[str]) -> bool:
     return bool(address) and address[:1] != "[" and is_ip_literal(address)  # type: ignore[index]
 
 
+#: What L{RelayTable.traffic} adds up over the relay ports.
+TRAFFIC_COUNTERS = ("packets", "bytes", "errors", "dropped", "foreign")
+
+
 class Refusal:
     """Why an allocation is refused: a log level and a structured message."""
 
@@ -318,6 +322,10 @@ class RelayTable:
         self.socket_count = 0
         self._bound: dict[str, set[int]] = {}
         self._session_ids = 0
+        #: relay sockets opened since start (for metrics; socket_count is how many are open)
+        self.sockets_opened = 0
+        #: the packet counters of released ports, so totals never go down
+        self.retired = dict.fromkeys(TRAFFIC_COUNTERS, 0)
 
     # -- allocation -----------------------------------------------------------
     def plan_group(self, session: Any, side: int, address: str, sdp: SessionDescription) -> GroupPlan:
@@ -420,6 +428,7 @@ class RelayTable:
             bound.update(port.number for port in media.ports)
         count = group.socket_count
         self.socket_count += count
+        self.sockets_opened += count
         call.socket_count += count
         if plan.side == 0:
             tx.group_from = group
@@ -622,7 +631,13 @@ class RelayTable:
         group.released = True
         count = group.socket_count
         ports = list(group.ports)
+        retired = self.retired
         for port in ports:
+            retired["packets"] += port.packets
+            retired["bytes"] += port.bytes
+            retired["errors"] += port.errors
+            retired["dropped"] += port.dropped
+            retired["foreign"] += port.foreign
             port.unwire()
             self._bound.get(port.address, set()).discard(port.number)
         self.socket_count -= count
@@ -645,6 +660,34 @@ class RelayTable:
             del self.calls[call.call_id]
 
     # -- looking ------------------------------------------------------------------
+    @property
+    def sessions_started(self) -> int:
+        """Sessions activated since start."""
+        return self._session_ids
+
+    def traffic(self) -> dict[str, int]:
+        """Packets and bytes relayed, send errors, packets dropped (no
+        session, or from a foreign source) since start, for metrics: the
+        released ports' counts plus the live ones'. Also C{sessions}, how
+        many are live now."""
+        totals = dict(self.retired)
+        sessions = 0
+        for call in self.calls.values():
+            for by_cseq in call.by_from.values():
+                for tx in by_cseq.values():
+                    sessions += len(tx.sessions)
+                    for group in tx.groups():
+                        if group.released:
+                            continue
+                        for port in group.ports:
+                            totals["packets"] += port.packets
+                            totals["bytes"] += port.bytes
+                            totals["errors"] += port.errors
+                            totals["dropped"] += port.dropped
+                            totals["foreign"] += port.foreign
+        totals["sessions"] = sessions
+        return totals
+
     def sessions(self, call_id: Optional[str] = None) -> list[dict[str, Any]]:
         """Infos of the live sessions (of one call, or all)."""
         if call_id is None:

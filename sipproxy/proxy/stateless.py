@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
+from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
 from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import BoundedCache, remember
@@ -120,6 +121,10 @@ class StatelessProxy:
         # the NAT verdict per (Contact, transport, source): a dialog repeats them
         self._nat_contacts: dict[tuple[str, str, tuple[str, int]], Any] = {}
         self._source_text: dict[tuple[str, int], str] = {}  # a source address as host:port
+        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.counters)
+        self.requests_forwarded = method_counts()
+        self.responses_forwarded = status_counts()
+        self.dropped = DropCounts()
 
     # IReceiver --------------------------------------------------------------
     def receive(self, packet: Message, leg: ILeg, addr: tuple[str, int]) -> bool:
@@ -312,22 +317,26 @@ class StatelessProxy:
         branch = via.branch if via is not None else None
         if (via is None or not self.branches.is_ours(branch)
                 or not self.dispatcher.is_local(via.host, via.port, via.transport.lower())):
+            self.dropped.add("response", "via_not_ours")
             log.info("dropped {code} response from {source}: top Via {via} is not ours",
                      code=response.code, source=addr, via=str(via) if via else None)
             return
         response.pop_first("via")
         next_via = response.get("via")
         if next_via is None:
+            self.dropped.add("response", "no_via_left")
             log.info("dropped {code} response from {source}: no Via left after ours",
                      code=response.code, source=addr)
             return
         try:
             hop = response_hop_of(next_via)
         except ParseError as e:
+            self.dropped.add("response", "bad_via")
             log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
                      reason=e.reason)
             return
         except RoutingError as e:
+            self.dropped.add("response", "no_route")
             log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
                      reason=e.reason)
             return
@@ -340,6 +349,7 @@ class StatelessProxy:
             if out_leg is None:
                 out_leg = self.dispatcher.choose_leg(hop.proto, hop.host)
             if out_leg is None:
+                self.dropped.add("response", "no_route")
                 log.info("dropped {code} response: no leg for {proto} to {host}",
                          code=response.code, proto=hop.proto, host=hop.host)
                 return
@@ -348,11 +358,15 @@ class StatelessProxy:
             return
         d = self.dispatcher.targets_for_hop(hop, out_leg)
         d.addCallback(self._forward_response, response, leg, addr)
-        d.addErrback(lambda f: log.info("dropped {code} response: {reason}", code=response.code,
-                                        reason=f.getErrorMessage()))
+        d.addErrback(self._response_unroutable, response)
+
+    def _response_unroutable(self, failure: Failure, response: Response) -> None:
+        self.dropped.add("response", "no_route")
+        log.info("dropped {code} response: {reason}", code=response.code, reason=failure.getErrorMessage())
 
     def _forward_response(self, targets: list, response: Response, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if not targets:
+            self.dropped.add("response", "no_route")
             log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
             return
         out_leg, dst = targets[0]
@@ -542,14 +556,32 @@ class StatelessProxy:
         except NATError as e:
             self._nat_failed(e, packet, in_leg, addr)
             return
-        if result is None:
+        if result is None or not isinstance(result, Deferred):
             self.dispatcher.send(packet, out_leg, dst)
-        elif isinstance(result, Deferred):
-            result.addCallbacks(lambda _: self.dispatcher.send(packet, out_leg, dst),
-                                lambda f: self._nat_failed(f.value, packet, in_leg, addr)
-                                if f.check(NATError) else log.failure("NAT handling failed", f))
+            if isinstance(packet, Request):  # counted inline, from the slots: this is the hot path
+                try:
+                    self.requests_forwarded[packet._method] += 1
+                except KeyError:
+                    self.requests_forwarded[OTHER] += 1
+            else:
+                self.responses_forwarded[packet._code // 100] += 1  # type: ignore[attr-defined]
         else:
-            self.dispatcher.send(packet, out_leg, dst)
+            result.addCallbacks(self._send_after_nat, self._nat_not_done,
+                                callbackArgs=(packet, out_leg, dst), errbackArgs=(packet, in_leg, addr))
+
+    def _send_after_nat(self, _: Any, packet: Message, out_leg: ILeg, dst: tuple[str, int]) -> None:
+        self.dispatcher.send(packet, out_leg, dst)
+        if isinstance(packet, Request):
+            self.requests_forwarded[method_label(packet.method)] += 1
+        else:
+            self.responses_forwarded[packet.code // 100] += 1  # type: ignore[attr-defined]
+
+    def _nat_not_done(self, failure: Failure, packet: Message, in_leg: ILeg, addr: tuple[str, int]) -> None:
+        if failure.check(NATError):
+            self._nat_failed(failure.value, packet, in_leg, addr)
+        else:
+            self.dropped.add("request" if isinstance(packet, Request) else "response", "nat_error")
+            log.failure("NAT handling failed", failure)
 
     def _nat_failed(self, error: NATError, packet: Message, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if isinstance(packet, Request):
@@ -560,6 +592,7 @@ class StatelessProxy:
             packet.pop_first("via")
             self._refuse(packet, error.code, error.reason, in_leg, addr, headers)
         else:
+            self.dropped.add("response", "nat_refused")
             log.info("dropped {packet!r}: {reason}", packet=packet, reason=error.reason)
 
     def do_nat(self, packet: Message, incoming_leg: ILeg, outgoing_leg: ILeg) -> Optional[Deferred]:

@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipproxy.counters import status_counts
 from sipproxy.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first, contact_key
@@ -137,6 +138,10 @@ class Registrar:
         self.max_contacts = max_contacts
         self.flows = flows
         self.keeper = keeper
+        # counters read by sipproxy.app.metrics (see sipproxy.counters)
+        self.registrations = status_counts()  # REGISTERs answered here, by status class
+        #: contacts bound or refreshed ("set") and removed ("removed"), and "remove all" requests
+        self.binding_changes = {"set": 0, "removed": 0, "removed_all": 0}
 
     # -- names ------------------------------------------------------------------------
     def aor(self, uri: URI) -> str:
@@ -163,6 +168,8 @@ class Registrar:
 
     def _respond(self, request: Request, code: int, reason: Optional[str], leg: ILeg, addr: tuple[str, int],
                  headers: Iterable[tuple[str, str]] = ()) -> bool:
+        if request.method == "REGISTER":
+            self.registrations[code // 100] += 1
         self.dispatcher.respond(request, code, reason, leg, addr, tuple(headers))
         return True
 
@@ -196,7 +203,9 @@ class Registrar:
             if len(values) != 1 or header is None or int(header) != 0:
                 return self._respond(request, 400, "Bad Request (Contact * needs Expires: 0 and no other Contact)",
                                      leg, addr)
-            return self._answer(self.store.update(aor, call_id, cseq, [], remove_all=True), request, aor, leg, addr)
+            result = self.store.update(aor, call_id, cseq, [], remove_all=True)
+            result.addCallback(self._count_changes, (), removed_all=True)
+            return self._answer(result, request, aor, leg, addr)
         now = self.clock.seconds()
         path = tuple(request.get_all("path"))
         source = f"{leg.proto}:{format_host_port(addr[0])}:{addr[1]}"
@@ -247,9 +256,20 @@ class Registrar:
         """Store the changes, tell the keeper which bindings it reaches over
         flows, and answer."""
         result = self.store.update(aor, call_id, cseq, update)
+        result.addCallback(self._count_changes, update)
         if self.keeper is not None:
             result.addCallback(self._tell_keeper, aor, update, leg, addr)
         return self._answer(result, request, aor, leg, addr)
+
+    def _count_changes(self, bindings: Any, update: Iterable[tuple[str, Optional[Binding], float]],
+                       removed_all: bool = False) -> Any:
+        """Count what a stored update changed (passes the result on)."""
+        changes = self.binding_changes
+        for _, binding, _ttl in update:
+            changes["set" if binding is not None else "removed"] += 1
+        if removed_all:
+            changes["removed_all"] += 1
+        return bindings
 
     def _flow_route(self, contact: URI, leg: ILeg, addr: tuple[str, int], until: float) -> Optional[str]:
         """The Route that leads back over the flow a REGISTER came on, or
@@ -326,6 +346,8 @@ class Registrar:
         return best_first(listed)
 
     def _unavailable(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+        if request.method == "REGISTER":
+            self.registrations[5] += 1  # 503 or 500
         return answer_store_failure(self.dispatcher, failure, request, leg, addr)
 
     # -- routing ----------------------------------------------------------------------

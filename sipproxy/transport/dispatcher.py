@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from zope.interface import implementer
 
+from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
 from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
@@ -142,6 +143,14 @@ class Dispatcher:
         self._outgoing_proxy = outgoing_proxy
         self._domain2proxy = dict(domain2proxy or {})
         self._by_address: dict[tuple[str, int], list[Any]] = {}
+        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.counters)
+        self.requests_received = method_counts()
+        self.responses_received = status_counts()
+        #: (method label, code) of every answer given here (respond() and malformed requests)
+        self.answered: dict[tuple[str, int], int] = {}
+        #: parse errors: answered (400/505) or dropped
+        self.parse_errors = {"answered": 0, "dropped": 0}
+        self.dropped = DropCounts()
         for leg in legs:
             self.add_leg(leg)
 
@@ -208,18 +217,26 @@ class Dispatcher:
             self._refuse(e, leg, addr)
             return
         except Exception:
+            self.parse_errors["dropped"] += 1
             log.failure("parser failed on a message from {source} on {leg}", source=addr, leg=leg.key)
             return
         try:
             if isinstance(message, Request):
+                try:  # the slot behind .method: its descriptor would cost a Python call per message
+                    self.requests_received[message._method] += 1
+                except KeyError:
+                    self.requests_received[OTHER] += 1
                 if websocket:
                     _want_rport(message)
                 stamp_via(message, addr)
                 if stream:
                     via = message.top_via()
                     leg.add_alias(addr, (addr[0], via.port or DEFAULT_PORTS[leg.proto]))
+            else:
+                self.responses_received[message._code // 100] += 1  # type: ignore[union-attr]
             receiver = self.receiver
             if receiver is None:
+                self.dropped.add("request" if isinstance(message, Request) else "response", "no_receiver")
                 log.warn("no receiver: dropped {message!r} from {source}", message=message, source=addr)
                 return
             receiver.receive(message, leg, addr)
@@ -242,6 +259,7 @@ class Dispatcher:
                     addr[0], "dropped malformed {method} from {peer} on {leg}: {reason} (no answer: {problem})",
                     method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
                     problem=f"{type(e).__name__}: {e}"[:120])
+                self.parse_errors["dropped"] += 1
                 return
             self.malformed_log.info(addr[0], "refused {method} from {peer} on {leg}: {reason} (answered {code})",
                                     method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
@@ -249,7 +267,10 @@ class Dispatcher:
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
             leg.send(data, addr)
+            self.parse_errors["answered"] += 1
+            self.count_answer(partial.method, error.status)
         else:
+            self.parse_errors["dropped"] += 1
             kind = "response" if isinstance(partial, Response) else "message"
             self.malformed_log.info(addr[0], "dropped malformed {kind} from {peer} on {leg}: {reason}",
                                     kind=kind, peer=addr, leg=leg.key, reason=error.reason)
@@ -278,6 +299,11 @@ class Dispatcher:
             log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
             on_error(str(e) or type(e).__name__)
 
+    def count_answer(self, method: str, code: int) -> None:
+        """Count one answer given here (for metrics)."""
+        key = (method_label(method), code)
+        self.answered[key] = self.answered.get(key, 0) + 1
+
     @staticmethod
     def stateless_tag(request: Request) -> str:
         """A To tag that is the same for every retransmission of a request,
@@ -303,6 +329,7 @@ class Dispatcher:
         via = request.top_via()
         if via is None or leg is None:
             return
+        self.count_answer(request.method, code)
         try:
             hop = response_hop(via)
         except RoutingError:

@@ -100,13 +100,20 @@ class ConnectionGuard:
                      "for no more than --tcp-max-connections {wanted}", count=budget, wanted=limits.max_connections)
         self.total = 0
         self.per_ip: dict[str, int] = {}
+        # counters read by sipproxy.app.metrics: connections opened (inbound,
+        # outbound) and inbound ones refused by the limits
+        self.accepted = 0
+        self.connected = 0
+        self.refused = 0
         self.log = SourceLog(Logger(namespace="sipproxy.transport.legs"), clock, limits.log_interval)
 
     def refusal(self, ip: str) -> Optional[str]:
         """Why an inbound connection from C{ip} must be refused, or None."""
         if self.total >= self.max_connections:
+            self.refused += 1
             return f"{self.total} connections open (--tcp-max-connections {self.max_connections})"
         if self.per_ip.get(ip, 0) >= self.limits.max_per_ip:
+            self.refused += 1
             return f"{self.per_ip[ip]} connections from this address (--tcp-accept-iplimit {self.limits.max_per_ip})"
         return None
 
@@ -115,7 +122,10 @@ class ConnectionGuard:
         in the total but not against their peer's address."""
         self.total += 1
         if inbound:
+            self.accepted += 1
             self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        else:
+            self.connected += 1
 
     def closed(self, ip: str, inbound: bool) -> None:
         """A connection counted by L{opened} is gone."""
