@@ -20,6 +20,7 @@ from sipproxy.transport.legs import DEFAULT_BUFFER
 from sipproxy.transport.stream_guard import StreamLimits
 from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
+from sipproxy.app.metrics import METRICS_PARAMETERS
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
 from sipproxy.app import config_file
@@ -113,6 +114,7 @@ class Options(usage.Options):
         ["udp-buffer", None, DEFAULT_BUFFER, "Receive and send buffer size of UDP legs, in bytes.",
          number(int, "udp-buffer", "an integer")],
         *TCP_LIMIT_PARAMETERS,
+        *METRICS_PARAMETERS,
         ["workers", None, 1, "Run this many proxy processes sharing the legs (SO_REUSEPORT); the kernel "
                              "spreads traffic over them by source address. Needs legs with explicit ports, "
                              "a shared --store (sqlite or redis) with --registrar, and --nathelper-ng instead "
@@ -371,8 +373,18 @@ def makeService(options: Any) -> Any:
         problem = ng_bind_problem(options["nat"]["ng_server"])
         if problem:
             _fail(problem)
+    if options["metrics"] and not options["worker-index"]:
+        from sipproxy.app.metrics import metrics_bind_problem
+
+        problem = metrics_bind_problem(options["metrics"])
+        if problem:
+            _fail(problem)
     if options["relay-only"]:
-        return _reloadable(make_relay_service(reactor, options), reactor, options)
+        from sipproxy.app.metrics import add_metrics
+
+        relay_service = make_relay_service(reactor, options)
+        add_metrics(relay_service, options, reactor)
+        return _reloadable(relay_service, reactor, options)
     sharing = options["workers"] > 1 or options["worker-index"] > 0
     if options["worker-index"]:
         from sipproxy.app.workers import die_with_parent
@@ -405,10 +417,12 @@ def makeService(options: Any) -> Any:
         tls=tls,
         token_lifetime=options["token-lifetime"],
     )
+    pool = None
     if options["workers"] > 1 and not options["worker-index"]:
         from sipproxy.app.workers import WorkerPool
 
-        WorkerPool(reactor, sys.argv, options["workers"] - 1).setServiceParent(service)
+        pool = WorkerPool(reactor, sys.argv, options["workers"] - 1)
+        pool.setServiceParent(service)
     for extra in nat_services:
         extra.setServiceParent(service)
     if store is not None:
@@ -418,6 +432,9 @@ def makeService(options: Any) -> Any:
     _reloadable(service, reactor, options, door, lambda new: make_front_door(
         new, reactor, secret, store, door.rate_limit_store if door is not None else None)
         if front_door_wanted(new) else None)
+    from sipproxy.app.metrics import add_metrics
+
+    add_metrics(service, options, reactor, door=door, store=store, pool=pool)
     _settle_heap()
     return service
 
@@ -473,6 +490,10 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
             if problem:
                 _fail(problem)
         store = open_store(options["store"], reactor)
+        if options["metrics"]:  # its latency and errors (sipproxy.app.metrics)
+            from sipproxy.stores.timing import TimedStore
+
+            store = TimedStore(store)
     block_file = JSONFile(options["rate-limit-db"]) if options["rate-limit-db"] else None
     return make_front_door(options, reactor, secret, store, block_file), store
 

@@ -99,7 +99,16 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 
     errReceived = outReceived
 
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 3:  # the worker's metrics snapshots (sipproxy.app.metrics)
+            if self.pool.snapshot_sink is not None:
+                self.pool.snapshot_sink.received(self.index, data)
+            return
+        super().childDataReceived(childFD, data)
+
     def processEnded(self, reason: Any) -> None:
+        if self.pool.snapshot_sink is not None:
+            self.pool.snapshot_sink.ended(self.index)
         self.ended.callback(None)
         self.pool.worker_ended(self, reason)
 
@@ -120,6 +129,8 @@ class WorkerPool(Service):
         self.workers: dict[int, _WorkerProtocol] = {}
         self._transports: dict[int, Any] = {}
         self._stopping = False
+        #: with --metrics: takes each worker's snapshots (received(index, data), ended(index))
+        self.snapshot_sink: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -130,7 +141,10 @@ class WorkerPool(Service):
     def _spawn(self, index: int) -> None:
         argv = worker_argv(self.argv, index)
         proto = _WorkerProtocol(self, index)
-        self._transports[index] = self.reactor.spawnProcess(proto, argv[0], argv, env=os.environ.copy())
+        env, fds = os.environ.copy(), None
+        if self.snapshot_sink is not None:  # a pipe for its metrics snapshots (sipproxy.app.metrics)
+            env["SIPPROXY_METRICS_FD"], fds = "3", {0: "w", 1: "r", 2: "r", 3: "r"}
+        self._transports[index] = self.reactor.spawnProcess(proto, argv[0], argv, env=env, childFDs=fds)
         self.workers[index] = proto
         log.info("started worker {index} (pid {pid})", index=index, pid=self._transports[index].pid)
 
