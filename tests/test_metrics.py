@@ -274,3 +274,39 @@ class ReadmeTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(args)
         self.assertEqual(options["metrics"], ("127.0.0.1", 9090))
+
+
+class ReloadTests(SynchronousTestCase):
+    def test_counts_survive_a_new_authorizer(self) -> None:
+        """A reload builds new authorizers (their counters start at 0): the
+        scrape carries the old one's counts over, so no series goes down."""
+        from sipproxy.access.digest_auth import Authorize
+
+        leg = MemoryLeg("127.0.0.1", 5060)
+        dispatcher = memory_dispatcher([leg], local_address=lambda ip: None)
+        parts: dict[str, Any] = {"proxy_auth": Authorize(dispatcher, {"alice": "pw"}, i_am_proxy=True)}
+        registry = CollectorRegistry()
+        registry.register(SipproxyCollector(Sources(dispatcher=dispatcher, door_parts=lambda: parts)))
+
+        def challenge(n: int) -> None:
+            for i in range(n):
+                parts["proxy_auth"].receive(dispatcher_parse(request("INVITE", "sip:b@127.0.0.2", f"r{n}{i}")),
+                                            leg, UAC)
+
+        def challenges() -> float:
+            return samples(registry)[("sipproxy_auth_challenges_total", (("code", "407"),))]
+
+        challenge(2)
+        self.assertEqual(challenges(), 2)
+        parts["proxy_auth"] = Authorize(dispatcher, {"alice": "new"}, i_am_proxy=True)  # the reload
+        challenge(3)
+        self.assertEqual(challenges(), 5)
+        self.assertEqual(challenges(), 5)  # carried once, not at every scrape
+        parts["proxy_auth"] = Authorize(dispatcher, {"alice": "newer"}, i_am_proxy=True)
+        self.assertEqual(challenges(), 5)
+
+
+def dispatcher_parse(data: bytes) -> Any:
+    from sipproxy.sip.message import parse
+
+    return parse(data)

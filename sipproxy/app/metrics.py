@@ -98,14 +98,16 @@ def metrics_bind_problem(address: tuple[str, int]) -> Optional[str]:
 class Sources:
     """The objects whose counters are read (each None when not running).
 
-    @ivar door_parts: L{sipproxy.access.front_chain.FrontDoor.parts}.
+    @ivar door_parts: returns the running
+        L{sipproxy.access.front_chain.FrontDoor}'s C{parts} (a reload
+        builds a new door: read through the reloader, not kept).
     @ivar store: a L{sipproxy.stores.timing.TimedStore}.
     @ivar relay_tables: the L{sipproxy.nat.table.RelayTable} of a local relay.
     """
 
     dispatcher: Any = None
     proxy: Any = None
-    door_parts: Mapping[str, Any] = field(default_factory=dict)
+    door_parts: Callable[[], Mapping[str, Any]] = lambda: {}
     store: Any = None
     guard: Any = None
     relay_tables: list = field(default_factory=list)
@@ -115,11 +117,18 @@ class Sources:
 
 def find_sources(service: Any, door: Any = None, store: Any = None) -> Sources:
     """The counters under a service tree: the proxy service's dispatcher,
-    proxy and connection guard, local relays, ng clients and servers."""
+    proxy and connection guard, local relays, ng clients and servers; the
+    front door's parts through the reloader when there is one."""
     from sipproxy.nat.ng import NgClient, NgServer
     from sipproxy.nat.relay import LocalRelay
 
-    sources = Sources(door_parts=door.parts if door is not None else {}, store=store)
+    reloader = getattr(service, "namedServices", {}).get("reload")
+
+    def door_parts() -> Mapping[str, Any]:
+        current = getattr(reloader, "door", None) or door
+        return current.parts if current is not None else {}
+
+    sources = Sources(door_parts=door_parts, store=store)
     seen: set[int] = set()
 
     def visit(item: Any) -> None:
@@ -144,6 +153,54 @@ def find_sources(service: Any, door: Any = None, store: Any = None) -> Sources:
 
     visit(service)
     return sources
+
+
+def _auth_counts(auth: Any) -> dict[str, Any]:
+    return {"challenges": auth.challenges, "shut_out": auth.shut_out, "failed": dict(auth.failed)}
+
+
+def _dropper_counts(dropper: Any) -> dict[str, Any]:
+    return {"dropped": dropper.dropped, "dropped_responses": getattr(dropper, "dropped_responses", 0)}
+
+
+def _add(into: dict[str, Any], counts: Mapping[str, Any]) -> dict[str, Any]:
+    """C{into} plus C{counts}, key by key (nested dicts too), as a new dict."""
+    out = dict(into)
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            out[key] = _add(out.get(key, {}), value)
+        else:
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+class _Rebuilt:
+    """Counters of the parts a reload builds anew (the authorizers, the
+    dropper): when a scrape finds a new object under a name, the old one's
+    counts, final now that it is out of the chain, are carried over, so
+    the series never go down. (Two reloads between two scrapes lose the
+    middle object's counts.)"""
+
+    READERS: Mapping[str, Callable[[Any], dict[str, Any]]] = {
+        "registrar_auth": _auth_counts, "proxy_auth": _auth_counts, "dropper": _dropper_counts}
+
+    def __init__(self) -> None:
+        self._current: dict[str, Any] = {}
+        self._carried: dict[str, dict[str, Any]] = {}
+
+    def counts(self, parts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, read in self.READERS.items():
+            part, known = parts.get(name), self._current.get(name)
+            if known is not None and part is not known:
+                self._carried[name] = _add(self._carried.get(name, {}), read(known))
+            if part is not None:
+                self._current[name] = part
+            else:
+                self._current.pop(name, None)
+            if part is not None or name in self._carried:
+                out[name] = _add(self._carried.get(name, {}), read(part) if part is not None else {})
+        return out
 
 
 # -- the families --------------------------------------------------------------------------
@@ -178,11 +235,14 @@ def _by_class(family: CounterMetricFamily, counts: list[int]) -> None:
             family.add_metric([STATUS_CLASSES[index]], value)
 
 
-def sipproxy_families(sources: Sources) -> list[Metric]:
+def sipproxy_families(sources: Sources, rebuilt: Optional[_Rebuilt] = None) -> list[Metric]:
     """The metric families of one process, read now (call it in the
-    reactor thread: it walks dictionaries the reactor changes)."""
+    reactor thread: it walks dictionaries the reactor changes).
+
+    @param rebuilt: what carries the counts of parts a reload replaced."""
     out: list[Metric] = []
-    dispatcher, proxy, parts = sources.dispatcher, sources.proxy, sources.door_parts
+    dispatcher, proxy, parts = sources.dispatcher, sources.proxy, sources.door_parts()
+    counted = (rebuilt or _Rebuilt()).counts(parts)
     if dispatcher is not None:
         family = _counter("sipproxy_requests_received", "SIP requests received and parsed, by method.", ["method"])
         _by_method(family, dispatcher.requests_received)
@@ -213,14 +273,15 @@ def sipproxy_families(sources: Sources) -> list[Metric]:
         parse = dict(dispatcher.parse_errors)
         if parse["dropped"]:
             dropped[("message", "malformed")] = parse["dropped"]
-        dropper = parts.get("dropper")
-        if dropper is not None and dropper.dropped:
-            responses = getattr(dropper, "dropped_responses", 0)
-            if dropper.dropped - responses:
-                dropped[("request", "filter")] = dropper.dropped - responses
+        dropper = counted.get("dropper")
+        if dropper is not None:
+            responses = dropper.get("dropped_responses", 0)
+            if dropper.get("dropped", 0) - responses:
+                dropped[("request", "filter")] = dropper["dropped"] - responses
             if responses:
                 dropped[("response", "filter")] = responses
-        shut_out = sum(parts[name].shut_out for name in ("registrar_auth", "proxy_auth") if name in parts)
+        shut_out = sum(counted[name].get("shut_out", 0) for name in ("registrar_auth", "proxy_auth")
+                       if name in counted)
         if shut_out:
             dropped[("request", "auth_blocked")] = shut_out
         family = _counter("sipproxy_messages_dropped", "SIP messages dropped without an answer, by kind "
@@ -248,17 +309,18 @@ def sipproxy_families(sources: Sources) -> list[Metric]:
         if hasattr(inner, "__len__"):  # the memory store counts at once; SQLite and Redis would need a query
             out.append(GaugeMetricFamily("sipproxy_location_bindings", "Bindings in the (memory) location "
                                          "store, expired ones not yet swept included.", value=len(inner)))
-    auths = [parts[name] for name in ("registrar_auth", "proxy_auth") if name in parts]
+    auths = [(code, counted[name]) for name, code in (("registrar_auth", "401"), ("proxy_auth", "407"))
+             if name in counted]
     if auths:
         family = _counter("sipproxy_auth_challenges", "Digest challenges sent, by code (401, 407).", ["code"])
-        for auth in auths:
-            family.add_metric([str(auth.code)], auth.challenges)
+        for code, auth in auths:
+            family.add_metric([code], auth.get("challenges", 0))
         out.append(family)
         family = _counter("sipproxy_auth_failures", "Failed digest authentications, by code and reason.",
                           ["code", "reason"])
-        for auth in auths:
-            for reason, value in sorted(dict(auth.failed).items()):
-                family.add_metric([str(auth.code), reason], value)
+        for code, auth in auths:
+            for reason, value in sorted(auth.get("failed", {}).items()):
+                family.add_metric([code, reason], value)
         out.append(family)
     out.extend(_relay_families(sources.relay_tables))
     out.extend(_ng_families(sources.ng_clients, sources.ng_servers))
@@ -376,9 +438,10 @@ class SipproxyCollector(Collector):
     def __init__(self, sources: Sources, reactor: Any = None) -> None:
         self.sources = sources
         self.reactor = reactor
+        self._rebuilt = _Rebuilt()
 
     def collect(self) -> Iterator[Metric]:
-        return iter(_in_reactor(self.reactor, lambda: sipproxy_families(self.sources)))
+        return iter(_in_reactor(self.reactor, lambda: sipproxy_families(self.sources, self._rebuilt)))
 
 
 # -- workers ---------------------------------------------------------------------------------
