@@ -24,6 +24,8 @@ from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable
 from sipproxy.registrar.memory_store import MemoryStore
 from sipproxy.stores.timing import TimedStore
 from sipproxy.testing import MemoryLeg, memory_dispatcher
+from tests.nat_util import rtp
+from tests.test_nat_relay import CALLEE, CALLER, LEG_A, LEG_B, RelayTestCase, key
 
 UAC = ("127.0.0.1", 5091)
 UAS = ("127.0.0.2", 5090)
@@ -310,3 +312,55 @@ def dispatcher_parse(data: bytes) -> Any:
     from sipproxy.sip.message import parse
 
     return parse(data)
+
+
+class RelayMetricsTests(RelayTestCase):
+    def scrape(self) -> dict:
+        registry = CollectorRegistry()
+        registry.register(SipproxyCollector(Sources(relay_tables=[self.relay.table])))
+        return {name: value for (name, labels), value in samples(registry).items()
+                if not labels} | {f"{name}{{{dict(labels)['reason']}}}": value
+                                  for (name, labels), value in samples(registry).items() if labels}
+
+    def test_sessions_sockets_packets_and_foreign_drops(self) -> None:
+        """The relay's counts while a call runs, and after its ports are
+        released (the totals keep what the released ports relayed)."""
+        to_callee, to_caller = self.call()
+        for seq in range(3):
+            self.reactor.deliver(LEG_A, to_caller.port, rtp(seq), (CALLER, 49170))
+        self.reactor.deliver(LEG_B, to_callee.port, rtp(9, b"x" * 20), (CALLEE, 6000))
+        self.reactor.deliver(LEG_A, to_caller.port, rtp(5), ("203.0.113.66", 999))  # not the latched source
+        during = self.scrape()
+        relayed_bytes = 3 * len(rtp(0)) + len(rtp(9, b"x" * 20))
+        self.assertEqual(
+            {k: during[k] for k in ("sipproxy_relay_sessions_started_total", "sipproxy_relay_sessions",
+                                    "sipproxy_relay_sockets", "sipproxy_relay_sockets_opened_total",
+                                    "sipproxy_relay_packets_total", "sipproxy_relay_bytes_total",
+                                    "sipproxy_relay_packets_dropped_total{foreign_source}")},
+            {"sipproxy_relay_sessions_started_total": 1, "sipproxy_relay_sessions": 1, "sipproxy_relay_sockets": 4,
+             "sipproxy_relay_sockets_opened_total": 4, "sipproxy_relay_packets_total": 4,
+             "sipproxy_relay_bytes_total": relayed_bytes, "sipproxy_relay_packets_dropped_total{foreign_source}": 1})
+        self.relay.close_session(key(cseq=None), reason="bye")
+        self.relay.expire(self.reactor.seconds() + 2.0)
+        after = self.scrape()
+        self.assertEqual((after["sipproxy_relay_sessions"], after["sipproxy_relay_sockets"]), (0, 0))
+        self.assertEqual((after["sipproxy_relay_packets_total"], after["sipproxy_relay_bytes_total"],
+                          after["sipproxy_relay_packets_dropped_total{foreign_source}"]), (4, relayed_bytes, 1))
+
+
+class TCPMetricsTests(SynchronousTestCase):
+    def test_connections_open_opened_and_refused(self) -> None:
+        from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
+
+        guard = ConnectionGuard(StreamLimits(max_connections=10, max_per_ip=1), Clock(), budget=100)
+        guard.opened("192.0.2.1", True)
+        guard.opened("192.0.2.9", False)
+        self.assertIsNotNone(guard.refusal("192.0.2.1"))  # a second from the same IP
+        guard.closed("192.0.2.9", False)
+        registry = CollectorRegistry()
+        registry.register(SipproxyCollector(Sources(guard=guard)))
+        got = samples(registry)
+        self.assertEqual(got[("sipproxy_tcp_connections", ())], 1)
+        self.assertEqual(got[("sipproxy_tcp_connections_opened_total", (("direction", "inbound"),))], 1)
+        self.assertEqual(got[("sipproxy_tcp_connections_opened_total", (("direction", "outbound"),))], 1)
+        self.assertEqual(got[("sipproxy_tcp_connections_refused_total", ())], 1)

@@ -324,3 +324,52 @@ class MetricsLoopbackTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result)
         self.assertEqual(result.stderr.strip().splitlines(),
                          [f"twistd sipproxy: cannot serve metrics on tcp:127.0.0.1:{taken}: address already in use"])
+
+    # -- ng: a proxy with --nathelper-ng and a --relay-only process -----------------------------
+    @inlineCallbacks
+    def test_ng_requests_counted_on_both_sides(self) -> Any:
+        """sipp calls (with SDP) through a proxy whose media goes to a relay
+        process over ng: the proxy's ng requests by command equal the ones
+        the relay answered, and the relay started a session per call."""
+        self.sipp_path = require_program("sipp")
+        from sipproxy.nat.ng import encode_message
+        from tests.util import UDPProbe
+
+        ng_port, relay_metrics = reserve_port("127.0.0.1"), reserve_port("127.0.0.1", socket.SOCK_STREAM)
+        relay = start_process(self, [*twistd_command(), "-n", "--pidfile=", "sipproxy", "--relay-only", "--ng",
+                                     f"udp:127.0.0.1:{ng_port}", "--metrics", f"127.0.0.1:{relay_metrics}"],
+                              self.cwd, "relay", env=child_environment())
+        probe = UDPProbe("127.0.0.1", ng_port, lambda _: encode_message(b"p1", {"command": "ping"}), testcase=self)
+        yield wait_until(lambda: relay.poll() is not None or probe(), 15, what="the relay to answer ng ping")
+        self.assertIsNone(relay.poll(), read_text(os.path.join(self.cwd, "relay.err")))
+
+        def legs() -> list[str]:
+            port = reserve_port("127.0.0.1", also=["127.0.0.2"])
+            return [f"udp:127.0.0.1:{port}", f"udp:127.0.0.2:{port}"]
+
+        proxy, port = yield self.start(["--nathelper-ng", f"udp:127.0.0.1:{ng_port}"], legs)
+        entry = proxy.legs[0].split(":", 1)[1]
+        uas_port = reserve_port("127.0.0.2")
+        calls = 10
+        uas = self.sipp("uas", ["-sn", "uas", "-i", "127.0.0.2", "-p", str(uas_port), "-bind_local",
+                                "-m", str(calls)])
+        yield wait_until(lambda: uas.poll() is not None or port_bound("127.0.0.2", uas_port)(), 10,
+                         what="sipp uas to bind")
+        uac = self.sipp("uac", ["-sn", "uac", f"127.0.0.2:{uas_port}", "-rsa", entry, "-i", "127.0.0.1",
+                                "-p", str(reserve_port("127.0.0.1")), "-m", str(calls), "-r", "10",
+                                "-recv_timeout", "5000"])
+        yield wait_until(lambda: uac.poll() is not None and uas.poll() is not None, SIPP_TIMEOUT + 10,
+                         interval=0.1, what="sipp to finish the calls")
+        self.assertEqual((uac.returncode, uas.returncode), (0, 0), read_text(os.path.join(self.cwd, "uac.out")))
+        _, at_proxy = yield self.scrape(port)
+        _, at_relay = yield self.scrape(relay_metrics)
+        sent = {c: value(at_proxy, "sipproxy_ng_requests_total", command=c) for c in ("offer", "answer", "delete")}
+        handled = {c: value(at_relay, "sipproxy_ng_requests_handled_total", command=c, result="ok")
+                   for c in ("offer", "answer", "delete")}
+        print(f"\nng requests sent by the proxy {sent}, answered ok by the relay {handled}")
+        self.assertEqual(sent, handled)
+        self.assertGreaterEqual(sent["offer"], calls)
+        self.assertEqual(sent["delete"], calls)  # one per BYE
+        self.assertEqual(value(at_proxy, "sipproxy_ng_timeouts_total", command="offer"), 0)
+        self.assertEqual(value(at_relay, "sipproxy_relay_sessions_started_total"), calls)
+        self.assertEqual(value(at_relay, "sipproxy_relay_sessions"), 0)
