@@ -76,6 +76,37 @@ log = SafeLogger()
 DEFAULT_NG_PORT = 2223
 
 
+#: What rtpengine is asked to do to an SDP on its way to a browser (a
+#: party on a WebSocket leg) from a SIP phone: ICE, DTLS-SRTP with
+#: feedback (the profile WebRTC requires), RTP and RTCP on one port, a=mid
+#: on every media line, no SDES keys.
+TO_BROWSER = {"ICE": "force", "transport-protocol": "UDP/TLS/RTP/SAVPF", "rtcp-mux": ["offer", "require"],
+              "flags": ["generate-mid", "SDES-off"]}
+#: ... and on its way from a browser to a SIP phone: plain RTP, RTCP on
+#: its own port, no ICE candidates, no DTLS fingerprint.
+TO_PHONE = {"ICE": "remove", "DTLS": "off", "transport-protocol": "RTP/AVP", "rtcp-mux": ["demux"]}
+_WEBSOCKET = ("ws", "wss")
+
+
+def webrtc_options(sender: str, receiver: str) -> dict[str, Any]:
+    """The ng options that bridge WebRTC and plain RTP for an SDP sent by a
+    party on a C{sender} leg to one on a C{receiver} leg (transports: udp,
+    tcp, tls, ws, wss): empty unless exactly one of them is a browser."""
+    if receiver in _WEBSOCKET and sender not in _WEBSOCKET:
+        options = TO_BROWSER
+    elif sender in _WEBSOCKET and receiver not in _WEBSOCKET:
+        options = TO_PHONE
+    else:
+        return {}
+    return {name: list(value) if isinstance(value, list) else value for name, value in options.items()}
+
+
+def _leg_proto(party: str) -> str:
+    """The transport of the leg facing a party, from a L{SessionKey}'s
+    C{idfrom}/C{idto} (which end with that leg's key, C{proto:host:port})."""
+    return party.rpartition(" ")[2].partition(":")[0]
+
+
 class NgError(Exception):
     """The relay answered C{result: error} (or the request could not go out)."""
 
@@ -384,6 +415,11 @@ class NgClient(Service):
             message["to-tag"] = to_tag
         if self.flags:
             message["flags"] = list(self.flags)
+        sender_key, receiver_key = (session.idfrom, session.idto) if side == 0 else (session.idto, session.idfrom)
+        bridging = webrtc_options(_leg_proto(sender_key), _leg_proto(receiver_key))
+        if bridging:
+            message["flags"] = [*message.get("flags", []), *bridging.pop("flags", [])]
+            message.update(bridging)
         if self.direction:
             sender, receiver = (session.from_leg, session.to_leg) if side == 0 else (session.to_leg, session.from_leg)
             if sender and receiver:
