@@ -456,3 +456,63 @@ class WebSocketHostileTests(unittest.TestCase):
         self.assertEqual(self.leg.guard.per_ip.get("127.0.0.1", 0), 0)
         yield self.assert_still_serving()
         self.assert_no_traceback()
+
+
+# -- the README's example -----------------------------------------------------------------------------
+class ReadmeExampleTests(unittest.SynchronousTestCase):
+    """The WebSocket section's command lines parse as written (with this
+    machine's files and address), and it names the ng options the client
+    really sends."""
+
+    def section(self) -> str:
+        from tests.util import PROJECT_ROOT
+
+        with open(os.path.join(PROJECT_ROOT, "README.rst"), encoding="utf-8") as f:
+            text = f.read()
+        start = text.index("WebSocket (browsers)\n----")
+        end = text.index("\nEmbedding\n---", start)
+        return text[start:end]
+
+    def commands(self) -> dict[str, list[str]]:
+        import shlex
+
+        lines = self.section().replace("\\\n", " ").splitlines()
+        found = {}
+        for line in lines:
+            words = shlex.split(line.strip()) if line.startswith("    ") else []
+            if words and words[0] in ("twistd", "rtpengine"):
+                found[words[0]] = words
+        return found
+
+    def test_the_twistd_command_parses(self) -> None:
+        commands = self.commands()
+        argv = commands["twistd"]
+        args = argv[argv.index("sipproxy") + 1:]
+        workdir = temp_dir(self)
+        paths = make_certificates(workdir)
+        users = os.path.join(workdir, "users")
+        with open(users, "w") as f:
+            f.write("alice:secret\n")
+        files = {"/etc/sipproxy/cert.pem": paths["cert"], "/etc/sipproxy/key.pem": paths["key"],
+                 "/etc/sipproxy/users": users}
+        args = [files.get(a, a.replace("203.0.113.10", "127.0.0.1")) for a in args]
+        options = _options(args, workdir)
+        self.assertEqual([s.proto for s in options["leg_specs"]], ["udp", "wss"])
+        self.assertIsNotNone(_tls_options(options))
+        # rtpengine listens where the proxy sends ng
+        ng = [a for a in commands["rtpengine"] if a.startswith("--listen-ng=")][0].split("=", 1)[1]
+        self.assertEqual(argv[argv.index("--nathelper-ng") + 1], f"udp:{ng}")
+
+    def test_the_ng_options_are_those_sent(self) -> None:
+        from sipproxy.nat.ng import TO_BROWSER, TO_PHONE
+
+        text = " ".join(self.section().split())
+        for options in (TO_BROWSER, TO_PHONE):
+            for name, value in options.items():
+                if name == "flags":
+                    for flag in value:
+                        self.assertIn(f"``{flag}``", text)
+                elif isinstance(value, list):
+                    self.assertIn(f"``{name}=[{', '.join(value)}]``", text)
+                else:
+                    self.assertIn(f"``{name}={value}``", text)
