@@ -302,6 +302,28 @@ class WebSocketCallTests(unittest.TestCase):
     def test_wss_register_and_calls_both_ways(self) -> Any:
         return self.call_both_ways("wss")
 
+    @inlineCallbacks
+    def test_the_proxy_connects_to_a_websocket_server(self) -> Any:
+        """A target with transport=ws and no connection: the leg opens one
+        as a WebSocket client (here to a user agent with a ws leg, a
+        WebSocket server), and the dialog stays on it."""
+        rig = ProxyRig(self, "udp:127.0.0.1:0,ws:127.0.0.1:0")
+        log = LogEvents(self)
+        carol = Simple(reactor, legs=["ws:127.0.0.1:0"], from_=f"sip:carol@{DOMAIN}")
+        self.addCleanup(carol.cleanup)
+        established: list[Any] = []
+        carol.listen(answer_after=0, on_established=established.append)
+        carol_leg = carol.dispatcher.legs[0]
+        bob = udp_phone(self, rig)
+        call = yield _timeout(bob.invite(f"sip:carol@{carol_leg.host}:{carol_leg.port};transport=ws", sdp=SDP),
+                              "carol to answer over the proxy's outbound WebSocket")
+        yield wait_until(lambda: established, WAIT, what="carol to see the ACK")
+        proxy_ws = rig.legs["ws"]
+        self.assertEqual([c.outbound for c in proxy_ws.connections.values()], [True])
+        yield _timeout(call.bye(), "the BYE over the same WebSocket")
+        self.assertEqual(len(proxy_ws.connections), 1)  # no second connection was opened
+        self.assertEqual(log.failures(), [])
+
 
 def _until_closed(leg: Any) -> Deferred:
     return wait_until(lambda: not leg.connections, WAIT, what="the WebSocket to be forgotten")
@@ -516,3 +538,32 @@ class ReadmeExampleTests(unittest.SynchronousTestCase):
                     self.assertIn(f"``{name}=[{', '.join(value)}]``", text)
                 else:
                     self.assertIn(f"``{name}={value}``", text)
+
+
+class LegOptionTests(unittest.SynchronousTestCase):
+    def parse_fails(self, *args: str) -> str:
+        import io
+        import sys
+
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(list(args))
+        self.assertEqual(caught.exception.code, 2)
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        return lines[0]
+
+    def test_specifications(self) -> None:
+        self.assertEqual(str(parse_leg_spec("ws:127.0.0.1")), "ws:127.0.0.1:80")
+        self.assertEqual(str(parse_leg_spec("WSS:[::1]:7443")), "wss:[::1]:7443")
+        with self.assertRaises(LegSpecError) as caught:
+            parse_leg_spec("wx:127.0.0.1:80")
+        self.assertIn("use udp, tcp, tls, ws or wss", str(caught.exception))
+
+    def test_a_wss_leg_needs_a_certificate(self) -> None:
+        line = self.parse_fails("--legs", "wss:127.0.0.1:7443")
+        self.assertIn("a WSS leg needs --tls-cert", line)
+
+    def test_a_bad_websocket_leg_is_one_line(self) -> None:
+        self.assertIn("must be an IP address", self.parse_fails("--legs", "ws:browser.example:8080"))

@@ -324,6 +324,7 @@ class _ClientProtocol(_SIPWebSocketMixin, WebSocketClientProtocol):
 
 class _ServerFactory(WebSocketServerFactory):
     log = _QUIET
+    noisy = False
 
     def __init__(self, leg: "WebSocketLeg") -> None:
         super().__init__(protocols=[SUBPROTOCOL], server="sipproxy")
@@ -339,6 +340,7 @@ class _ServerFactory(WebSocketServerFactory):
 
 class _OutboundFactory(WebSocketClientFactory):
     log = _QUIET
+    noisy = False
 
     def __init__(self, leg: "WebSocketLeg", addr: tuple[str, int], conn: WebSocketConnection) -> None:
         scheme = "wss" if leg.proto == "wss" else "ws"
