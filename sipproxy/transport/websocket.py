@@ -210,13 +210,8 @@ class WebSocketConnection:
         if data == _PING:
             ws.sendPing()
             return
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:  # RFC 7118 5: binary frames for what is not UTF-8
-            ws.sendMessage(data, isBinary=True)
-        else:
-            del text
-            ws.sendMessage(data, isBinary=False)
+        # text frames, as browsers send; binary for what is not UTF-8 (RFC 7118 5)
+        ws.sendMessage(data, isBinary=not _is_utf8(data))
 
     # closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -246,6 +241,14 @@ class WebSocketConnection:
     def closed(self) -> bool:
         return self._aborted or self.closing_since is not None or (
             self.transport is not None and bool(self.transport.disconnecting))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _SIPWebSocketMixin:
