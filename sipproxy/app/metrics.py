@@ -28,7 +28,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -42,6 +42,18 @@ from sipproxy.logsafe import SafeLogger
 __all__ = ["METRICS_PARAMETERS", "metrics_address", "Sources", "SipproxyCollector", "WorkersCollector",
            "WorkerSnapshots", "SnapshotWriter", "MetricsService", "add_metrics", "metrics_bind_problem",
            "snapshot_line", "parse_snapshot", "METRIC_NAMES", "SNAPSHOT_FD_ENV"]
+
+if TYPE_CHECKING:
+    from sipproxy.access.digest_auth import Authorize
+    from sipproxy.access.filters import Dropper
+    from sipproxy.access.front_chain import FrontDoor
+    from sipproxy.app.workers import WorkerPool
+    from sipproxy.nat.ng import NgClient, NgServer
+    from sipproxy.nat.table import RelayTable
+    from sipproxy.proxy.stateless import StatelessProxy
+    from sipproxy.stores.timing import TimedStore
+    from sipproxy.transport.dispatcher import Dispatcher
+    from sipproxy.transport.stream_guard import ConnectionGuard
 
 log = SafeLogger()
 
@@ -105,17 +117,18 @@ class Sources:
     @ivar relay_tables: the L{sipproxy.nat.table.RelayTable} of a local relay.
     """
 
-    dispatcher: Any = None
-    proxy: Any = None
+    dispatcher: Optional["Dispatcher"] = None
+    proxy: Optional["StatelessProxy"] = None
     door_parts: Callable[[], Mapping[str, Any]] = lambda: {}
-    store: Any = None
-    guard: Any = None
-    relay_tables: list = field(default_factory=list)
-    ng_clients: list = field(default_factory=list)
-    ng_servers: list = field(default_factory=list)
+    store: Optional["TimedStore"] = None
+    guard: Optional["ConnectionGuard"] = None
+    relay_tables: list["RelayTable"] = field(default_factory=list)
+    ng_clients: list["NgClient"] = field(default_factory=list)
+    ng_servers: list["NgServer"] = field(default_factory=list)
 
 
-def find_sources(service: Any, door: Any = None, store: Any = None) -> Sources:
+def find_sources(service: IServiceCollection, door: Optional["FrontDoor"] = None,
+                 store: Optional["TimedStore"] = None) -> Sources:
     """The counters under a service tree: the proxy service's dispatcher,
     proxy and connection guard, local relays, ng clients and servers; the
     front door's parts through the reloader when there is one."""
@@ -155,11 +168,11 @@ def find_sources(service: Any, door: Any = None, store: Any = None) -> Sources:
     return sources
 
 
-def _auth_counts(auth: Any) -> dict[str, Any]:
+def _auth_counts(auth: "Authorize") -> dict[str, Any]:
     return {"challenges": auth.challenges, "shut_out": auth.shut_out, "failed": dict(auth.failed)}
 
 
-def _dropper_counts(dropper: Any) -> dict[str, Any]:
+def _dropper_counts(dropper: "Dropper") -> dict[str, Any]:
     return {"dropped": dropper.dropped, "dropped_responses": getattr(dropper, "dropped_responses", 0)}
 
 
@@ -341,7 +354,7 @@ def sipproxy_families(sources: Sources, rebuilt: Optional[_Rebuilt] = None) -> l
     return out
 
 
-def _relay_families(tables: list) -> list[Metric]:
+def _relay_families(tables: list["RelayTable"]) -> list[Metric]:
     if not tables:
         return []
     totals: dict[str, int] = {}
@@ -370,7 +383,7 @@ def _relay_families(tables: list) -> list[Metric]:
     ]
 
 
-def _ng_families(clients: list, servers: list) -> list[Metric]:
+def _ng_families(clients: list["NgClient"], servers: list["NgServer"]) -> list[Metric]:
     out: list[Metric] = []
     if clients:
         for name, attribute, doc in (
@@ -398,7 +411,7 @@ def _ng_families(clients: list, servers: list) -> list[Metric]:
     return out
 
 
-def _store_families(store: Any) -> list[Metric]:
+def _store_families(store: "TimedStore") -> list[Metric]:
     from sipproxy.stores.timing import LATENCY_BUCKETS
 
     latency = HistogramMetricFamily("sipproxy_store_operation_duration_seconds", "Location store operations, "
@@ -635,8 +648,9 @@ class MetricsService(MultiService):
         return self.server._port.getHost().port
 
 
-def add_metrics(service: MultiService, options: Mapping[str, Any], reactor: Any, door: Any = None,
-                store: Any = None, pool: Any = None) -> Optional[CollectorRegistry]:
+def add_metrics(service: MultiService, options: Mapping[str, Any], reactor: Any, door: Optional["FrontDoor"] = None,
+                store: Optional["TimedStore"] = None,
+                pool: Optional["WorkerPool"] = None) -> Optional[CollectorRegistry]:
     """Wire C{--metrics} into a built service: the endpoint in the first
     process, the snapshot pipe in a worker. Returns the registry served
     (None when metrics are off)."""
