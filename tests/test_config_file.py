@@ -230,3 +230,43 @@ class ConfigCommandLineTests(unittest.SynchronousTestCase):
                 for text in expected:
                     self.assertIn(text, lines[0], result)
                 self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
+class HostileConfigTests(unittest.SynchronousTestCase):
+    """Mangled files: one line and exit 2, or a clean parse; never a
+    traceback."""
+
+    def test_mutated_files(self) -> None:
+        import random
+
+        cwd = temp_dir(self)
+        base = ('legs = ["udp:127.0.0.1:5070"]\nregistrar = true\ntcp-idle = 600\n'
+                'block = ["MESSAGE=405"]\ndomain = "example.com"\n"max-expires" = 900\n'
+                'drop-header = "User-Agent=scan"\nrealm = "office"\n').encode()
+        rng = random.Random(1234)
+        pieces = [b"=", b"[", b"]", b'"', b"'", b"\n", b"\\", b"\xff", b"\x00", b"{", b"}", b",", b"true", b"1e999",
+                  b"-", b"#", b'"\\n"', b"inf", b"nan", b"\xe2\x80\xa8"]
+        path = os.path.join(cwd, "mangled.toml")
+        outcomes = {"parsed": 0, "refused": 0}
+        for _ in range(300):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(len(data))
+                if rng.random() < 0.5:
+                    data[at:at + rng.randint(0, 3)] = rng.choice(pieces)
+                else:
+                    del data[at:at + rng.randint(1, 5)]
+            with open(path, "wb") as f:
+                f.write(bytes(data))
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            try:
+                Options().parseOptions(["--config", path])
+                outcomes["parsed"] += 1
+            except SystemExit as e:
+                self.assertEqual(e.code, 2, bytes(data))
+                lines = stderr.getvalue().splitlines()
+                self.assertEqual(len(lines), 1, (bytes(data), lines))
+                outcomes["refused"] += 1
+        self.assertGreater(outcomes["refused"], 100, outcomes)
+        self.assertGreater(outcomes["parsed"], 5, outcomes)

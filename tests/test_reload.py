@@ -325,3 +325,69 @@ class ReloadTests(unittest.TestCase):
         self.assertIn("passed on to 1 worker(s)", line)
         yield wait_until(lambda: any("worker 1:" in l and "reload: reloaded users 2" in l
                                      for l in proxy.log().splitlines()), 10, what="worker 1's reload line")
+
+
+class ReloadInProcessTests(unittest.SynchronousTestCase):
+    """C{service.reload()} as the control socket calls it, and the chain
+    swap, without a running reactor."""
+
+    def setUp(self) -> None:
+        self.cwd = temp_dir(self)
+
+    def test_service_reload_answers_ok_and_message(self) -> None:
+        from sipproxy.app.tap import Options, makeService
+
+        users = os.path.join(self.cwd, "users")
+        with open(users, "w") as f:
+            f.write("alice:secret\n")
+        options = Options()
+        options.parseOptions(["--legs", f"udp:{HOST}:0", "--users", users, "--domain", "example.com",
+                              "--secret-file", os.path.join(self.cwd, "secret")])
+        service = makeService(options)
+        chain = service.chain
+        old_auth = [r for r in chain.receivers if type(r).__name__ == "ReceiveChain"]
+        with open(users, "w") as f:
+            f.write("alice:secret\nbob:pw\n")
+        result = service.reload()
+        self.assertEqual(result["ok"], True, result)
+        self.assertIn("users 2", result["message"])
+        self.assertIs(service.chain, chain)  # the same chain, new receivers
+        self.assertIs(chain.receivers[-1], service.proxy)
+        new_auth = [r for r in chain.receivers if type(r).__name__ == "ReceiveChain"]
+        self.assertNotEqual([id(r) for r in new_auth], [id(r) for r in old_auth])
+        self.assertIn("bob", new_auth[0].receivers[0].users)
+        # the nonces live on: a challenge from before is answerable after
+        self.assertIs(new_auth[0].receivers[0].nonces, old_auth[0].receivers[0].nonces)
+
+        with open(users, "w") as f:
+            f.write("alice\n")
+        receivers = list(chain.receivers)
+        result = service.reload()
+        self.assertEqual(result["ok"], False, result)
+        self.assertIn(f"--users {users}, line 1", result["message"])
+        self.assertEqual(chain.receivers, receivers)
+
+    def test_chain_replace_finishes_a_waiting_packet_on_the_old_receivers(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        from sipproxy.access.chain import ReceiveChain
+
+        seen: list[str] = []
+        waiting: Deferred = Deferred()
+
+        class Receiver:
+            def __init__(self, name: str, result: Any = False) -> None:
+                self.name, self.result = name, result
+
+            def receive(self, packet: Any, leg: Any, addr: Any) -> Any:
+                seen.append(self.name)
+                return self.result
+
+        chain = ReceiveChain([Receiver("old-1", waiting), Receiver("old-2", True)])
+        outcome = chain.receive(object(), None, (HOST, 5060))
+        chain.replace([Receiver("new-1"), Receiver("new-2"), Receiver("new-3", True)])
+        waiting.callback(False)
+        self.assertEqual(self.successResultOf(outcome), True)
+        self.assertEqual(seen, ["old-1", "old-2"])
+        chain.receive(object(), None, (HOST, 5060))
+        self.assertEqual(seen, ["old-1", "old-2", "new-1", "new-2", "new-3"])

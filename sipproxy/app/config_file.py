@@ -96,7 +96,8 @@ class ConfigFile:
         return f"--config {self.path}" + (f", line {line}" if line is not None else "")
 
     def problem(self, key: str, reason: str) -> usage.UsageError:
-        return usage.UsageError(f"{self.where(key)}: {key}: {reason}")
+        shown = key if key.isprintable() else repr(key)  # a quoted key may hold a line break
+        return usage.UsageError(f"{self.where(key)}: {shown}: {reason}")
 
     def arguments(self, options: usage.Options, skip: Sequence[str] = ()) -> list[str]:
         """The command-line arguments this file stands for, checked value
