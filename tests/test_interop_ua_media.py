@@ -360,7 +360,14 @@ class BaresipMediaTests(TestCase):
               f"media {media}; RFC 4733 keys sent {DIGITS}, baresip logged {''.join(got)}, "
               f"echoed back {''.join(e['digit'] for e in back)} "
               f"({sorted({(e['method'], e['duration_ms']) for e in back})}); ctrl_tcp event types {types}")
-        self.assertGreaterEqual(min(c[0] for c in chunks), 0.9, chunks)
+        # A chunk may straddle the moment baresip's jitter buffer moves the
+        # echo (seen on a loaded machine: 1280 samples before, 1440 after,
+        # and the chunk between spliced, correlation 0.27); such a chunk is
+        # only excused where the delay before and after it differs.
+        for i, (value, _) in enumerate(chunks):
+            if value < 0.9:
+                self.assertTrue(0 < i < len(chunks) - 1 and chunks[i - 1][1] != chunks[i + 1][1], chunks)
+        self.assertGreaterEqual(sorted(c[0] for c in chunks)[1], 0.9, chunks)  # one such splice at most
         self.assertEqual("".join(got), DIGITS)
         self.assertEqual([e.get("type") for e in control.events].count("CALL_INCOMING"), 2)
         self.assertEqual("".join(e["digit"] for e in back), DIGITS)
