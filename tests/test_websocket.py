@@ -57,6 +57,10 @@ class LogEvents:
     def failures(self) -> list[dict]:
         return [e for e in self.events if "log_failure" in e or "Traceback" in str(e.get("log_format", ""))]
 
+    def lines(self, namespace: str) -> list[str]:
+        from twisted.logger import formatEvent
+        return [formatEvent(e) for e in self.events if str(e.get("log_namespace", "")).startswith(namespace)]
+
     def about(self, text: str) -> list[dict]:
         from twisted.logger import formatEvent
         return [e for e in self.events if text in (formatEvent(e) or "")]

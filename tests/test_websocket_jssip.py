@@ -5,7 +5,9 @@ tests/jssip, as .ci/run does).
 Over ws: and over wss:, JsSIP registers with sipproxy's registrar, takes a
 MESSAGE that a UDP user agent (sipproxy's own) sends to its address of
 record and answers with a MESSAGE, calls the UDP agent and hangs up, and
-takes a call from it until the agent's BYE. The calls carry a fixed SDP:
+takes a call from it until the agent's BYE; and, with Perl's Net::SIP as
+the UDP side (tests/jssip/netsip_message.pl), takes its MESSAGE and sends
+one back. The calls carry a fixed SDP:
 JsSIP in node has no WebRTC, so the script gives it a stand-in
 RTCPeerConnection; everything SIP is JsSIP's own.
 
@@ -25,7 +27,7 @@ from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.certs import make_certificates
 from tests.test_websocket import DOMAIN, SDP, LogEvents, ProxyRig, udp_phone
-from tests.util import REQUIRE_INTEROP, interop_required, temp_dir
+from tests.util import REQUIRE_INTEROP, interop_required, reserve_port, temp_dir
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jssip")
 SCRIPT = os.path.join(HERE, "client.js")
@@ -164,3 +166,83 @@ class JsSIPInteropTests(unittest.TestCase):
 
     def test_jssip_over_wss(self) -> Any:
         return self.run_jssip("wss")
+
+    @inlineCallbacks
+    def run_with_netsip(self, proto: str) -> Any:
+        """The UDP side is Perl's Net::SIP: it sends JsSIP a MESSAGE through
+        the proxy once JsSIP has registered, and takes JsSIP's answer."""
+        node = require_jssip()
+        perl = require_netsip()
+        extra: tuple[str, ...] = ()
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "SIPPROXY_CALLS": "0"}
+        if proto == "wss":
+            paths = make_certificates(temp_dir(self))
+            extra = ("--tls-cert", paths["cert"], "--tls-key", paths["key"])
+            env["SIPPROXY_CA"] = paths["ca"]
+        rig = ProxyRig(self, f"udp:127.0.0.1:0,{proto}:127.0.0.1:0", extra=extra)
+        log = LogEvents(self)
+        udp, leg = rig.legs["udp"], rig.legs[proto]
+        perl_port = reserve_port("127.0.0.1")
+        perl_uri = f"sip:carol@127.0.0.1:{perl_port}"
+        env.update(SIPPROXY_WS_URL=f"{proto}://{leg.host}:{leg.port}", SIPPROXY_AOR=f"sip:alice@{DOMAIN}",
+                   SIPPROXY_PEER=perl_uri)
+        netsip = JsSIPProcess(lambda event: None)
+        netsip_lines: list[str] = []
+        started: list[Any] = []
+
+        def on_event(event: dict) -> None:
+            if event.get("event") == "registered" and not started:
+                argv = [perl, os.path.join(HERE, "netsip_message.pl"), "--proxy", f"{udp.host}:{udp.port}",
+                        "--leg", f"127.0.0.1:{perl_port}", "--from", perl_uri, "--to", f"sip:alice@{DOMAIN}"]
+                started.append(reactor.spawnProcess(netsip, perl, argv, env=dict(os.environ), path=HERE))
+
+        netsip.outReceived = lambda data: netsip_lines.extend(data.decode(errors="replace").splitlines())  # type: ignore
+        process = JsSIPProcess(on_event)
+        transport = reactor.spawnProcess(process, node, [node, SCRIPT], env=env, path=HERE)
+
+        def kill() -> None:
+            for child in [transport, *started]:
+                if child.pid is not None:
+                    child.signalProcess("KILL")
+        self.addCleanup(kill)
+
+        def late(failure: Any) -> Any:
+            raise AssertionError(f"JsSIP did not finish in {WAIT} s\n{process.describe()}\nNet::SIP: {netsip_lines}"
+                                 f"\n{netsip.stderr.decode(errors='replace')}\nproxy: {log.lines('sipproxy')}")
+        code = yield process.ended.addTimeout(WAIT, reactor).addErrback(late)
+        self.assertEqual(code, 0, process.describe())
+        self.assertTrue(started, process.describe())
+        perl_code = yield netsip.ended.addTimeout(WAIT, reactor)
+        self.assertEqual(perl_code, 0, netsip_lines + [netsip.stderr.decode(errors="replace")])
+        by_name = {e["event"]: e for e in process.events}
+        self.assertEqual(by_name["message-received"]["body"], "ping from Net::SIP")
+        self.assertEqual(by_name["message-sent"]["status"], 200)
+        self.assertIn("MESSAGE SENT code=200", netsip_lines)
+        self.assertIn("MESSAGE RECEIVED body=pong from JsSIP", netsip_lines)
+        self.assertEqual(log.failures(), [])
+        print(f"JsSIP over {proto} with Net::SIP:", " ".join(e["event"] for e in process.events), "|",
+              " | ".join(netsip_lines))
+
+    def test_jssip_over_ws_with_netsip(self) -> Any:
+        return self.run_with_netsip("ws")
+
+    def test_jssip_over_wss_with_netsip(self) -> Any:
+        return self.run_with_netsip("wss")
+
+
+def require_netsip() -> str:
+    """perl with Net::SIP (Debian's libnet-sip-perl); skips, or fails under
+    SIPPROXY_REQUIRE_INTEROP=1, without it."""
+    import subprocess
+
+    perl = shutil.which("perl")
+    reason = None
+    if perl is None:
+        reason = "perl is not installed"
+    elif subprocess.run([perl, "-MNet::SIP", "-e", "1"], capture_output=True, timeout=20).returncode != 0:
+        reason = "perl's Net::SIP is not installed (apt-get install libnet-sip-perl)"
+    if reason is None:
+        return perl  # type: ignore[return-value]
+    if interop_required():
+        raise FailTest(f"{reason}, and {REQUIRE_INTEROP}=1 requires it")
+    raise SkipTest(reason)
