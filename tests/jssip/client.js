@@ -1,6 +1,7 @@
 // JsSIP, the library browsers use, against sipproxy over ws: or wss:.
 // Registers, takes a MESSAGE and answers it with one, calls the UDP peer
-// and hangs up, takes a call from it and waits for its BYE, unregisters.
+// and hangs up, takes a call from it and waits for its BYE, unregisters
+// (with SIPPROXY_CALLS=0 it unregisters after the MESSAGEs).
 // Each step prints one JSON line on stdout; the Python test drives the peer.
 // JsSIP in node has no WebRTC: a stand-in RTCPeerConnection hands JsSIP a
 // fixed SDP (no media flows; the signalling is JsSIP's own).
@@ -84,7 +85,10 @@ ua.on('newMessage', (e) => {
   step = 'reply';
   ua.sendMessage(peer, 'pong from JsSIP', {
     eventHandlers: {
-      succeeded: (r) => { say('message-sent', { status: r.response.status_code }); callPeer(); },
+      succeeded: (r) => {
+        say('message-sent', { status: r.response.status_code });
+        if (process.env.SIPPROXY_CALLS === '0') ua.unregister(); else callPeer();
+      },
       failed: (r) => { say('message-failed', { cause: r.cause }); process.exit(5); }
     }
   });
