@@ -17,6 +17,7 @@ __all__ = [
     "INATHelper",
     "IRelaySockets",
     "ILocationStore",
+    "ILocationListing",
     "ICredentialStore",
 ]
 
@@ -258,6 +259,20 @@ class ILocationStore(Interface):
     def close():
         """Release connections and threads; a Deferred that fires when
         done."""
+
+
+class ILocationListing(Interface):
+    """A location store that can also list what it holds (optional; the
+    control socket's C{registrations} and C{stats} use it)."""
+
+    def dump(limit: int):
+        """Deferred list of (aor, bindings) pairs, sorted by
+        address-of-record, for at most C{limit} of them; only unexpired
+        bindings, each with its remaining seconds in C{expires}."""
+
+    def count():
+        """Deferred (addresses-of-record, bindings) counts of the
+        unexpired bindings."""
 
 
 class ICredentialStore(Interface):

@@ -89,7 +89,7 @@ class OptionTests(SynchronousTestCase):
         service = makeService(options)
         self.assertTrue(IServiceCollection.providedBy(service))
         kinds = sorted(type(child).__name__ for child in service)
-        self.assertEqual(kinds, ["LocalRelay", "NgServer", "Reloader"])  # Reloader: SIGHUP
+        self.assertEqual(kinds, ["ControlService", "LocalRelay", "NgServer", "Reloader"])  # Reloader: SIGHUP
 
     def test_ng_beside_the_local_relay(self) -> None:
         service = makeService(self.parse("--nathelper", "--ng", f"udp:127.0.0.1:{reserve_port()}"))

@@ -317,7 +317,7 @@ class MakeServiceTests(unittest.TestCase):
 
     def _service(self, legs: str) -> MultiService:
         secret = os.path.join(temp_dir(self), "sipproxy.secret")
-        return makeService(_parse(["--legs", legs, "--secret-file", secret, "--tcp-idle", "30"]))
+        return makeService(_parse(["--legs", legs, "--secret-file", secret, "--tcp-idle", "30", "--control", "off"]))
 
     def test_one_child_per_leg(self) -> None:
         service = self._service("udp:127.0.0.1:0,tcp:127.0.0.1:0,udp:127.0.0.2:0")

@@ -21,6 +21,7 @@ from sipproxy.transport.stream_guard import StreamLimits
 from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
 from sipproxy.app.metrics import METRICS_PARAMETERS
+from sipproxy.app.control import CONTROL_PARAMETERS, check_control_options
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
 from sipproxy.app import config_file
@@ -157,6 +158,7 @@ class Options(usage.Options):
          number(int, "token-lifetime", "an integer")],
         *NAT_PARAMETERS,
         *config_file.CONFIG_PARAMETERS,
+        *CONTROL_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -292,6 +294,7 @@ class Options(usage.Options):
         if self["token-lifetime"] < 60:
             raise usage.UsageError("--token-lifetime must be at least 60 seconds")
         check_nat_options(self)
+        check_control_options(self)
         self._check_workers()
 
     def _check_tls(self) -> None:
@@ -366,6 +369,7 @@ def check_bindable(spec: LegSpec, reuse_port: bool = False) -> Optional[str]:
 def makeService(options: Any) -> Any:
     from twisted.internet import reactor
 
+    from sipproxy.app.control import add_control
     from sipproxy.app.nat_options import make_nathelper, make_relay_service, ng_bind_problem
     from sipproxy.app.service import ProxyService
 
@@ -384,6 +388,8 @@ def makeService(options: Any) -> Any:
 
         relay_service = make_relay_service(reactor, options)
         add_metrics(relay_service, options, reactor)
+        add_control(relay_service, options, reactor, relay=relay_service.namedServices.get("nat-relay"),
+                    fail=_fail)
         return _reloadable(relay_service, reactor, options)
     sharing = options["workers"] > 1 or options["worker-index"] > 0
     if options["worker-index"]:
@@ -435,6 +441,7 @@ def makeService(options: Any) -> Any:
     from sipproxy.app.metrics import add_metrics
 
     add_metrics(service, options, reactor, door=door, store=store, pool=pool)
+    add_control(service, options, reactor, store=store, door=door, fail=_fail)
     _settle_heap()
     return service
 

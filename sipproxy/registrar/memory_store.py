@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from sipproxy.interfaces import ILocationStore
+from sipproxy.interfaces import ILocationListing, ILocationStore
 from sipproxy.registrar.location import Binding, LocationError, WallClock, check_order
 
 __all__ = ["MemoryStore"]
@@ -17,7 +17,7 @@ __all__ = ["MemoryStore"]
 SWEEP_INTERVAL = 60.0
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, ILocationListing)
 class MemoryStore:
     """Bindings in a dict.
 
@@ -100,6 +100,22 @@ class MemoryStore:
         self._next_sweep = now + SWEEP_INTERVAL
         for aor in list(self._aors):
             self._current(aor, now)
+
+    def dump(self, limit: int) -> Deferred:
+        now = self.clock.seconds()
+        out = []
+        for aor in sorted(self._aors):
+            if len(out) >= limit:
+                break
+            entries = self._current(aor, now)
+            if entries:
+                out.append((aor, self._listed(entries, now)))
+        return succeed(out)
+
+    def count(self) -> Deferred:
+        now = self.clock.seconds()
+        live = [sum(1 for _, at in entries.values() if at > now) for entries in self._aors.values()]
+        return succeed((sum(1 for n in live if n), sum(live)))
 
     def close(self) -> Deferred:
         return succeed(None)

@@ -45,10 +45,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from sipproxy.interfaces import ILocationStore
+from sipproxy.interfaces import ILocationListing, ILocationStore
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable
 
 __all__ = ["RedisStore"]
+
+#: Most addresses-of-record C{count} looks at (it reads each one).
+COUNT_LIMIT = 100000
 
 _READ = """
 local out = {}
@@ -129,7 +132,7 @@ return out
 """
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, ILocationListing)
 class RedisStore:
     """Bindings in Redis.
 
@@ -299,3 +302,37 @@ class RedisStore:
     def has_contact(self, contact_key: str) -> Deferred:
         key = f"{self.prefix}c:{contact_key}"
         return self._call(lambda: bool(self.client.exists(key)))
+
+    # ILocationListing (the control socket) ---------------------------------------------
+    def _scan_aors(self, limit: int) -> list[str]:
+        """Up to C{limit} addresses-of-record with an index set (SCAN: no
+        blocking KEYS on a shared Redis)."""
+        start = len(self.prefix) + len("aor:{")
+        aors = set()
+        for key in self.client.scan_iter(match=f"{self.prefix}aor:{{*", count=500):
+            aors.add(key[start:-1])
+            if len(aors) >= limit:
+                break
+        return sorted(aors)
+
+    def dump(self, limit: int) -> Deferred:
+        def work() -> list[tuple[str, list[Binding]]]:
+            out = []
+            for aor in self._scan_aors(limit):
+                bindings = self._bindings(self._read(keys=[self._index(aor)], args=[self._binding_prefix(aor)]))
+                if bindings:
+                    out.append((aor, bindings))
+            return out
+
+        return self._call(work)
+
+    def count(self) -> Deferred:
+        def work() -> tuple[int, int]:
+            aors = bindings = 0
+            for aor in self._scan_aors(COUNT_LIMIT):
+                n = len(self._read(keys=[self._index(aor)], args=[self._binding_prefix(aor)])) // 3
+                aors += 1 if n else 0
+                bindings += n
+            return aors, bindings
+
+        return self._call(work)

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.logsafe import SafeLogger
-from sipproxy.interfaces import ILocationStore
+from sipproxy.interfaces import ILocationListing, ILocationStore
 from sipproxy.registrar.location import Binding, LocationError, StoreUnavailable, check_order
 
 __all__ = ["SQLiteStore"]
@@ -48,7 +48,7 @@ def _open(connection: Any) -> None:
         connection.execute(pragma).close()
 
 
-@implementer(ILocationStore)
+@implementer(ILocationStore, ILocationListing)
 class SQLiteStore:
     """Bindings in an SQLite file (created if missing).
 
@@ -106,6 +106,26 @@ class SQLiteStore:
         def query(txn: Any) -> bool:
             txn.execute("SELECT 1 FROM bindings WHERE ckey = ? AND expires_at > ? LIMIT 1", (contact_key, now))
             return txn.fetchone() is not None
+
+        return self._run(query)
+
+    def dump(self, limit: int) -> Deferred:
+        now = self.clock.seconds()
+
+        def query(txn: Any) -> list[tuple[str, list[Binding]]]:
+            txn.execute("SELECT aor FROM bindings WHERE expires_at > ? GROUP BY aor ORDER BY aor LIMIT ?",
+                        (now, limit))
+            return [(aor, list(self._rows(txn, aor, now).values())) for (aor,) in txn.fetchall()]
+
+        return self._run(query)
+
+    def count(self) -> Deferred:
+        now = self.clock.seconds()
+
+        def query(txn: Any) -> tuple[int, int]:
+            txn.execute("SELECT COUNT(DISTINCT aor), COUNT(*) FROM bindings WHERE expires_at > ?", (now,))
+            aors, bindings = txn.fetchone()
+            return int(aors), int(bindings)
 
         return self._run(query)
 
