@@ -493,7 +493,11 @@ def _front_door(options: Any, reactor: Any, secret: bytes) -> tuple[Any, Any]:
     store = None
     if options["registrar"]:
         if options["store"].startswith("sqlite:"):
-            problem = _sqlite_problem(options["store"][len("sqlite:"):])
+            from sipproxy.app.privileges import prepare_sqlite, target_ids
+
+            path = options["store"][len("sqlite:"):]
+            existed = os.path.exists(path)
+            problem = _sqlite_problem(path) or prepare_sqlite(path, *target_ids(options), created=not existed)
             if problem:
                 _fail(problem)
         store = open_store(options["store"], reactor)

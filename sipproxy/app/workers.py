@@ -131,10 +131,30 @@ class WorkerPool(Service):
         self._stopping = False
         #: with --metrics: takes each worker's snapshots (received(index, data), ended(index))
         self.snapshot_sink: Any = None
+        self._spawned = False
+        self._spawn_euid: Optional[int] = None
+        #: set when a worker could not be restarted and the process stops with status 1
+        self.failed = False
+
+    def privilegedStartService(self) -> None:
+        """Start the workers before twistd drops root (C{--uid}): they must
+        bind the legs as the same user as this process (the kernel lets
+        only sockets of one owner share a port with C{SO_REUSEPORT}) and
+        read the secret file (0600); each drops root itself after binding,
+        with the C{--uid}/C{--gid} it inherits."""
+        super().privilegedStartService()
+        self._start_workers()
 
     def startService(self) -> None:
         super().startService()
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        if self._spawned:
+            return
+        self._spawned = True
         self._stopping = False
+        self._spawn_euid = os.geteuid()
         for index in range(1, self.count + 1):
             self._spawn(index)
 
@@ -152,10 +172,21 @@ class WorkerPool(Service):
         if self.workers.get(proto.index) is proto:
             del self.workers[proto.index]
             self._transports.pop(proto.index, None)
-        if not self._stopping:
-            log.error("worker {index} ended ({reason}); starting it again in {delay} s",
-                      index=proto.index, reason=reason.getErrorMessage(), delay=RESTART_DELAY)
-            self.reactor.callLater(RESTART_DELAY, self._restart, proto.index)
+        if self._stopping:
+            return
+        if self._spawn_euid == 0 and os.geteuid() != 0:
+            # a worker started now would run as the --uid user: it could not
+            # read the secret file nor share the legs' ports with root's sockets
+            log.error("worker {index} ended ({reason}) and cannot be started again after twistd dropped root "
+                      "(--uid); stopping with status 1 so the supervisor restarts the service",
+                      index=proto.index, reason=reason.getErrorMessage())
+            self.failed = True
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            self.reactor.callLater(0, self.reactor.stop)
+            return
+        log.error("worker {index} ended ({reason}); starting it again in {delay} s",
+                  index=proto.index, reason=reason.getErrorMessage(), delay=RESTART_DELAY)
+        self.reactor.callLater(RESTART_DELAY, self._restart, proto.index)
 
     def _restart(self, index: int) -> None:
         if not self._stopping and index not in self.workers:
@@ -176,6 +207,7 @@ class WorkerPool(Service):
     def stopService(self) -> Optional[defer.Deferred]:
         super().stopService()
         self._stopping = True
+        self._spawned = False
         ended = [proto.ended for proto in self.workers.values()]
         for transport in list(self._transports.values()):
             try:
@@ -195,3 +227,11 @@ class WorkerPool(Service):
                 transport.signalProcess("KILL")
             except Exception:
                 pass
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 once the services have stopped
+    (twistd itself has no way to exit with a failure status)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
