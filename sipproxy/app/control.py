@@ -400,7 +400,7 @@ def _plain_aor(text: str) -> str:
     if ":" not in text.split("@", 1)[0]:
         text = "sip:" + text
     try:
-        return parse_uri(text).address_of_record()
+        return parse_uri(text).address_of_record
     except URIError as e:
         raise ValueError(str(e)) from None
 
