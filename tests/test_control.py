@@ -215,6 +215,23 @@ class ControlSocketTests(unittest.TestCase):
         self.assertIn("redis down", answers[0]["error"]["message"])
 
     @defer.inlineCallbacks
+    def test_reload_calls_the_nearest_service_with_reload(self) -> Any:
+        """twistd puts the service makeService returned under an application
+        service of its own: reload() is looked for on the way up."""
+        from twisted.application.service import MultiService
+
+        application, proxy = MultiService(), MultiService()
+        proxy.setServiceParent(application)
+        calls: list[int] = []
+        proxy.reload = lambda: calls.append(1) or {"ok": True, "message": "reloaded"}  # type: ignore[attr-defined]
+        service = self.start()
+        service.setServiceParent(proxy)
+        service.factory.commands.root = control._root(service)
+        answers = yield self.ask(b'{"jsonrpc":"2.0","method":"reload","id":1}')
+        self.assertEqual(answers[0]["result"], {"ok": True, "message": "reloaded"})
+        self.assertEqual(calls, [1])
+
+    @defer.inlineCallbacks
     def test_stop_removes_the_socket(self) -> Any:
         service = self.start()
         yield service.stopService()

@@ -165,19 +165,35 @@ class ControlOverTwistdTests(unittest.TestCase):
                          interval=0.2, what="relayed packets to be counted")
 
     @inlineCallbacks
-    def test_missing_socket_and_reload_are_one_line_each(self) -> Any:
+    def test_missing_socket_bad_command_and_reload(self) -> Any:
         yield self._proxy()
         missing = ctl(self.cwd, "--socket", os.path.join(self.cwd, "nothing.ctl"), "stats")
         self.assertEqual(missing.returncode, 1, missing)
         self.assertEqual(missing.stdout, "")
         self.assertEqual(missing.stderr.count("\n"), 1, missing)
         self.assertIn("cannot connect to", missing.stderr)
-        reload = ctl(self.cwd, "reload")
-        if reload.returncode == 0:  # a reload() exists on the service (the config work)
-            self.assertRegex(reload.stdout, r"^reload (done|FAILED): ")
-        else:
-            self.assertEqual(reload.stderr.count("\n"), 1, reload)
-            self.assertIn("reload", reload.stderr)
         bad = ctl(self.cwd, "frobnicate")
         self.assertEqual(bad.returncode, 2, bad)
         self.assertEqual(bad.stderr.count("\n"), 1, bad)
+        # reload: the service's reload() (the domains come from the command line, so nothing changes)
+        reload = ctl(self.cwd, "reload")
+        self.assertEqual(reload.returncode, 0, reload)
+        self.assertTrue(reload.stdout.startswith("reload done: "), reload)
+        self.assertIn("control: reload requested", self.proxy.log())
+
+    @inlineCallbacks
+    def test_a_failed_reload_is_status_1_and_keeps_the_users(self) -> Any:
+        cwd = temp_dir(self)
+        users = os.path.join(cwd, "users")
+        with open(users, "w") as f:
+            f.write("alice:wonderland\n")
+        self.proxy = yield start_proxy(self, cwd, lambda: [f"udp:{A}:{reserve_port()}"],
+                                       ["--registrar", "--domain", DOMAIN, "--users", users])
+        with open(users, "w") as f:
+            f.write("alice\n")  # no password: the reload must fail
+        failed = ctl(cwd, "reload")
+        self.assertEqual(failed.returncode, 1, failed)
+        self.assertEqual(failed.stdout.count("\n"), 1, failed)
+        self.assertTrue(failed.stdout.startswith("reload FAILED: "), failed)
+        self.assertIn("line 1", failed.stdout)
+        self.assertNotIn("Traceback", self.proxy.log())

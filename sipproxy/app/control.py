@@ -620,11 +620,12 @@ class _ControlPort(unix.Port):
     removes a stale socket anyway."""
 
     def connectionLost(self, reason: Failure) -> None:
+        path = getattr(self, "_bindPath", None) or self.port  # older Twisted keeps the path in .port
         try:
-            os.unlink(self._bindPath)
+            os.unlink(path)
         except OSError as e:
-            log.warn("control: cannot remove {path}: {error}", path=os.fsdecode(self._bindPath), error=e.strerror)
-        if self.lockFile is not None:
+            log.warn("control: cannot remove {path}: {error}", path=os.fsdecode(path), error=e.strerror)
+        if getattr(self, "lockFile", None) is not None:
             self.lockFile.unlock()
         tcp.Port.connectionLost(self, reason)
 
@@ -682,11 +683,19 @@ class ControlService(Service):
 
 
 def _root(service: IService) -> Callable[[], Any]:
+    """The nearest ancestor of C{service} with a C{reload()}: the service
+    makeService returned (twistd puts it under an application service of
+    its own), or a wrapper an embedding application gave one; else the
+    top of the tree."""
     def find() -> Any:
-        node = service
-        while getattr(node, "parent", None) is not None:
+        node = service.parent
+        while node is not None:
+            if callable(getattr(node, "reload", None)):
+                return node
+            if getattr(node, "parent", None) is None:
+                return node
             node = node.parent
-        return node
+        return None
 
     return find
 
