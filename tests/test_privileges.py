@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tests.uapeer import start_ua, wait_event, wait_exit
+from tests.uapeer import start_ua, wait_exit
 from tests.util import (ProcessResult, child_environment, process_exited, read_text, reserve_port, run_process,
                         start_process, temp_dir, twistd_command, wait_until)
 

@@ -42,7 +42,7 @@ import os
 import socket
 import stat
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from twisted.application.service import IService, Service
 from twisted.internet import defer, protocol, tcp, unix
@@ -50,11 +50,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from sipproxy.interfaces import ILocationListing, ILocationStore
+from sipproxy.interfaces import ILeg, ILocationListing, ILocationStore, INATHelper
 from sipproxy.logsafe import SafeLogger
+from sipproxy.transport.stream_guard import ConnectionGuard
 
 __all__ = ["CONTROL_PARAMETERS", "DEFAULT_CONTROL", "ControlCommands", "ControlService", "RPCError",
            "check_control_options", "control_path_problem", "add_control", "worker_path"]
+
+if TYPE_CHECKING:
+    from sipproxy.access.front_chain import FrontDoor
 
 log = SafeLogger()
 
@@ -229,8 +233,9 @@ class ControlCommands:
     """
 
     def __init__(self, clock: IReactorTime, store: Optional[ILocationStore] = None,
-                 aor: Optional[Callable[[str], str]] = None, relay: Any = None, legs: Sequence[Any] = (),
-                 guard: Any = None, root: Optional[Callable[[], Any]] = None, worker: int = 0,
+                 aor: Optional[Callable[[str], str]] = None, relay: Optional[INATHelper] = None,
+                 legs: Sequence[ILeg] = (), guard: Optional[ConnectionGuard] = None,
+                 root: Optional[Callable[[], Any]] = None, worker: int = 0,
                  counters: Optional[Callable[[], Any]] = None) -> None:
         self.clock = clock
         self.store = store
@@ -701,7 +706,8 @@ def _root(service: IService) -> Callable[[], Any]:
 
 
 def add_control(service: Any, options: Any, reactor: Any, *, store: Optional[ILocationStore] = None,
-                door: Any = None, relay: Any = None, counters: Optional[Callable[[], Any]] = None,
+                door: Optional["FrontDoor"] = None, relay: Optional[INATHelper] = None,
+                counters: Optional[Callable[[], Any]] = None,
                 fail: Optional[Callable[[str], None]] = None) -> Optional[ControlService]:
     """Make the C{--control} socket a child of C{service} (what
     C{makeService} returned, or will return). A path in use by a live
