@@ -99,6 +99,9 @@ class ControlOverTwistdTests(unittest.TestCase):
         stats = json.loads(self.ok(ctl(self.cwd, "--json", "stats")))
         self.assertEqual(stats["pid"], self.proxy.pid)
         self.assertEqual(stats["registrations"], {"aors": 1, "bindings": 1})
+        # the counters the metrics endpoint serves, named as it names them
+        self.assertEqual(stats["counters"]['sipproxy_requests_received_total{method="REGISTER"}'], 1)
+        self.assertEqual(stats["counters"]['sipproxy_registrations_total{status_class="2xx"}'], 1)
 
         # a TCP leg with a connection open: a client that sent an RFC 5626 ping
         with socket.create_connection((A, self.port), timeout=5) as client:
@@ -128,7 +131,8 @@ class ControlOverTwistdTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_relay_sessions_during_a_relayed_call(self) -> Any:
-        yield self._proxy("--nathelper")
+        # with --metrics the store is wrapped (timed): the listing must still reach it
+        yield self._proxy("--nathelper", "--metrics", f"{A}:{reserve_port(A, socket.SOCK_STREAM)}")
         proxy_uri = f"sip:{A}:{self.port}"
         callee = start_ua(self, self.cwd, "bob", "answer", "--leg", f"udp:{B}:0", "--from", f"sip:bob@{B}",
                           "--calls", "1", "--timeout", "40")

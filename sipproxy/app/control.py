@@ -297,7 +297,8 @@ class ControlCommands:
                 out["counters"] = self.counters()
             except Exception as e:  # a snapshot that fails must not fail the rest
                 log.warn("control: counter snapshot failed: {error}", error=e)
-        if self.store is None or not ILocationListing.providedBy(self.store):
+        listing = _listing_store(self.store)
+        if listing is None:
             return out
 
         def counted(result: tuple[int, int]) -> dict[str, Any]:
@@ -308,7 +309,7 @@ class ControlCommands:
             out["registrations"] = {"error": failure.getErrorMessage()}
             return out
 
-        return self.store.count().addCallbacks(counted, uncounted)
+        return listing.count().addCallbacks(counted, uncounted)
 
     def _need_store(self) -> ILocationStore:
         if self.store is None:
@@ -330,9 +331,10 @@ class ControlCommands:
             d.addCallback(lambda bindings: {"aors": [_listing(key, bindings)] if bindings else [],
                                             "truncated": False})
             return d.addErrback(_store_failed)
-        if not ILocationListing.providedBy(store):
+        listing = _listing_store(store)
+        if listing is None:
             raise RPCError(UNAVAILABLE, "this location store cannot list its bindings; give an aor")
-        d = store.dump(MAX_LISTED + 1)
+        d = listing.dump(MAX_LISTED + 1)
         d.addCallback(lambda pairs: {"aors": [_listing(k, b) for k, b in pairs[:MAX_LISTED]],
                                      "truncated": len(pairs) > MAX_LISTED})
         return d.addErrback(_store_failed)
@@ -395,6 +397,34 @@ class ControlCommands:
                             "state": state, "idle": round(now - conn.last_active, 3) if conn.peer else None})
         total = self.guard.total if self.guard is not None else len(out)
         return {"connections": out, "total": total}
+
+
+def _listing_store(store: Optional[ILocationStore]) -> Optional[ILocationListing]:
+    """The store, or the one a wrapper (the metrics' timing store) passes
+    calls to, that can list its bindings; None when there is none."""
+    for _ in range(4):
+        if store is None or ILocationListing.providedBy(store):
+            return store
+        store = store.__dict__.get("inner")
+    return None
+
+
+def metric_counters(service: Any, door: Optional["FrontDoor"], store: Optional[ILocationStore]) -> Callable[[], Any]:
+    """A snapshot of the process's counters as the metrics endpoint names
+    them (L{sipproxy.app.metrics}), sample name with labels to value."""
+    from sipproxy.app.metrics import find_sources, sipproxy_families
+
+    timed = store if store is not None and "timings" in store.__dict__ else None
+
+    def snapshot() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for family in sipproxy_families(find_sources(service, door, timed)):
+            for sample in family.samples:
+                labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    return snapshot
 
 
 def _plain_aor(text: str) -> str:
@@ -728,7 +758,8 @@ def add_control(service: Any, options: Any, reactor: Any, *, store: Optional[ILo
         reactor, store=store, aor=registrar_aor(registrar) if registrar is not None else None,
         relay=relay if relay is not None else getattr(getattr(service, "proxy", None), "nathelper", None),
         legs=getattr(service, "legs", ()), guard=getattr(service, "stream_guard", None),
-        worker=options["worker-index"], counters=counters)
+        worker=options["worker-index"],
+        counters=counters if counters is not None else metric_counters(service, door, store))
     parent = getattr(options, "parent", None)
     owner = (parent.get("uid"), parent.get("gid")) if isinstance(parent, usage.Options) else (None, None)
     control = ControlService(reactor, path, commands, mode=options["control_mode"], owner=owner)
