@@ -366,6 +366,8 @@ class ReloadInProcessTests(unittest.SynchronousTestCase):
         self.assertEqual(result["ok"], False, result)
         self.assertIn(f"--users {users}, line 1", result["message"])
         self.assertEqual(chain.receivers, receivers)
+        reloader = service.getServiceNamed("reload")
+        self.assertEqual((reloader.reloads, reloader.failures), (1, 1))
 
     def test_chain_replace_finishes_a_waiting_packet_on_the_old_receivers(self) -> None:
         from twisted.internet.defer import Deferred

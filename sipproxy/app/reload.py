@@ -24,13 +24,18 @@ others once its own reload succeeded; each worker logs its own result.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from twisted.application.service import IServiceCollection, Service
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from sipproxy.app import config_file
 from sipproxy.logsafe import SafeLogger
+
+if TYPE_CHECKING:
+    from sipproxy.access.front_chain import FrontDoor
+    from sipproxy.app.service import ProxyService
 
 __all__ = ["RELOADABLE", "Reloader"]
 
@@ -66,15 +71,18 @@ class Reloader(Service):
 
     name = "reload"
 
-    def __init__(self, reactor: Any, options: usage.Options, service: Any = None, door: Any = None,
-                 make_door: Optional[Callable[[Mapping[str, Any]], Any]] = None) -> None:
+    def __init__(self, reactor: IReactorFromThreads, options: usage.Options, service: Optional[ProxyService] = None,
+                 door: Optional[FrontDoor] = None,
+                 make_door: Optional[Callable[[Mapping[str, Any]], Optional[FrontDoor]]] = None) -> None:
         self.reactor = reactor
         self.options = options
         self.proxy_service = service
         self.door = door
         self.make_door = make_door
         self._previous_handler: Any = None
+        #: reloads done and failed (for metrics and the control socket)
         self.reloads = 0
+        self.failures = 0
 
     # -- the signal ---------------------------------------------------------------------
     def startService(self) -> None:
@@ -107,6 +115,7 @@ class Reloader(Service):
             log.info("reload: {message}", message=message, reload_ok=True)
             return {"ok": True, "message": message}
         reason = " ".join(reason.split())
+        self.failures += 1
         log.error("reload failed, the running configuration is kept: {reason}", reason=reason, reload_ok=False)
         return {"ok": False, "message": f"reload failed, the running configuration is kept: {reason}"}
 
