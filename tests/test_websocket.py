@@ -77,7 +77,14 @@ class Browser(WebSocketClientProtocol):
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
 
+    def onPing(self, payload: bytes) -> None:
+        super().onPing(payload)  # autobahn answers with a pong
+        self.factory.messages.put("ping")
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not payload.strip():
+            self.factory.messages.put(payload)  # a keep-alive answer
+            return
         try:
             message = parse(payload)
         except ParseError as e:  # the 400 to a request without From is without From, too
@@ -461,6 +468,22 @@ class WebSocketHostileTests(unittest.TestCase):
         self.assert_no_traceback()
 
     @inlineCallbacks
+    def test_keep_alives_both_ways(self) -> Any:
+        """A client's CRLF ping gets a CRLF pong (RFC 5626 over a WebSocket,
+        as SIP.js sends them); the flow keeper's CRLF ping goes out as a
+        WebSocket ping, which browsers answer by themselves."""
+        phone = yield open_browser(self, self.rig.url())
+        phone.ws.sendMessage(b"\r\n\r\n", isBinary=False)
+        pong = yield phone.next("the CRLF pong")
+        self.assertEqual(pong, b"\r\n")
+        (address,) = self.leg.connections
+        self.leg.send(b"\r\n\r\n", address)
+        ping = yield phone.next("a WebSocket ping")
+        self.assertEqual(ping, "ping")
+        self.assertTrue(self.leg.has_flow(address))
+        self.assertFalse(self.leg.has_flow(("127.0.0.1", 9)))
+
+    @inlineCallbacks
     def test_an_endless_handshake_is_cut(self) -> Any:
         peer = yield raw_peer(self, self.leg)
         peer.transport.write(handshake(self.leg.host, self.leg.port, padding=20000)[:-4])
@@ -571,3 +594,20 @@ class LegOptionTests(unittest.SynchronousTestCase):
 
     def test_a_bad_websocket_leg_is_one_line(self) -> None:
         self.assertIn("must be an IP address", self.parse_fails("--legs", "ws:browser.example:8080"))
+
+
+class SendRefusedTests(unittest.TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_a_message_too_large_to_send_is_one_line_not_a_traceback(self) -> Any:
+        log = LogEvents(self)
+        rig = ProxyRig(self, "udp:127.0.0.1:0,ws:127.0.0.1:0")
+        leg = rig.legs["ws"]
+        phone = yield open_browser(self, rig.url())
+        (address,) = leg.connections
+        leg.send(b"OPTIONS sip:x SIP/2.0\r\n" + b"X: " + b"y" * MAX_MESSAGE + b"\r\n\r\n", address)
+        self.assertEqual(len(log.about("cannot send")), 1)
+        self.assertEqual(log.failures(), [])
+        self.assertTrue(leg.has_flow(address))  # the connection stays
+        del phone

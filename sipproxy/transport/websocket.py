@@ -27,14 +27,15 @@ per interval instead.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from autobahn.twisted.websocket import (WebSocketClientFactory, WebSocketClientProtocol, WebSocketServerFactory,
                                         WebSocketServerProtocol)
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (IAddress, IConnector, IDelayedCall, IPushProducer, IReactorTime,
+                                         ITCPTransport)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -119,7 +120,7 @@ class WebSocketConnection:
         self._lost_waiters: list[Deferred] = []
 
     @property
-    def transport(self) -> Any:
+    def transport(self) -> Optional[ITCPTransport]:
         return self.ws.transport if self.ws is not None else None
 
     # events from the autobahn protocol ---------------------------------------------
@@ -207,11 +208,16 @@ class WebSocketConnection:
             if self._queued > limit:
                 self.abort(f"the peer does not read: more than {limit} octets queued (--tcp-conn-wq-max)")
                 return
-        if data == _PING:
-            ws.sendPing()
-            return
-        # text frames, as browsers send; binary for what is not UTF-8 (RFC 7118 5)
-        ws.sendMessage(data, isBinary=not _is_utf8(data))
+        try:
+            if data == _PING:
+                ws.sendPing()
+            else:
+                # text frames, as browsers send; binary for what is not UTF-8 (RFC 7118 5)
+                ws.sendMessage(data, isBinary=not _is_utf8(data))
+        except Exception as e:  # autobahn refuses: the peer began closing, or the message is too large
+            self.leg.source_log.warn(self.peer[0] if self.peer else "?", "leg {leg}: cannot send {size} octets "
+                                     "to {peer}: {reason}", leg=self.leg.key, size=len(data), peer=self.peer,
+                                     reason=f"{type(e).__name__}: {e}"[:200])
 
     # closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -258,7 +264,7 @@ class _SIPWebSocketMixin:
     log = _QUIET
     conn: WebSocketConnection
     # provided by autobahn's protocols
-    transport: Any
+    transport: ITCPTransport
     state: int
     data: bytes
     inside_message: bool
@@ -360,11 +366,11 @@ class _OutboundFactory(WebSocketClientFactory):
         proto.conn = self.conn
         return proto
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         self.leg.connect_failed(self.addr, self.conn, reason)  # type: ignore[arg-type]
 
 
-def _cancel_timeouts(ws: Any) -> None:
+def _cancel_timeouts(ws: object) -> None:
     """Cancel what autobahn leaves scheduled when a connection is gone
     (its closing handshake's timeout outlives the connection)."""
     for name in ("closeHandshakeTimeoutCall", "serverConnectionDropTimeoutCall"):
@@ -374,7 +380,8 @@ def _cancel_timeouts(ws: Any) -> None:
             setattr(ws, name, None)
 
 
-def _set_options(factory: Any, limits: StreamLimits, clock: IReactorTime) -> None:
+def _set_options(factory: Union[WebSocketServerFactory, WebSocketClientFactory], limits: StreamLimits,
+                 clock: IReactorTime) -> None:
     """The stream limits, in autobahn's terms; pings keep a quiet but
     live browser from the idle timeout, and find a dead one."""
     factory._batched_timer = _Timer(clock)
@@ -396,7 +403,7 @@ class WebSocketLeg(StreamLeg):
     def _server_factory(self) -> protocol.Factory:
         return _ServerFactory(self)
 
-    def _connect(self, addr: tuple[str, int]) -> Any:
+    def _connect(self, addr: tuple[str, int]) -> WebSocketConnection:  # type: ignore[override]
         conn = WebSocketConnection(self, outbound=True)
         self.connections[addr] = conn  # type: ignore[assignment]
         self._dial(addr, _OutboundFactory(self, addr, conn))
