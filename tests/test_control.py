@@ -313,3 +313,28 @@ class OptionTests(unittest.SynchronousTestCase):
                                   "--control", path], 30, cwd=cwd, env=child_environment())
         self.assertEqual(result.returncode, 1, result)
         self.assertEqual(result.stderr, f"twistd sipproxy: --control {path}: another process is answering on it\n")
+
+
+class ConsoleScriptTests(unittest.SynchronousTestCase):
+    def test_setup_cfg_installs_sipproxy_ctl(self) -> None:
+        import configparser
+
+        from sipproxy.app import ctl
+        from tests.util import PROJECT_ROOT
+
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(PROJECT_ROOT, "setup.cfg"))
+        scripts = dict(line.split(" = ") for line in
+                       parser["options.entry_points"]["console_scripts"].strip().splitlines())
+        self.assertEqual(scripts["sipproxy-ctl"], "sipproxy.app.ctl:main")
+        self.assertTrue(callable(ctl.main))
+
+    def test_default_socket_is_the_proxys(self) -> None:
+        from sipproxy.app import ctl
+
+        self.patch(os, "environ", {})
+        self.assertEqual(ctl.socket_path(None), control.DEFAULT_CONTROL)
+        self.assertEqual(ctl.socket_path(None, 2), control.DEFAULT_CONTROL + ".2")
+        self.patch(os, "environ", {"SIPPROXY_CONTROL": "/run/sipproxy/x.ctl"})
+        self.assertEqual(ctl.socket_path(None), "/run/sipproxy/x.ctl")
+        self.assertEqual(ctl.socket_path("/tmp/y.ctl"), "/tmp/y.ctl")
