@@ -152,6 +152,9 @@ class ConfigParsingTests(unittest.SynchronousTestCase):
         self.assertIn("line", line)
         line = self.refusal("registrar = \n")
         self.assertIn("bad TOML", line)
+        self.assertIn("line 1", line)
+        line = self.refusal('realm = "office"\nlegs = ["udp:127.0.0.1:5070"\n')
+        self.assertIn("(line 2)", line)  # tomllib says only "at end of document"
         with self.assertRaises(SystemExit):
             Options().parseOptions(["--config", os.path.join(self.dir, "missing.toml")])
         self.assertIn("cannot read it", self.stderr.getvalue())

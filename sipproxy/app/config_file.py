@@ -171,6 +171,7 @@ def read_config(path: str) -> ConfigFile:
     @raise usage.UsageError: one line: unreadable, not UTF-8, bad TOML
         (tomllib's message carries the line and column).
     """
+    path = os.path.abspath(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -185,8 +186,10 @@ def read_config(path: str) -> ConfigFile:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         reason = " ".join(str(e).split())
+        if "(at line " not in reason:  # "at end of document": the last line
+            reason += f" (line {len(text.splitlines())})"
         raise usage.UsageError(f"--config {path}: bad TOML: {reason}") from None
-    return ConfigFile(os.path.abspath(path), values, text)
+    return ConfigFile(path, values, text)
 
 
 def _given(options: usage.Options, argv: Sequence[str]) -> Optional[list[str]]:
