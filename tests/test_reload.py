@@ -107,12 +107,15 @@ class ReloadTests(unittest.TestCase):
             f.write(text)
         os.replace(path + ".new", path)  # as an editor or a deployment tool would
 
-    def start(self, *args: str, proto: str = "udp") -> Any:
-        self.port = 0
+    def start(self, *args: str, proto: str = "udp", wss: bool = False) -> Any:
+        self.port = self.wss_port = 0
 
         def legs() -> list[str]:
             self.port = reserve_port(HOST)
-            return [f"{proto}:{HOST}:{self.port}"]
+            if not wss:
+                return [f"{proto}:{HOST}:{self.port}"]
+            self.wss_port = reserve_port(HOST, kind=socket.SOCK_STREAM)
+            return [f"{proto}:{HOST}:{self.port}", f"wss:{HOST}:{self.wss_port}"]
 
         return start_proxy(self, self.cwd, legs, ["--config", self.config, *args])
 
@@ -254,8 +257,8 @@ class ReloadTests(unittest.TestCase):
     # -- TLS ----------------------------------------------------------------------------
     @inlineCallbacks
     def test_tls_certificate(self) -> Any:
-        """New connections get the new certificate; one opened before the
-        reload keeps working with the old one."""
+        """New connections get the new certificate, on tls: and wss: legs;
+        one opened before the reload keeps working with the old one."""
         from tests.certs import make_certificates
 
         for name in ("a", "b"):
@@ -264,13 +267,13 @@ class ReloadTests(unittest.TestCase):
         cert = os.path.join(self.cwd, "cert.pem")
         shutil.copy(first["cert"], cert)
         self.write(self.config, f'tls-cert = "{cert}"\n')
-        proxy = yield self.start(proto="tls")
+        proxy = yield self.start(proto="tls", wss=True)
 
-        def connect() -> ssl.SSLSocket:
+        def connect(port: Optional[int] = None) -> ssl.SSLSocket:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            raw = socket.create_connection((HOST, self.port), timeout=5)
+            raw = socket.create_connection((HOST, port or self.port), timeout=5)
             conn = context.wrap_socket(raw)
             self.addCleanup(conn.close)
             return conn
@@ -288,12 +291,14 @@ class ReloadTests(unittest.TestCase):
 
         before = connect()
         self.assertTrue(same(pem_of(before), leaf(first["cert"])))
+        self.assertTrue(same(pem_of(connect(self.wss_port)), leaf(first["cert"])))
         shutil.copy(second["cert"], cert + ".new")
         os.replace(cert + ".new", cert)
         line = yield sighup(proxy)
         self.assertIn("TLS certificate", line)
         after = connect()
         self.assertTrue(same(pem_of(after), leaf(second["cert"])))
+        self.assertTrue(same(pem_of(connect(self.wss_port)), leaf(second["cert"])))
         # the connection opened before the reload still carries requests
         local_port = before.getsockname()[1]
         before.sendall(options_to(self.port, local_port, "tls-1").replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"))

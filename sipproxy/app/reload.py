@@ -132,7 +132,8 @@ class Reloader(Service):
         service = self.proxy_service
         parts = door.build(service.dispatcher, keep=self.door.parts if self.door is not None else None) \
             if door is not None else []
-        # -- nothing can fail from here on: commit ---------------------------------------
+        # building (above) and swapping (below) run in one reactor turn: no
+        # packet sees half of it
         if service.chain is not None:
             service.chain.replace([*parts, service.proxy])
         elif parts:
@@ -143,7 +144,7 @@ class Reloader(Service):
         if door is not None:
             self.door = door
         for leg in service.legs:
-            if tls is not None and getattr(leg, "proto", "") == "tls":
+            if tls is not None and hasattr(leg, "set_tls"):  # tls: and wss: legs
                 leg.set_tls(tls)
         return self._summary(new, tls is not None, restart, self._pass_on())
 
@@ -162,8 +163,7 @@ class Reloader(Service):
         return new
 
     def _load_tls(self, new: usage.Options) -> Any:
-        if self.proxy_service is None or not any(getattr(leg, "proto", "") == "tls"
-                                                 for leg in self.proxy_service.legs):
+        if self.proxy_service is None or not any(hasattr(leg, "set_tls") for leg in self.proxy_service.legs):
             return None
         from sipproxy.transport.legs import TLSOptions
 

@@ -14,7 +14,7 @@ import re
 import socket
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet import error, protocol, udp
 from twisted.internet.defer import Deferred, DeferredList
@@ -734,12 +734,12 @@ class TLSLeg(StreamLeg):
     def _server_factory(self) -> protocol.Factory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(_CurrentTLS(self), False, self)
+        return TLSMemoryBIOFactory(CurrentTLS(self), False, self)
 
     def _client_factory(self, factory: protocol.ClientFactory) -> protocol.ClientFactory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(_CurrentTLS(self), True, factory)
+        return TLSMemoryBIOFactory(CurrentTLS(self), True, factory)
 
     def set_tls(self, tls: TLSOptions) -> None:
         """New certificates (a reload): new connections, inbound and
@@ -747,12 +747,17 @@ class TLSLeg(StreamLeg):
         self.tls = tls
 
 
-@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
-class _CurrentTLS:
-    """Makes each new TLS connection from the leg's certificates of the
-    moment (given a context factory, Twisted would keep that one)."""
+class _HasTLS(Protocol):
+    tls: TLSOptions
 
-    def __init__(self, leg: TLSLeg) -> None:
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class CurrentTLS:
+    """Makes each new TLS connection from the leg's certificates of the
+    moment (given a context factory, Twisted would keep that one), so a
+    reload's C{set_tls} reaches new connections only."""
+
+    def __init__(self, leg: _HasTLS) -> None:
         self.leg = leg
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> Any:

@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from sipproxy.interfaces import ILeg
 from sipproxy.logsafe import SafeLogger
-from sipproxy.transport.legs import MAX_BODY, MAX_HEADER, StreamLeg, TLSOptions, _address
+from sipproxy.transport.legs import MAX_BODY, MAX_HEADER, CurrentTLS, StreamLeg, TLSOptions, _address
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
 from sipproxy.sip.uri import format_host_port
 
@@ -437,12 +437,16 @@ class SecureWebSocketLeg(WebSocketLeg):
     def _server_factory(self) -> protocol.Factory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(self.tls.server, False, _ServerFactory(self))
+        return TLSMemoryBIOFactory(CurrentTLS(self), False, _ServerFactory(self))
 
     def _client_factory(self, factory: protocol.ClientFactory) -> protocol.ClientFactory:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        return TLSMemoryBIOFactory(self.tls.client, True, factory)
+        return TLSMemoryBIOFactory(CurrentTLS(self), True, factory)
+
+    def set_tls(self, tls: TLSOptions) -> None:
+        """New certificates (a reload) for new connections; open ones keep theirs."""
+        self.tls = tls
 
 
 def make_websocket_leg(proto: str, host: str, port: int, **stream: Any) -> WebSocketLeg:
