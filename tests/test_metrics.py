@@ -12,12 +12,12 @@ from typing import Any
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.app.metrics import (METRIC_NAMES, SipproxyCollector, SnapshotWriter, Sources, WorkerSnapshots,
-                                  WorkersCollector, metrics_address, parse_snapshot, snapshot_line)
+from sipproxy.app.metrics import (METRIC_NAMES, LocationCounts, SipproxyCollector, SnapshotWriter, Sources,
+                                  WorkerSnapshots, WorkersCollector, metrics_address, parse_snapshot, snapshot_line)
 from sipproxy.counters import method_label
 from sipproxy.proxy.stateless import StatelessProxy
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable
@@ -261,7 +261,8 @@ class ReadmeTests(SynchronousTestCase):
         from prometheus_client.core import CounterMetricFamily
 
         listed = set(re.findall(r"``(sipproxy_[a-z_]+)``", self.section))
-        counters = {n for n in METRIC_NAMES if n not in ("sipproxy_location_bindings", "sipproxy_relay_sessions",
+        counters = {n for n in METRIC_NAMES if n not in ("sipproxy_location_bindings", "sipproxy_location_aors",
+                                                         "sipproxy_relay_sessions",
                                                          "sipproxy_relay_sockets", "sipproxy_tcp_connections",
                                                          "sipproxy_store_operation_duration_seconds")}
         spelled = {n + "_total" if n in counters else n for n in METRIC_NAMES}
@@ -364,3 +365,54 @@ class TCPMetricsTests(SynchronousTestCase):
         self.assertEqual(got[("sipproxy_tcp_connections_opened_total", (("direction", "inbound"),))], 1)
         self.assertEqual(got[("sipproxy_tcp_connections_opened_total", (("direction", "outbound"),))], 1)
         self.assertEqual(got[("sipproxy_tcp_connections_refused_total", ())], 1)
+
+
+class _SlowListing:
+    """A location store whose count answers when the test says."""
+
+    def __init__(self) -> None:
+        self.asked: list[Deferred] = []
+
+    def count(self) -> Deferred:
+        self.asked.append(Deferred())
+        return self.asked[-1]
+
+    def dump(self, limit: int) -> Deferred:
+        return succeed([])
+
+
+class LocationCountTests(SynchronousTestCase):
+    def test_memory_store_counts_at_once(self) -> None:
+        store = MemoryStore(Clock())
+        binding = Binding(contact="sip:a@10.0.0.1", params="", expires=60, call_id="c", cseq=1, registered=0.0)
+        other = Binding(contact="sip:a@10.0.0.2", params="", expires=60, call_id="c", cseq=1, registered=0.0)
+        store.update("sip:a@x", "c", 1, [(binding.key, binding, 60), (other.key, other, 60)])
+        counts = LocationCounts(TimedStore(store), Clock())  # through the metrics' wrapper
+        got: list = []
+        counts.refresh().addCallback(got.append)
+        self.assertEqual(got, [(1, 2)])
+        registry = CollectorRegistry()
+        registry.register(SipproxyCollector(Sources(location=counts)))
+        scraped = samples(registry)
+        self.assertEqual((scraped[("sipproxy_location_aors", ())], scraped[("sipproxy_location_bindings", ())]),
+                         (1, 2))
+
+    def test_one_query_at_a_time_and_a_timeout(self) -> None:
+        from zope.interface import directlyProvides
+
+        from sipproxy.interfaces import ILocationListing
+
+        store, clock = _SlowListing(), Clock()
+        directlyProvides(store, ILocationListing)
+        counts = LocationCounts(store, clock, timeout=2.0)
+        first, second = [], []
+        counts.refresh().addCallback(first.append)
+        counts.refresh().addCallback(second.append)
+        self.assertEqual(len(store.asked), 1)  # the second scrape waits for the same query
+        store.asked[0].callback((3, 5))
+        self.assertEqual((first, second), ([(3, 5)], [(3, 5)]))
+        late: list = []
+        counts.refresh().addCallback(late.append)
+        clock.advance(2.0)  # the store does not answer: the last counts stand
+        self.assertEqual(late, [(3, 5)])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

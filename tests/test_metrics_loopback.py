@@ -254,7 +254,7 @@ class MetricsLoopbackTests(unittest.TestCase):
         for what, (measured, wanted) in expected.items():
             self.assertEqual(measured, wanted, f"{what}\n{text}")
         self.assertEqual((both(good, "3_200"), both(bad, "4_401")), (3, 2))  # sipp did what it was told
-        self.assertEqual(value(got, "sipproxy_location_bindings"), 1)
+        self.assertEqual((value(got, "sipproxy_location_aors"), value(got, "sipproxy_location_bindings")), (1, 1))
         self.assertEqual(value(got, "sipproxy_store_operation_duration_seconds_count", operation="update"), 3)
         self.assertEqual(value(got, "sipproxy_store_errors_total", operation="update", error="unavailable"), 0)
 
@@ -263,7 +263,9 @@ class MetricsLoopbackTests(unittest.TestCase):
     def test_workers_in_one_scrape(self) -> Any:
         """Two processes share the leg; the first one's scrape shows both,
         and their counts add up to what was sent."""
-        proxy, port = yield self.start(["--workers", "2"], lambda: [f"udp:127.0.0.1:{reserve_port('127.0.0.1')}"])
+        proxy, port = yield self.start(["--workers", "2", "--registrar", "--store",
+                                        f"sqlite:{os.path.join(self.cwd, 'location.db')}"],
+                                       lambda: [f"udp:127.0.0.1:{reserve_port('127.0.0.1')}"])
         leg = proxy.legs[0]
         yield wait_until(lambda: "worker 1: " in proxy.log() and f"listening on {leg}" in
                          proxy.log().split("worker 1: ", 1)[1], 20, what="worker 1 to listen")
@@ -317,6 +319,10 @@ class MetricsLoopbackTests(unittest.TestCase):
         workers = {dict(labels).get("worker") for name, labels in got if name == "process_cpu_seconds_total"}
         self.assertEqual(workers, {"0", "1"})
         self.assertEqual(seen["text"].count("# TYPE sipproxy_requests_received_total counter"), 1)
+        # the store both share is counted once, by the first process
+        location = {dict(labels).get("worker"): v for (name, labels), v in got.items()
+                    if name == "sipproxy_location_bindings"}
+        self.assertEqual(location, {"0": 0})
 
     # -- options ---------------------------------------------------------------------------
     def test_bad_option_is_one_line(self) -> None:

@@ -34,7 +34,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.application.service import IServiceCollection, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from sipproxy.counters import METHODS, OTHER, STATUS_CLASSES
 from sipproxy.logsafe import SafeLogger
@@ -115,6 +117,8 @@ class Sources:
         builds a new door: read through the reloader, not kept).
     @ivar store: a L{sipproxy.stores.timing.TimedStore}.
     @ivar relay_tables: the L{sipproxy.nat.table.RelayTable} of a local relay.
+    @ivar location: the location store's counts (only in the first process:
+        a store shared by workers would be counted once per worker).
     """
 
     dispatcher: Optional["Dispatcher"] = None
@@ -125,6 +129,7 @@ class Sources:
     relay_tables: list["RelayTable"] = field(default_factory=list)
     ng_clients: list["NgClient"] = field(default_factory=list)
     ng_servers: list["NgServer"] = field(default_factory=list)
+    location: Optional["LocationCounts"] = None
 
 
 def find_sources(service: IServiceCollection, door: Optional["FrontDoor"] = None,
@@ -216,12 +221,74 @@ class _Rebuilt:
         return out
 
 
+class LocationCounts:
+    """The location store's (addresses-of-record, bindings) counts for the
+    gauges. Counting is a query for SQLite and Redis (a Deferred): a scrape
+    from the endpoint waits for a fresh count, at most C{timeout} seconds,
+    and otherwise shows the last one it got.
+
+    @param store: an L{ILocationListing}, or a wrapper with it as C{inner}.
+    """
+
+    def __init__(self, store: Any, clock: Any, timeout: float = 2.0) -> None:
+        from sipproxy.interfaces import ILocationListing
+
+        while store is not None and not ILocationListing.providedBy(store):
+            store = store.__dict__.get("inner")
+        self.store = store
+        self.clock = clock
+        self.timeout = timeout
+        self.latest: Optional[tuple[int, int]] = None
+        self._asking: Optional[Deferred] = None
+        self._failing = False
+
+    def refresh(self) -> Deferred:
+        """Ask the store (one count at a time); fires with the latest
+        counts, or None, and never fails."""
+        if self.store is None:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        if self._asking is not None:  # a count is on its way: wait for that one
+
+            def also(result: Any) -> Any:
+                waiter.callback(self.latest)
+                return result
+
+            self._asking.addBoth(also)
+            return waiter
+        asking = self.store.count()
+        if self.clock is not None:
+            asking.addTimeout(self.timeout, self.clock)
+        asking.addCallbacks(self._counted, self._failed)
+        if asking.called:  # the memory store counts at once
+            return succeed(self.latest)
+
+        def finished(_: Any) -> None:
+            self._asking = None
+            waiter.callback(self.latest)
+
+        self._asking = asking
+        asking.addBoth(finished)
+        return waiter
+
+    def _counted(self, counts: tuple[int, int]) -> None:
+        self.latest = (int(counts[0]), int(counts[1]))
+        self._failing = False
+
+    def _failed(self, failure: Failure) -> None:
+        if not self._failing:  # one line per failing stretch, not one per scrape
+            log.warn("metrics: cannot count the location store's bindings ({error})",
+                     error=failure.getErrorMessage())
+        self._failing = True
+
+
 # -- the families --------------------------------------------------------------------------
 #: Every metric family name (the text format adds _total, _bucket, ... to samples).
 METRIC_NAMES = (
     "sipproxy_requests_received", "sipproxy_responses_received", "sipproxy_requests_forwarded",
     "sipproxy_responses_forwarded", "sipproxy_requests_answered", "sipproxy_messages_dropped",
-    "sipproxy_parse_errors", "sipproxy_registrations", "sipproxy_binding_changes", "sipproxy_location_bindings",
+    "sipproxy_parse_errors", "sipproxy_registrations", "sipproxy_binding_changes", "sipproxy_location_aors",
+    "sipproxy_location_bindings",
     "sipproxy_auth_challenges", "sipproxy_auth_failures", "sipproxy_relay_sessions_started",
     "sipproxy_relay_sessions", "sipproxy_relay_sockets", "sipproxy_relay_sockets_opened",
     "sipproxy_relay_packets", "sipproxy_relay_bytes", "sipproxy_relay_send_errors",
@@ -318,10 +385,12 @@ def sipproxy_families(sources: Sources, rebuilt: Optional[_Rebuilt] = None) -> l
         for action, value in dict(registrar.binding_changes).items():
             family.add_metric([action], value)
         out.append(family)
-        inner = getattr(registrar.store, "inner", registrar.store)
-        if hasattr(inner, "__len__"):  # the memory store counts at once; SQLite and Redis would need a query
-            out.append(GaugeMetricFamily("sipproxy_location_bindings", "Bindings in the (memory) location "
-                                         "store, expired ones not yet swept included.", value=len(inner)))
+    location = sources.location.latest if sources.location is not None else None
+    if location is not None:
+        out.append(GaugeMetricFamily("sipproxy_location_aors", "Addresses-of-record with unexpired bindings in "
+                                     "the location store.", value=location[0]))
+        out.append(GaugeMetricFamily("sipproxy_location_bindings", "Unexpired bindings (contacts) in the "
+                                     "location store.", value=location[1]))
     auths = [(code, counted[name]) for name, code in (("registrar_auth", "401"), ("proxy_auth", "407"))
              if name in counted]
     if auths:
@@ -429,18 +498,6 @@ def _store_families(store: "TimedStore") -> list[Metric]:
     return [latency, errors]
 
 
-def _in_reactor(reactor: Any, function: Callable[[], Any]) -> Any:
-    """Run C{function} in the reactor thread and return its result (at
-    once when called there)."""
-    from twisted.python import threadable
-
-    if reactor is None or threadable.ioThread is None or threadable.isInIOThread():
-        return function()  # no reactor thread yet (the first snapshot, at start), or already in it
-    from twisted.internet.threads import blockingCallFromThread
-
-    return blockingCallFromThread(reactor, function)
-
-
 class SipproxyCollector(Collector):
     """A prometheus-client collector over one process's counters.
 
@@ -454,7 +511,21 @@ class SipproxyCollector(Collector):
         self._rebuilt = _Rebuilt()
 
     def collect(self) -> Iterator[Metric]:
-        return iter(_in_reactor(self.reactor, lambda: sipproxy_families(self.sources, self._rebuilt)))
+        from twisted.python import threadable
+
+        location = self.sources.location
+        if self.reactor is None or threadable.ioThread is None or threadable.isInIOThread():
+            # a worker's snapshot, a test: what is known now; fresher counts next time
+            if location is not None:
+                location.refresh()
+            return iter(sipproxy_families(self.sources, self._rebuilt))
+        from twisted.internet.threads import blockingCallFromThread
+
+        def read() -> Deferred:  # in the reactor thread; the scrape's thread waits
+            fresh = location.refresh() if location is not None else succeed(None)
+            return fresh.addCallback(lambda _: sipproxy_families(self.sources, self._rebuilt))
+
+        return iter(blockingCallFromThread(self.reactor, read))
 
 
 # -- workers ---------------------------------------------------------------------------------
@@ -660,7 +731,10 @@ def add_metrics(service: MultiService, options: Mapping[str, Any], reactor: Any,
     from prometheus_client import ProcessCollector
 
     local = CollectorRegistry()
-    local.register(SipproxyCollector(find_sources(service, door, store), reactor))
+    sources = find_sources(service, door, store)
+    if store is not None and not options.get("worker-index"):
+        sources.location = LocationCounts(store, reactor)
+    local.register(SipproxyCollector(sources, reactor))
     ProcessCollector(registry=local)
     if options.get("worker-index"):
         fd = snapshot_fd()
