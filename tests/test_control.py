@@ -338,3 +338,37 @@ class ConsoleScriptTests(unittest.SynchronousTestCase):
         self.patch(os, "environ", {"SIPPROXY_CONTROL": "/run/sipproxy/x.ctl"})
         self.assertEqual(ctl.socket_path(None), "/run/sipproxy/x.ctl")
         self.assertEqual(ctl.socket_path("/tmp/y.ctl"), "/tmp/y.ctl")
+
+
+class WiringTests(unittest.SynchronousTestCase):
+    """What makeService gives the control socket to answer from."""
+
+    def make(self, *args: str) -> Any:
+        from sipproxy.app.tap import Options, makeService
+
+        cwd = temp_dir(self)
+        options = Options()
+        options.parseOptions(["--secret-file", os.path.join(cwd, "secret"), "--control",
+                              os.path.join(cwd, "c.ctl"), *args])
+        service = makeService(options)
+        (found,) = [child for child in service if isinstance(child, ControlService)]
+        return service, found.factory.commands
+
+    def test_relay_only_process_answers_relay_sessions(self) -> None:
+        from sipproxy.nat.relay import LocalRelay
+        from tests.util import reserve_port
+
+        service, commands = self.make("--relay-only", "--ng", f"udp:127.0.0.1:{reserve_port()}")
+        self.assertIsInstance(commands.relay, LocalRelay)
+        self.assertIsNone(commands.store)
+        self.assertEqual(commands.relay_sessions(None), {"sessions": []})
+        self.assertEqual(self.successResultOf(defer.maybeDeferred(commands.stats, None))["relay"]["sessions"], 0)
+
+    def test_proxy_with_registrar_and_tcp(self) -> None:
+        service, commands = self.make("--legs", "udp:127.0.0.1:0,tcp:127.0.0.1:0", "--registrar",
+                                      "--domain", "office.test", "--nathelper")
+        self.assertIs(commands.relay, service.proxy.nathelper)
+        self.assertIs(commands.guard, service.stream_guard)
+        self.assertEqual(commands.legs, service.legs)
+        self.assertEqual(commands.aor("alice@OFFICE.test"), "sip:alice@office.test")
+        self.assertIsNotNone(commands.store)

@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from sipproxy.interfaces import ILocationStore
+from sipproxy.interfaces import ILocationListing, ILocationStore
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, binding_key, contact_key
 from sipproxy.stores import StoreSpecError, open_store, parse_store_spec
 from sipproxy.registrar.memory_store import MemoryStore
@@ -72,6 +72,25 @@ class StoreTests:
         result = yield self.store.update(AOR, "c2", 1, [change(binding("sip:alice@192.0.2.11", "c2"), 600)])
         self.assertEqual(sorted(b.contact for b in result), ["sip:alice@192.0.2.10", "sip:alice@192.0.2.11"])
         self.assertEqual(len((yield self.store.lookup(AOR))), 2)
+
+    # ILocationListing (the control socket's registrations and stats) ---------------------
+    @inlineCallbacks
+    def test_dump_and_count_list_unexpired_bindings(self) -> Any:
+        self.assertTrue(ILocationListing.providedBy(self.store))
+        self.assertEqual((yield self.store.dump(10)), [])
+        self.assertEqual(tuple((yield self.store.count())), (0, 0))
+        yield self.store.update("sip:carol@example.com", "c3", 1, [change(binding("sip:carol@192.0.2.30"), 2)])
+        yield self.store.update(AOR, "c1", 1, [change(binding("sip:alice@192.0.2.10"), 600),
+                                               change(binding("sip:alice@192.0.2.11"), 600)])
+        yield self.store.update("sip:bob@example.com", "c2", 1, [change(binding("sip:bob@192.0.2.20"), 600)])
+        dumped = yield self.store.dump(10)
+        self.assertEqual([aor for aor, _ in dumped], [AOR, "sip:bob@example.com", "sip:carol@example.com"])
+        self.assertEqual(sorted(b.contact for b in dumped[0][1]), ["sip:alice@192.0.2.10", "sip:alice@192.0.2.11"])
+        self.assertEqual(tuple((yield self.store.count())), (3, 4))
+        self.assertEqual([aor for aor, _ in (yield self.store.dump(2))], [AOR, "sip:bob@example.com"])
+        yield self.advance(3)  # carol's binding expires
+        self.assertEqual([aor for aor, _ in (yield self.store.dump(10))], [AOR, "sip:bob@example.com"])
+        self.assertEqual(tuple((yield self.store.count())), (2, 3))
 
     @inlineCallbacks
     def test_refresh_replaces_the_same_binding(self) -> Any:

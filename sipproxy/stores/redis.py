@@ -305,15 +305,16 @@ class RedisStore:
 
     # ILocationListing (the control socket) ---------------------------------------------
     def _scan_aors(self, limit: int) -> list[str]:
-        """Up to C{limit} addresses-of-record with an index set (SCAN: no
-        blocking KEYS on a shared Redis)."""
+        """The first C{limit} addresses-of-record with an index set, in
+        order, of at most L{COUNT_LIMIT} (SCAN: no blocking KEYS on a
+        shared Redis; SCAN's order is arbitrary, so all are sorted)."""
         start = len(self.prefix) + len("aor:{")
         aors = set()
         for key in self.client.scan_iter(match=f"{self.prefix}aor:{{*", count=500):
             aors.add(key[start:-1])
-            if len(aors) >= limit:
+            if len(aors) >= COUNT_LIMIT:
                 break
-        return sorted(aors)
+        return sorted(aors)[:limit]
 
     def dump(self, limit: int) -> Deferred:
         def work() -> list[tuple[str, list[Binding]]]:
