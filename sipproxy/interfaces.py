@@ -13,6 +13,7 @@ __all__ = [
     "IReceiver",
     "IDispatcher",
     "IHostResolver",
+    "IHopResolver",
     "IContactRewriter",
     "INATHelper",
     "IRelaySockets",
@@ -89,6 +90,17 @@ class IHostResolver(Interface):
             (possibly empty); errbacks only on resolver failure."""
 
 
+class IHopResolver(Interface):
+    """Resolves a next hop as RFC 3263 says (NAPTR, SRV, A/AAAA)."""
+
+    def resolve_hop(host: str, proto, port, transports, families, key=None):
+        """Destinations (proto, IP, port) in the order to try them: a list
+        when known at once (hosts file, cache), else a Deferred firing with
+        one; empty when the name leads nowhere. Fails with
+        L{sipproxy.transport.resolver.ResolutionFailed} when DNS could not
+        say. C{key} (a Call-ID) makes the SRV weighted choice repeatable."""
+
+
 class IDispatcher(Interface):
     """Owns the legs, parses what they receive, sends what the SIP logic
     decides, and resolves targets."""
@@ -117,10 +129,11 @@ class IDispatcher(Interface):
         """The L{sipproxy.proxy.routing.Hop} a request for C{uri} goes to
         next (before DNS); raises L{sipproxy.proxy.routing.RoutingError}."""
 
-    def targets_for_hop(hop, leg_hint=None):
-        """(leg, (host, port)) pairs for C{hop}: a list at once for an IP
-        address, else a Deferred of it; raises (or errbacks with)
-        L{sipproxy.proxy.routing.RoutingError}."""
+    def targets_for_hop(hop, leg_hint=None, request=None):
+        """(leg, (host, port)) pairs for C{hop}, in the order to try them:
+        a list at once for an IP address, else a Deferred of it; raises (or
+        errbacks with) L{sipproxy.proxy.routing.RoutingError}. C{request}'s
+        Call-ID keys the SRV weighted choice."""
 
     def choose_leg(proto: str, address: str, hint=None):
         """The leg to send to C{address} with C{proto} from, or None."""

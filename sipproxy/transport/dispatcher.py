@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from zope.interface import implementer
 
@@ -22,9 +22,10 @@ from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
 from sipproxy.transport.source_log import SourceLog
-from sipproxy.interfaces import IDispatcher, IHostResolver, ILeg, IReceiver
+from sipproxy.interfaces import IDispatcher, IHopResolver, IHostResolver, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response, parse
-from sipproxy.transport.resolver import ReactorHostResolver
+from sipproxy.transport.resolver import DNSResolver, DestinationBlocklist, ResolutionFailed
+from sipproxy.transport.rfc3263 import Destination
 from sipproxy.proxy.routing import Hop, RoutingError, is_unicast, request_hop, response_hop
 from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.stateless import stateless_answer, stateless_tag
@@ -103,9 +104,13 @@ def _reason_phrase(text: str) -> str:
 class Dispatcher:
     """Owns legs and one receiver.
 
-    @param reactor: used for DNS (through the default resolver) only; pass a
-        fake in tests.
-    @param resolver: an L{IHostResolver} for host names in targets.
+    @param reactor: used for DNS (through the default resolver) and the
+        clock of the blocklist only; pass a fake in tests.
+    @param resolver: an L{IHopResolver} (RFC 3263; by default a
+        L{DNSResolver} asking /etc/resolv.conf's servers), or an
+        L{IHostResolver} (A/AAAA only), for host names in targets.
+    @param blocklist_expire: seconds a destination a send to which failed
+        is tried after the others (Kamailio's C{dst_blocklist_expire}).
     @param outgoing_proxy: a URI every request is sent to.
     @param domain2proxy: domain (exact, C{*.parent} or C{*}) to proxy URI.
     @param local_address: the source address the host would use to reach
@@ -117,10 +122,11 @@ class Dispatcher:
         reactor: Any = None,
         legs: Iterable[Any] = (),
         receiver: Optional[IReceiver] = None,
-        resolver: Optional[IHostResolver] = None,
+        resolver: Union[IHopResolver, IHostResolver, None] = None,
         outgoing_proxy: Optional[URI] = None,
         domain2proxy: Optional[Mapping[str, URI]] = None,
         local_address: Callable[[str], Optional[str]] = local_address_for,
+        blocklist_expire: float = 60.0,
     ) -> None:
         self.reactor = reactor
         #: one line per source IP per interval about what it sent malformed
@@ -129,7 +135,11 @@ class Dispatcher:
         self.local_address = local_address
         self.legs: list[Any] = []
         self.receiver = receiver
-        self.resolver = resolver if resolver is not None else ReactorHostResolver(reactor)
+        self.resolver = resolver if resolver is not None else DNSResolver(reactor)
+        #: destinations a send to which failed lately (see L{DestinationBlocklist})
+        self.blocklist = DestinationBlocklist(reactor, blocklist_expire)
+        self._transports: list[str] = []
+        self._families: tuple[int, ...] = ()
         # what routing remembers; emptied by reindex(), bounded like every cache
         self.caches = CacheSet()
         self._hops = self.caches.add(BoundedCache("hops by Request-URI", max_key=512))
@@ -191,6 +201,8 @@ class Dispatcher:
         self._by_address = {}
         for leg in self.legs:
             self._by_address.setdefault((leg.host, leg.port), []).append(leg)
+        self._transports = sorted({leg.proto for leg in self.legs})
+        self._families = tuple(sorted({leg.family for leg in self.legs}))
 
     def legs_at(self, host: str, port: int) -> list[Any]:
         """Legs bound to C{host}:C{port} (the proxy's own addresses)."""
@@ -293,11 +305,21 @@ class Dispatcher:
         if on_error is None:
             leg.send(bytes(message), addr)
             return
+        failed = self._failed_send(leg, addr, on_error)
         try:
-            leg.send(bytes(message), addr, on_error)
+            leg.send(bytes(message), addr, failed)
         except Exception as e:  # a leg that raised instead of reporting
             log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
-            on_error(str(e) or type(e).__name__)
+            failed(str(e) or type(e).__name__)
+
+    def _failed_send(self, leg: ILeg, addr: tuple[str, int], on_error: Callable[[str], Any]) -> Callable[[str], Any]:
+        """C{on_error}, after putting the destination on the blocklist."""
+
+        def failed(reason: str) -> Any:
+            self.blocklist.add(leg.proto, addr[0], addr[1])
+            return on_error(reason)
+
+        return failed
 
     def count_answer(self, method: str, code: int) -> None:
         """Count one answer given here (for metrics)."""
@@ -352,12 +374,17 @@ class Dispatcher:
             hop = self._hops.store(key, request_hop(uri, self._domain2proxy, self._outgoing_proxy))
         return hop
 
-    def targets_for_hop(self, hop: Hop, leg_hint: Any = None) -> Union[list[Target], Deferred]:
-        """(leg, address) pairs for a hop: a list at once when the host is
-        an IP address, else a Deferred after DNS.
+    def targets_for_hop(self, hop: Hop, leg_hint: Any = None, request: Optional[Request] = None,
+                        ) -> Union[list[Target], Deferred]:
+        """(leg, address) pairs for a hop, in the order to try them: a list
+        at once when the host is an IP address, else a Deferred (already
+        fired when the hosts file or the DNS cache knew the answer).
 
+        @param request: the request going there: its Call-ID keys the SRV
+            weighted choice, so its retransmissions, its CANCEL and its ACK
+            go where it went (see L{DNSResolver.resolve_hop}).
         @raise RoutingError: (or errback with it) 404 when the name does not
-            resolve, 503 when no leg can reach the address.
+            resolve, 503 when DNS failed or no leg can reach the address.
         """
         key = (hop, -1 if leg_hint is None else leg_hint.index)
         targets = self._known_targets(key)  # only hops to an IP address are remembered
@@ -365,9 +392,48 @@ class Dispatcher:
             return list(targets)
         if hop.is_ip:
             return list(self._ip_targets.store(key, self._targets(hop, [hop.host], leg_hint), len(hop.host)))
-        d = self.resolver.resolve_host(hop.host)
-        d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
-        return d
+        return self._resolve_name(hop, leg_hint, request.get("call-id") if request is not None else None)
+
+    def _resolve_name(self, hop: Hop, leg_hint: Any, key: Optional[str]) -> Deferred:
+        resolver = self.resolver
+        if not IHopResolver.providedBy(resolver):  # A/AAAA only (a plain IHostResolver)
+            d = resolver.resolve_host(hop.host)
+            d.addCallback(lambda addresses: self._targets(hop, addresses, leg_hint))
+            return d
+        try:
+            found = resolver.resolve_hop(hop.host, hop.proto, hop.port, self._transports, self._families, key)
+        except ResolutionFailed as e:
+            return fail(RoutingError(503, f"Service Unavailable ({e})"[:120]))
+        if isinstance(found, Deferred):
+            found.addCallbacks(self._destination_targets, self._resolution_failed,
+                               callbackArgs=(hop, leg_hint))
+            return found
+        try:
+            return succeed(self._destination_targets(found, hop, leg_hint))
+        except RoutingError as e:
+            return fail(e)
+
+    @staticmethod
+    def _resolution_failed(failure: Any) -> None:
+        if failure.check(ResolutionFailed):
+            raise RoutingError(503, f"Service Unavailable ({failure.value})"[:120])
+        return failure
+
+    def _destination_targets(self, destinations: Sequence[Destination], hop: Hop, leg_hint: Any) -> list[Target]:
+        """(leg, address) per destination we have a leg for, those on the
+        blocklist last (tried, but after the others)."""
+        if not destinations:
+            raise RoutingError(404, f"cannot resolve {hop.host}")
+        targets: list[Target] = []
+        blocked: list[Target] = []
+        blocklist = self.blocklist
+        for proto, host, port in destinations:
+            leg = self.choose_leg(proto, host, leg_hint)
+            if leg is not None:
+                (blocked if (proto, host, port) in blocklist else targets).append((leg, (host, port)))
+        if not targets and not blocked:
+            raise RoutingError(503, f"no leg can reach {hop.proto or 'any transport'} to {hop.host}")
+        return targets + blocked
 
     def resolve(self, uri: Union[URI, str], leg_hint: Any = None) -> Deferred:
         """Targets for a URI, always as a Deferred (errback with
@@ -375,8 +441,6 @@ class Dispatcher:
         try:
             result = self.targets_for_hop(self.hop_for(uri), leg_hint)
         except RoutingError as e:
-            from twisted.internet.defer import fail
-
             return fail(e)
         return result if isinstance(result, Deferred) else succeed(result)
 
