@@ -31,7 +31,7 @@ from sipproxy.proxy.branch import BranchMaker
 from sipproxy.proxy.contact_tokens import (DEFAULT_DIALOG_LIFETIME, DEFAULT_REGISTRATION_LIFETIME, STEP,
                                            CallableRewriter, ContactTokens)
 from sipproxy.interfaces import INATHelper, IContactRewriter, IDispatcher, ILeg, IReceiver
-from sipproxy.sip.message import Message, ParseError, Request, Response
+from sipproxy.sip.message import Message, ParseError, Request, Response, parse
 from sipproxy.nat.sessions import NATError, NATSessions
 from sipproxy.proxy.flows import TOKEN_PREFIX, Flow, FlowTokens, came_over_nat, names_private_address
 from sipproxy.registrar.location import WallClock
@@ -201,7 +201,7 @@ class StatelessProxy:
             target_uri = uri
         try:
             hop = self.dispatcher.hop_for(target_uri)
-            targets = self.dispatcher.targets_for_hop(hop, hint)
+            targets = self.dispatcher.targets_for_hop(hop, hint, request)
         except RoutingError as e:
             self._refuse(request, e.code, e.reason, leg, addr)
             return
@@ -209,7 +209,7 @@ class StatelessProxy:
             self._forward_request(targets, request, leg, addr, loop)
         else:
             targets.addCallbacks(
-                self._forward_request, self._route_failed,
+                self._forward_with_failover, self._route_failed,
                 callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
             )
             targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
@@ -284,8 +284,34 @@ class StatelessProxy:
             return
         self._refuse(request, 404, "Not Found (no such user here)", leg, addr)
 
+    def _forward_with_failover(self, targets: list, request: Request, in_leg: ILeg, addr: tuple[str, int],
+                               loop: str) -> None:
+        """A name's targets (RFC 3263): send to the first; when the leg
+        reports that it could not (a TCP/TLS connection refused or timed
+        out, an ICMP unreachable for UDP), the same request, as it came
+        in, goes to the next; when none is left, answer 503. Stateless:
+        what is remembered is the request's text until its send is decided
+        (see README, "DNS")."""
+        original = bytes(request)
+
+        def next_target(reason: str) -> None:
+            log.info("{method} {uri}: sending to {dst} failed ({reason}); {left} target(s) left",
+                     method=request.method, uri=request.uri, dst=targets[0][1], reason=reason,
+                     left=len(targets) - 1)
+            try:
+                again = parse(original)
+            except ParseError:  # it parsed once; a defect, not input, if not now
+                log.failure("cannot re-read {request!r} for failover", request=request)
+                return
+            if len(targets) > 1:
+                self._forward_with_failover(targets[1:], again, in_leg, addr, loop)  # type: ignore[arg-type]
+            else:
+                self._refuse(again, 503, "Service Unavailable (every destination failed)", in_leg, addr)  # type: ignore
+
+        self._forward_request(targets, request, in_leg, addr, loop, next_target)
+
     def _forward_request(self, targets: list, request: Request, in_leg: ILeg, addr: tuple[str, int],
-                         loop: str) -> None:
+                         loop: str, on_error: Optional[Callable[[str], Any]] = None) -> None:
         if not targets:
             self._refuse(request, 503, "No Route", in_leg, addr)
             return
@@ -309,7 +335,7 @@ class StatelessProxy:
             self._rewrite_contacts(request, in_leg, out_leg, registering)
         via = f"{out_leg.via_prefix}{self.branches.branch(request, in_leg.index, loop)}"
         request.insert_line("via", "Via: " + via, via)
-        self._deliver(request, in_leg, out_leg, dst, addr)
+        self._deliver(request, in_leg, out_leg, dst, addr, on_error)
 
     # responses -----------------------------------------------------------------------
     def _response(self, response: Response, leg: ILeg, addr: tuple[str, int]) -> None:
@@ -550,14 +576,14 @@ class StatelessProxy:
         return format_name_addr(addr.display, new_uri, addr.params)
 
     def _deliver(self, packet: Message, in_leg: ILeg, out_leg: ILeg, dst: tuple[str, int],
-                 addr: tuple[str, int]) -> None:
+                 addr: tuple[str, int], on_error: Optional[Callable[[str], Any]] = None) -> None:
         try:
             result = self.do_nat(packet, in_leg, out_leg)
         except NATError as e:
             self._nat_failed(e, packet, in_leg, addr)
             return
         if result is None or not isinstance(result, Deferred):
-            self.dispatcher.send(packet, out_leg, dst)
+            self.dispatcher.send(packet, out_leg, dst, on_error)
             if isinstance(packet, Request):  # counted inline, from the slots: this is the hot path
                 try:
                     self.requests_forwarded[packet._method] += 1
@@ -567,10 +593,11 @@ class StatelessProxy:
                 self.responses_forwarded[packet._code // 100] += 1  # type: ignore[attr-defined]
         else:
             result.addCallbacks(self._send_after_nat, self._nat_not_done,
-                                callbackArgs=(packet, out_leg, dst), errbackArgs=(packet, in_leg, addr))
+                                callbackArgs=(packet, out_leg, dst, on_error), errbackArgs=(packet, in_leg, addr))
 
-    def _send_after_nat(self, _: Any, packet: Message, out_leg: ILeg, dst: tuple[str, int]) -> None:
-        self.dispatcher.send(packet, out_leg, dst)
+    def _send_after_nat(self, _: Any, packet: Message, out_leg: ILeg, dst: tuple[str, int],
+                        on_error: Optional[Callable[[str], Any]] = None) -> None:
+        self.dispatcher.send(packet, out_leg, dst, on_error)
         if isinstance(packet, Request):
             self.requests_forwarded[method_label(packet.method)] += 1
         else:
