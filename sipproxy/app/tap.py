@@ -22,6 +22,7 @@ from sipproxy.transport.legspec import LegSpec, LegSpecError, parse_leg_list
 from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_options
 from sipproxy.app.metrics import METRICS_PARAMETERS
 from sipproxy.app.control import CONTROL_PARAMETERS, check_control_options
+from sipproxy.app.dns_options import DNS_PARAMETERS, DNSServerOption, check_dns_options, make_resolver
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
 from sipproxy.app import config_file
@@ -72,7 +73,7 @@ def tcp_limits(options: Any) -> StreamLimits:
     return limits
 
 
-class Options(usage.Options):
+class Options(DNSServerOption, usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a stateless SIP proxy (after Net::SIP's StatelessProxy). Each leg is a "
@@ -159,6 +160,7 @@ class Options(usage.Options):
         *NAT_PARAMETERS,
         *config_file.CONFIG_PARAMETERS,
         *CONTROL_PARAMETERS,
+        *DNS_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -295,6 +297,7 @@ class Options(usage.Options):
             raise usage.UsageError("--token-lifetime must be at least 60 seconds")
         check_nat_options(self)
         check_control_options(self)
+        check_dns_options(self)
         self._check_workers()
 
     def _check_tls(self) -> None:
@@ -422,8 +425,10 @@ def makeService(options: Any) -> Any:
         reuse_port=sharing,
         tls=tls,
         token_lifetime=options["token-lifetime"],
+        resolver=make_resolver(reactor, options),
     )
     pool = None
+    service.dispatcher.blocklist.expire = options["dns-blocklist-expire"]
     if options["workers"] > 1 and not options["worker-index"]:
         from sipproxy.app.workers import WorkerPool
 
