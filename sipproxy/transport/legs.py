@@ -10,8 +10,10 @@ peer can make them hold (see L{sipproxy.transport.stream_guard}).
 """
 from __future__ import annotations
 
+import errno
 import re
 import socket
+import struct
 import sys
 from dataclasses import replace
 from typing import Any, Callable, Optional, Protocol
@@ -52,6 +54,9 @@ DEFAULT_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
 #: how long a stream leg's stop() waits for its connections to flush and close
 STOP_GRACE = 2.0
+#: how long after a send (with someone to tell) an ICMP error for its
+#: destination still counts as that send's failure
+ICMP_WINDOW = 2.0
 
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t\r]*$", re.I | re.M)
 
@@ -137,6 +142,10 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
         self._family = self._port.socket.family
         self._sendto = self._port.socket.sendto if lean else None
         self._sendable = {}
+        self._clock = reactor
+        self._awaiting_icmp: dict[tuple[str, int], tuple[float, Callable[[str], Any]]] = {}
+        if lean:
+            self._port.receive_errors()
 
     def stop(self) -> Any:
         if self._port is not None:
@@ -168,9 +177,43 @@ class UDPLeg(_LegIdentity, protocol.DatagramProtocol):
         try:
             sendto(data, addr)
         except OSError as e:  # a full send buffer, a message too long, an unreachable network
-            log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
-            if on_error is not None:
-                on_error(str(e))
+            if not (e.errno in _UNREACHABLE and self._port.errors_received and self._resend(data, addr)):
+                log.warn("leg {leg}: send to {dst} failed: {error}", leg=self.key, dst=addr, error=e)
+                if on_error is not None:
+                    on_error(str(e))
+                return
+        if on_error is not None and self._port.errors_received:
+            self._await_icmp(addr, on_error)
+
+    def _resend(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """With the kernel's error queue on, a send reports the ICMP error
+        an earlier datagram caused (and sends nothing): hand that error to
+        its owner and send this datagram again. True when it went."""
+        self._port.read_errors()
+        try:
+            self._sendto(data, addr)
+        except OSError:
+            return False
+        return True
+
+    def _await_icmp(self, addr: tuple[str, int], on_error: Callable[[str], Any]) -> None:
+        """Remember who to tell if an ICMP unreachable comes back for
+        C{addr} within L{ICMP_WINDOW} (bounded: a full table starts again)."""
+        awaiting = self._awaiting_icmp
+        if len(awaiting) >= 4096:
+            awaiting.clear()
+        awaiting[(addr[0], addr[1])] = (self._clock.seconds() + ICMP_WINDOW, on_error)
+
+    def unreachable(self, addr: tuple[str, int], reason: str) -> None:
+        """The kernel passed on an ICMP unreachable for a datagram we sent
+        to C{addr} (see L{_SIPDatagramPort.receive_errors}): tell whoever
+        sent there lately and asked to hear of failures."""
+        waiting = self._awaiting_icmp.pop(addr, None)
+        if waiting is None or waiting[0] < self._clock.seconds():
+            log.debug("leg {leg}: {reason} from {dst}", leg=self.key, reason=reason, dst=addr)
+            return
+        log.info("leg {leg}: {dst} is unreachable ({reason})", leg=self.key, dst=addr, reason=reason)
+        waiting[1](f"{reason} from {addr[0]}:{addr[1]}")
 
     def _can_send_to(self, host: str) -> bool:
         """True for an IP address of the socket's family: the socket is
@@ -202,18 +245,71 @@ class _SIPDatagramPort(udp.Port):
     datagram). Used on posix reactors; others get Twisted's own port."""
 
     burst = 128
+    #: the kernel queues ICMP errors for us (IP_RECVERR; Linux)
+    errors_received = False
+
+    def receive_errors(self) -> None:
+        """Ask the kernel (Linux) to queue the ICMP errors our datagrams
+        cause, with their destination: an unconnected UDP socket hears of
+        none otherwise. The queue is read in L{doRead}; a socket whose only
+        news is an error is reported to the reactor as an error event,
+        which Twisted takes for a lost connection: L{readConnectionLost}
+        reads the queue and goes back to reading instead."""
+        option = _RECVERR.get(self.addressFamily)
+        if option is None:
+            return
+        try:
+            self.socket.setsockopt(option[0], option[1], 1)
+        except OSError:
+            return
+        self.errors_received = True
+        _declare_half_closeable(self)
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        """(Only with L{receive_errors}: see there.) An error event with
+        nothing to read: read the error queue, keep listening."""
+        self.read_errors()
+        if self.connected and self.socket is not None:
+            self.reactor.addReader(self)
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        """A UDP port writes through the socket directly: nothing to do."""
+
+    def read_errors(self) -> None:
+        """Drain the error queue; each ICMP unreachable goes to the leg
+        with the destination of the datagram that caused it."""
+        receive = self.socket.recvmsg
+        for _ in range(self.burst):
+            try:
+                _, ancillary, _, addr = receive(1, 512, _MSG_ERRQUEUE)
+            except OSError:  # empty (EAGAIN), or nothing we can read
+                return
+            for level, kind, data in ancillary:
+                if (level, kind) not in _RECVERR_MESSAGES or len(data) < 8:
+                    continue
+                code, origin = struct.unpack_from("=IB", data)
+                if origin in (_ORIGIN_ICMP, _ORIGIN_ICMP6) and code in _UNREACHABLE and addr:
+                    try:
+                        self.protocol.unreachable((addr[0], addr[1]), f"ICMP {errno.errorcode.get(code, code)}")
+                    except Exception:
+                        log.failure("leg {leg}: reporting an ICMP error failed", leg=self.protocol.key)
 
     def doRead(self) -> None:
         receive = self.socket.recvfrom
         size = self.maxPacketSize
         handle = self.protocol.datagramReceived
         v6 = self.addressFamily == socket.AF_INET6
-        for _ in range(self.burst):
+        for i in range(self.burst):
             try:
                 data, addr = receive(size)
             except BlockingIOError:
+                if i == 0 and self.errors_received:  # woken with nothing to read: an error event
+                    self.read_errors()
                 return
             except OSError as e:  # ICMP errors of earlier sends surface here: not fatal
+                if self.errors_received:
+                    self.read_errors()
+                    continue
                 log.debug("leg {leg}: receive failed: {error}", leg=self.protocol.key, error=e)
                 return
             if v6:
@@ -223,6 +319,25 @@ class _SIPDatagramPort(udp.Port):
             except Exception:
                 log.failure("leg {leg}: handling a datagram from {source} failed", leg=self.protocol.key,
                             source=addr)
+
+
+#: Linux's IP_RECVERR / IPV6_RECVERR (level, option) per family, the
+#: control messages they bring, and what in them is an ICMP unreachable
+_RECVERR = ({socket.AF_INET: (socket.IPPROTO_IP, 11), socket.AF_INET6: (socket.IPPROTO_IPV6, 25)}
+            if sys.platform.startswith("linux") else {})
+_RECVERR_MESSAGES = {(socket.IPPROTO_IP, 11), (socket.IPPROTO_IPV6, 25)}
+_MSG_ERRQUEUE = 0x2000
+_ORIGIN_ICMP, _ORIGIN_ICMP6 = 2, 3
+_UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def _declare_half_closeable(port: Any) -> None:
+    """Make the reactor call C{readConnectionLost} (not C{connectionLost})
+    on an error event of this one port."""
+    from twisted.internet.interfaces import IHalfCloseableDescriptor
+    from zope.interface import alsoProvides
+
+    alsoProvides(port, IHalfCloseableDescriptor)
 
 
 #: Linux's SO_RCVBUFFORCE and SO_SNDBUFFORCE (not in the socket module):
