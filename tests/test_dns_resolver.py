@@ -321,3 +321,25 @@ class ReadmeExampleTests(SynchronousTestCase):
         resolver = make_resolver(Clock(), options)
         self.assertEqual((resolver.servers, resolver.timeout, resolver.max_pending),
                          ([("192.0.2.53", 53), ("2001:db8::53", 53)], 1.5, 64))
+
+
+class BusyLogTests(ResolverTestCase):
+    def test_refusals_log_one_line_per_interval(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        seen: list[dict] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        waiting = [self.resolve(f"h{i}.example.com", port=5060) for i in range(4)]
+        for i in range(100):
+            self.failureResultOf(self.resolve(f"x{i}.example.com", port=5060), ResolutionFailed)
+        lines = [e for e in seen if "queries in flight" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual((lines[0]["count"], lines[0]["refused"]), (4, 1))
+        self.clock.advance(10)
+        self.failureResultOf(self.resolve("y.example.com", port=5060), ResolutionFailed)
+        lines = [e for e in seen if "queries in flight" in e.get("log_format", "")]
+        self.assertEqual([e["refused"] for e in lines], [1, 101])
+        for i in range(4):
+            self.client.time_out(f"h{i}.example.com", "A")
+            self.failureResultOf(waiting[i], ResolutionFailed)

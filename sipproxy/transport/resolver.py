@@ -51,6 +51,9 @@ DEFAULT_FAILURE_TTL = 5.0
 DEFAULT_MAX_TTL = 3600.0
 #: the hosts file is looked at again (its mtime) at most this often
 HOSTS_RECHECK = 5.0
+#: at most one log line per this many seconds about lookups refused for
+#: too many queries in flight
+BUSY_LOG_INTERVAL = 10.0
 
 
 class ResolutionFailed(Exception):
@@ -199,6 +202,7 @@ class DNSResolver:
         #: counts, for tests and reports
         self.queries_sent = 0
         self.refused_busy = 0
+        self._busy_logged = float("-inf")
 
     # IHopResolver --------------------------------------------------------------------
     def resolve_hop(self, host: str, proto: Optional[str], port: Optional[int], transports: Sequence[str],
@@ -302,8 +306,12 @@ class DNSResolver:
             return d
         if len(self._pending) >= self.max_pending:
             self.refused_busy += 1
-            log.warn("DNS: {count} queries in flight; not asking {name} {kind}", count=len(self._pending),
-                     name=query.name, kind=query.kind)
+            now = self._now()
+            if now - self._busy_logged >= BUSY_LOG_INTERVAL:  # one line per interval, however many
+                self._busy_logged = now
+                log.warn("DNS: {count} queries in flight (--dns-max-queries); lookups needing more fail at "
+                         "once ({refused} so far), e.g. {name} {kind}", count=len(self._pending),
+                         refused=self.refused_busy, name=query.name, kind=query.kind)
             d.callback(([], True))
             return d
         self._pending[query] = [d]
