@@ -112,7 +112,7 @@ class UDPFailoverTests(DNSInteropTestCase):
             f"--srv-host=_sip._udp.u.test,dead.u.test,{dead_port},10,100",
             f"--srv-host=_sip._udp.u.test,live.u.test,{live_port},20,100",
             "--host-record=dead.u.test,127.0.0.1", "--host-record=live.u.test,127.0.0.1"])
-        resolver = DNSResolver(reactor, servers=[server], hosts_file=None)
+        resolver = DNSResolver(reactor, servers=[server], hosts_file=None, timeout=5.0)
         service: ProxyService = self.start_proxy(["udp:127.0.0.1:0"], resolver)
         leg = service.legs[0]
         uac, uac_port = self.udp_endpoint()
