@@ -11,11 +11,19 @@ import sys
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from sipproxy.app.service import ProxyService
+from sipproxy.interfaces import IHopResolver
+from sipproxy.proxy.stateless import StatelessProxy
+from sipproxy.sip.message import parse
+from sipproxy.testing import MemoryLeg
+from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.transport.legs import UDPLeg
 from sipproxy.transport.resolver import DNSResolver
+from sipproxy.transport.rfc3263 import Destination
 from tests.sip import request
 from tests.test_dns_interop import DNSInteropTestCase, start_dnsmasq
 from tests.util import wait_until
@@ -75,8 +83,6 @@ class UDPErrorTests(TestCase):
 
     @defer.inlineCallbacks
     def test_late_error_is_not_anyones(self) -> None:
-        from twisted.internet.task import Clock
-
         dead = (self.host, closed_udp_port(self.host))
         reasons: list[str] = []
         clock = Clock()
@@ -125,3 +131,83 @@ class UDPFailoverTests(DNSInteropTestCase):
         self.assertEqual(len(got.get_all("via")), 2)
         self.assertIn(("udp", "127.0.0.1", dead_port), service.dispatcher.blocklist)
         self.assertEqual(uac.queue, [])
+
+
+class ProxyFailoverUnitTests(SynchronousTestCase):
+    """The proxy's side of failover, with legs that fail on demand: the
+    request as it came in goes to the next destination, over the leg that
+    one needs; none left: 503; literal addresses are not failed over."""
+
+    def setUp(self) -> None:
+        self.udp = FailingLeg("192.0.2.10", 5060, "udp")
+        self.tcp = FailingLeg("192.0.2.10", 5060, "tcp")
+        self.resolver = FixedHops([Destination("tcp", "198.51.100.1", 5070), Destination("udp", "198.51.100.2", 5080),
+                                   Destination("udp", "198.51.100.3", 5090)])
+        self.dispatcher = Dispatcher(Clock(), legs=[self.udp, self.tcp], resolver=self.resolver,
+                                     local_address=lambda ip: "192.0.2.10")
+        self.proxy = StatelessProxy(self.dispatcher, secret=b"F" * 32)
+        self.dispatcher.set_receiver(self.proxy)
+
+    def invite(self, uri: str = "sip:bob@example.com") -> None:
+        self.udp.receive(request(uri=uri, via="SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKfo1"), ("192.0.2.20", 5060))
+
+    def test_next_destination_over_its_own_leg(self) -> None:
+        self.tcp.failing.add(("198.51.100.1", 5070))
+        self.invite()
+        self.assertEqual([addr for _, addr in self.tcp.sent], [("198.51.100.1", 5070)])
+        (data, addr), = self.udp.sent
+        self.assertEqual(addr, ("198.51.100.2", 5080))
+        forwarded = parse(data)
+        vias = forwarded.get_all("via")
+        self.assertEqual(len(vias), 2)
+        self.assertTrue(vias[0].startswith("SIP/2.0/UDP 192.0.2.10:5060;"))  # written for the UDP leg
+        self.assertEqual(forwarded.get("max-forwards"), "69")  # lowered once
+        self.assertEqual(len(forwarded.get_all("record-route")), 1)  # UDP in, UDP out: one
+        self.assertIn(("tcp", "198.51.100.1", 5070), self.dispatcher.blocklist)
+
+    def test_every_destination_failing_answers_503(self) -> None:
+        self.tcp.failing.add(("198.51.100.1", 5070))
+        self.udp.failing.update({("198.51.100.2", 5080), ("198.51.100.3", 5090)})
+        self.invite()
+        answers = [parse(data) for data, addr in self.udp.sent if addr == ("192.0.2.20", 5060)]
+        self.assertEqual([a.code for a in answers], [503])
+        self.assertEqual(len(self.dispatcher.blocklist), 3)
+
+    def test_blocked_destination_is_tried_last_next_time(self) -> None:
+        self.dispatcher.blocklist.add("tcp", "198.51.100.1", 5070)
+        self.invite()
+        self.assertEqual(self.tcp.sent, [])
+        self.assertEqual([addr for _, addr in self.udp.sent], [("198.51.100.2", 5080)])
+
+    def test_literal_address_is_sent_without_failover(self) -> None:
+        self.udp.failing.add(("198.51.100.9", 5060))
+        self.invite("sip:bob@198.51.100.9")
+        self.assertEqual([addr for _, addr in self.udp.sent], [("198.51.100.9", 5060)])
+        self.assertEqual(self.udp.asked_to_report, [False])  # no one listens for its failure: as before
+        self.assertEqual(self.resolver.asked, [])
+
+
+class FailingLeg(MemoryLeg):
+    """A memory leg that reports a failure for the addresses in C{failing}."""
+
+    def __init__(self, host: str, port: int, proto: str) -> None:
+        super().__init__(host, port, proto)
+        self.failing: set[tuple[str, int]] = set()
+        self.asked_to_report: list[bool] = []
+
+    def send(self, data: bytes, addr: tuple[str, int], on_error: Any = None) -> None:
+        super().send(data, addr, on_error)
+        self.asked_to_report.append(on_error is not None)
+        if addr in self.failing and on_error is not None:
+            on_error("connection refused")
+
+
+@implementer(IHopResolver)
+class FixedHops:
+    def __init__(self, destinations: list[Destination]) -> None:
+        self.destinations = destinations
+        self.asked: list[str] = []
+
+    def resolve_hop(self, host: str, proto: Any, port: Any, transports: Any, families: Any, key: Any = None) -> list:
+        self.asked.append(host)
+        return list(self.destinations)

@@ -99,6 +99,7 @@ class ResolutionTests(SynchronousTestCase):
     def test_numeric_ip_asks_nothing(self) -> None:
         self.assertEqual(self.resolve("192.0.2.1"), ([Destination("udp", "192.0.2.1", 5060)], []))
         self.assertEqual(self.resolve("[2001:db8::1]", "tls"), ([Destination("tls", "2001:db8::1", 5061)], []))
+        self.assertEqual(self.resolve("[::1", port=5060)[1], [Query("[::1", "A")])  # unbalanced: not an address
 
     def test_explicit_port_asks_addresses_only(self) -> None:
         records = {Query("example.com", "A"): ["192.0.2.1"], Query("example.com", "AAAA"): ["2001:db8::1"]}

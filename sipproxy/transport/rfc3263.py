@@ -168,7 +168,7 @@ def resolution(host: str, proto: Optional[str], port: Optional[int], transports:
     """
     families = sorted(set(families))
     transports = list(transports)
-    host = host.strip("[]") if host[:1] == "[" else host
+    host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
     if is_ip_literal(host):
         chosen = proto or _default_proto(transports)
         if chosen is None:
