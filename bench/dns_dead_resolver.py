@@ -6,7 +6,7 @@ so it measures whichever tree is on PYTHONPATH; the DNS server must be
 the one in /etc/resolv.conf, so run it in its own namespaces:
 
     unshare -mn sh -c 'ip link set lo up; echo nameserver 127.0.0.1 > /tmp/r;
-        mount --bind /tmp/r /etc/resolv.conf; PYTHONPATH=TREE python bench/dns_dead_resolver.py'
+        mount --bind /tmp/r /etc/resolv.conf; PYTHONPATH=TREE python bench/dns_dead_resolver.py [LIMIT]'
 
 A socket on 127.0.0.1:53 reads the queries and drops them.
 """
@@ -17,6 +17,9 @@ import sys
 import time
 
 from twisted.internet import defer, protocol, reactor, task
+
+#: how long to wait for each request (seconds; first argument)
+LIMIT = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
 
 
 class Endpoint(protocol.DatagramProtocol):
@@ -68,7 +71,7 @@ async def main() -> None:
     for label, uri in (("127.0.0.1", f"sip:bob@127.0.0.1:{uas_port}"), ("localhost", f"sip:bob@localhost:{uas_port}")):
         before = len(uas.got)
         uac.transport.write(invite(uri, label, uac_port), (leg.host, leg.port))
-        delay = await wait_for(lambda: len(uas.got) > before, 60)
+        delay = await wait_for(lambda: len(uas.got) > before, LIMIT)
         print(f"request for {label}: forwarded after {delay * 1000:.2f} ms "
               f"(queries seen by the dead server so far: {dropper.received})")
     sys.stdout.flush()
