@@ -372,3 +372,28 @@ class WiringTests(unittest.SynchronousTestCase):
         self.assertEqual(commands.legs, service.legs)
         self.assertEqual(commands.aor("alice@OFFICE.test"), "sip:alice@office.test")
         self.assertIsNotNone(commands.store)
+
+
+class UnusablePathTests(unittest.SynchronousTestCase):
+    def test_a_directory_we_cannot_write_is_found_at_start(self) -> None:
+        if os.geteuid() == 0:
+            path = "/proc/sipproxy-test.ctl"  # root may write anywhere but here
+        else:
+            path = os.path.join("/", "sipproxy-test.ctl")
+        problem = control_path_problem(path)
+        self.assertIsNotNone(problem)
+        self.assertTrue(problem.startswith(f"--control {path}: "), problem)
+        self.assertFalse(os.path.exists(path))
+
+    def test_a_socket_that_cannot_be_made_at_start_is_one_error_line(self) -> None:
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        service = ControlService(reactor, "/proc/sipproxy-test.ctl", ControlCommands(reactor))
+        service.privilegedStartService()
+        self.assertIs(service.port, False)
+        errors = [e for e in logged if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("no control socket", errors[0]["log_format"])
+        self.flushLoggedErrors()
+        service.stopService()

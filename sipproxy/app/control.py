@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from twisted.application.service import IService, Service
 from twisted.internet import defer, protocol, tcp, unix
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -143,7 +144,7 @@ def control_path_problem(path: str) -> Optional[str]:
         parent = os.path.dirname(path) or "."
         if not os.path.isdir(parent):
             return f"--control {path}: no directory {parent}"
-        return None
+        return _bind_problem(path)
     except OSError as e:
         return f"--control {path}: {e.strerror}"
     if not stat.S_ISSOCK(info.st_mode):
@@ -164,6 +165,23 @@ def control_path_problem(path: str) -> Optional[str]:
     finally:
         probe.close()
     return f"--control {path}: another process is answering on it"
+
+
+def _bind_problem(path: str) -> Optional[str]:
+    """Why a socket cannot be made at C{path} (a read-only or foreign
+    directory), found by making one and removing it again; or None."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.bind(path)
+    except OSError as e:
+        return f"--control {path}: {e.strerror}"
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return None
 
 
 class RPCError(Exception):
@@ -699,6 +717,10 @@ class ControlService(Service):
             port = _ControlPort(self.path, self.factory, backlog=MAX_CONNECTIONS, mode=self.mode,
                                 reactor=self.reactor)
             port.startListening()
+        except CannotListenError as e:  # checked at start-up; something changed since
+            self.port = False
+            log.error("no control socket: cannot listen on {path}: {error}", path=self.path, error=e.socketError)
+            return
         finally:
             os.umask(old)
         self.port = port
@@ -712,7 +734,7 @@ class ControlService(Service):
         port, self.port = self.port, None
         for client in list(self.factory.clients):
             client.transport.loseConnection()
-        if port is not None:
+        if port:
             return port.stopListening()
         return None
 
