@@ -215,7 +215,9 @@ class DeadResolverTests(DNSInteropTestCase):
         dropper = Dropper()
         dead = reactor.listenUDP(0, dropper, interface="127.0.0.1")
         self.addCleanup(dead.stopListening)
-        resolver = DNSResolver(reactor, servers=[("127.0.0.1", dead.getHost().port)], timeout=1.0, max_pending=64)
+        # the timeout is long beside what forwarding takes even on a loaded machine, so the
+        # lookups are still waiting when the literal requests go through
+        resolver = DNSResolver(reactor, servers=[("127.0.0.1", dead.getHost().port)], timeout=4.0, max_pending=64)
         service = self.start_proxy(["udp:127.0.0.1:0"], resolver)
         leg = service.legs[0]
         uac, uac_port = self.udp_endpoint()
