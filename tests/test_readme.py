@@ -32,13 +32,13 @@ class ReadmeTests(SynchronousTestCase):
     def test_ci_runs_the_readme_test_command(self) -> None:
         command = literal_after(self.readme, "From a checkout::")
         self.assertIn("pytest", command)
-        self.assertIn("trial tests", command)
+        self.assertIn("trial -j2 tests", command)
         self.assertIn(command, _read(".ci", "run").splitlines())
 
     def test_ci_runs_the_readme_pypy_test_command(self) -> None:
         command = literal_after(self.readme, "the same tests under PyPy")
         self.assertTrue(command.startswith("pypy3 -m venv"), command)
-        self.assertIn("pytest", command)
+        self.assertIn(".venv-pypy/bin/trial -j2 tests", command)
         self.assertIn(command, _read(".ci", "run").splitlines())
 
     def test_install_command_installs_and_runs_the_plugin(self) -> None:
