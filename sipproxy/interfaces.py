@@ -12,6 +12,7 @@ __all__ = [
     "ILeg",
     "IReceiver",
     "IDispatcher",
+    "ICapture",
     "IHostResolver",
     "IHopResolver",
     "IContactRewriter",
@@ -108,6 +109,7 @@ class IDispatcher(Interface):
     legs = Attribute("The legs, in order; a leg's index is its position.")
     outgoing_proxy = Attribute("A URI every request goes to, or None (assignable: the user agent sets it).")
     domain2proxy = Attribute("Domain to proxy URI (assign a new mapping to change it).")
+    capture = Attribute("An ICapture told of every message received and sent, or None (the default).")
 
     def send(message, leg, addr, on_error=None) -> None:
         """Serialise C{message} and send it from C{leg} to C{addr};
@@ -153,6 +155,22 @@ class IDispatcher(Interface):
 
     def message_received(data: bytes, leg, addr: tuple, stream: bool = False) -> None:
         """Called by a leg with one message's bytes; never raises."""
+
+    def copy_sent(data: bytes, leg, addr: tuple) -> None:
+        """Tell the capture (C{capture}), if any, of a message sent straight
+        through C{leg} instead of by C{send}; never raises."""
+
+
+class ICapture(Interface):
+    """Gets a copy of every SIP message a dispatcher receives or sends, as
+    octets (e.g. L{sipproxy.transport.hep.HEPSender}, for Homer). Called
+    on the SIP path: it must return at once and never raise."""
+
+    def received(data: bytes, leg, addr: tuple) -> None:
+        """C{data} arrived on C{leg} from C{addr} (TLS: the plaintext)."""
+
+    def sent(data: bytes, leg, addr: tuple) -> None:
+        """C{data} was handed to C{leg} to send to C{addr}."""
 
 
 class IContactRewriter(Interface):

@@ -141,7 +141,10 @@ class FlowKeeper:
                 f"Call-ID: {branch}@{leg.sent_by}\r\n"
                 "CSeq: 1 OPTIONS\r\n"
                 "Content-Length: 0\r\n\r\n")
-        leg.send(text.encode("utf-8", "surrogateescape"), watched.addr)
+        data = text.encode("utf-8", "surrogateescape")
+        if leg.dispatcher is not None:  # the HEP capture sees the ping too
+            leg.dispatcher.copy_sent(data, leg, watched.addr)
+        leg.send(data, watched.addr)
 
     def _drop(self, key: tuple[str, str], watched: _Watched, why: str) -> None:
         self.forget(*key)

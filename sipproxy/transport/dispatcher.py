@@ -22,7 +22,7 @@ from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
 from sipproxy.transport.source_log import SourceLog
-from sipproxy.interfaces import IDispatcher, IHopResolver, IHostResolver, ILeg, IReceiver
+from sipproxy.interfaces import ICapture, IDispatcher, IHopResolver, IHostResolver, ILeg, IReceiver
 from sipproxy.sip.message import Message, ParseError, Request, Response, parse
 from sipproxy.transport.resolver import DNSResolver, DestinationBlocklist, ResolutionFailed
 from sipproxy.transport.rfc3263 import Destination
@@ -161,6 +161,9 @@ class Dispatcher:
         #: parse errors: answered (400/505) or dropped
         self.parse_errors = {"answered": 0, "dropped": 0}
         self.dropped = DropCounts()
+        #: told of every message received and sent (HEP capture); None: off,
+        #: which costs the receive and send paths one test each
+        self.capture: Optional[ICapture] = None
         for leg in legs:
             self.add_leg(leg)
 
@@ -223,6 +226,8 @@ class Dispatcher:
         """Parse one message from a leg and pass it on; never raises.
         C{websocket}: one message per WebSocket message, whose sender is
         reached only at the address it came from (rport is forced)."""
+        if self.capture is not None:
+            self._capture_received(data, leg, addr)
         try:
             message = parse(data, stream=stream)
         except ParseError as e:
@@ -278,6 +283,8 @@ class Dispatcher:
                                     code=error.status)
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
+            if self.capture is not None:
+                self.copy_sent(data, leg, addr)
             leg.send(data, addr)
             self.parse_errors["answered"] += 1
             self.count_answer(partial.method, error.status)
@@ -302,12 +309,15 @@ class Dispatcher:
             if on_error is not None:
                 on_error(f"{addr[0]} is not a unicast address")
             return
+        data = bytes(message)
+        if self.capture is not None:
+            self.copy_sent(data, leg, addr)
         if on_error is None:
-            leg.send(bytes(message), addr)
+            leg.send(data, addr)
             return
         failed = self._failed_send(leg, addr, on_error)
         try:
-            leg.send(bytes(message), addr, failed)
+            leg.send(data, addr, failed)
         except Exception as e:  # a leg that raised instead of reporting
             log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
             failed(str(e) or type(e).__name__)
@@ -325,6 +335,25 @@ class Dispatcher:
         """Count one answer given here (for metrics)."""
         key = (method_label(method), code)
         self.answered[key] = self.answered.get(key, 0) + 1
+
+    def _capture_received(self, data: bytes, leg: ILeg, addr: tuple[str, int]) -> None:
+        """Hand a copy to the capture (HEP); its failure is one log line."""
+        capture = self.capture
+        try:
+            if capture is not None:
+                capture.received(data, leg, addr)
+        except Exception:
+            log.failure("capture failed on a message from {source} on {leg}", source=addr, leg=leg.key)
+
+    def copy_sent(self, data: bytes, leg: ILeg, addr: tuple[str, int]) -> None:
+        """Tell the capture, if any, of C{data} sent from C{leg} to C{addr}
+        (L{send} does it; for messages sent straight through a leg)."""
+        capture = self.capture
+        try:
+            if capture is not None:
+                capture.sent(data, leg, addr)
+        except Exception:
+            log.failure("capture failed on a message to {dst} on {leg}", dst=addr, leg=leg.key)
 
     @staticmethod
     def stateless_tag(request: Request) -> str:
