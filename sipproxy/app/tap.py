@@ -23,6 +23,7 @@ from sipproxy.app.nat_options import NAT_FLAGS, NAT_PARAMETERS, check_nat_option
 from sipproxy.app.metrics import METRICS_PARAMETERS
 from sipproxy.app.control import CONTROL_PARAMETERS, check_control_options
 from sipproxy.app.dns_options import DNS_PARAMETERS, DNSServerOption, check_dns_options, make_resolver
+from sipproxy.app.hep_options import HEP_PARAMETERS, check_hep_options, opt_hep
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
 from sipproxy.app import config_file
@@ -161,7 +162,9 @@ class Options(DNSServerOption, usage.Options):
         *config_file.CONFIG_PARAMETERS,
         *CONTROL_PARAMETERS,
         *DNS_PARAMETERS,
+        *HEP_PARAMETERS,
     ]
+    opt_hep = opt_hep
 
     def __init__(self) -> None:
         super().__init__()
@@ -298,6 +301,7 @@ class Options(DNSServerOption, usage.Options):
         check_nat_options(self)
         check_control_options(self)
         check_dns_options(self)
+        check_hep_options(self)
         self._check_workers()
 
     def _check_tls(self) -> None:
@@ -436,6 +440,7 @@ def makeService(options: Any) -> Any:
         pool.setServiceParent(service)
     for extra in nat_services:
         extra.setServiceParent(service)
+    _add_capture(reactor, options, service)
     if store is not None:
         from sipproxy.stores import StoreService
 
@@ -459,6 +464,15 @@ def _reloadable(service: Any, reactor: Any, options: Any, door: Any = None, make
     reloader.setServiceParent(service)
     service.reload = reloader.reload
     return service
+
+
+def _add_capture(reactor: Any, options: Any, service: Any) -> None:
+    """The HEP capture (--hep), started after the legs it copies."""
+    from sipproxy.app.hep_options import make_hep_service
+
+    capture = make_hep_service(reactor, options, service.dispatcher)
+    if capture is not None:
+        capture.setServiceParent(service)
 
 
 def _settle_heap() -> None:
