@@ -386,3 +386,20 @@ class ReadmeExampleTests(SynchronousTestCase):
         leg.receive(REQUEST, ("192.0.2.10", 5061))
         self.assertEqual(out[0][1], ("127.0.0.1", 9060))
         self.assertEqual(decode(out[0][0]).agent_id, 2001)
+
+
+class ConfigFileTests(SynchronousTestCase):
+    """--hep, --hep-id and --hep-password as keys of the --config file."""
+
+    def test_keys(self) -> None:
+        import os
+
+        from tests.util import temp_dir
+
+        path = os.path.join(temp_dir(self), "sipproxy.toml")
+        with open(path, "w") as f:
+            f.write('hep = ["127.0.0.1:9061", "[::1]:9062"]\nhep-id = 7\nhep-password = "pw"\n')
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual((options["hep"], options["hep-id"], options["hep-password"]),
+                         ([("127.0.0.1", 9061), ("::1", 9062)], 7, "pw"))
