@@ -365,7 +365,11 @@ class ReadmeExampleTests(SynchronousTestCase):
 
         with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")) as f:
             readme = f.read()
-        self.section = readme[readme.index("Capture (HEP)\n"):readme.index("\nEmbedding\n")]
+        import re
+
+        start = readme.index("Capture (HEP)\n-------------\n") + 28
+        end = re.compile(r"\n[^\n]+\n---+\n").search(readme, start)
+        self.section = readme[start:end.start() if end else len(readme)]
 
     def test_command_line(self) -> None:
         line = next(line.strip() for line in self.section.splitlines() if "twistd -n sipproxy" in line)
