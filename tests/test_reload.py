@@ -398,3 +398,50 @@ class ReloadInProcessTests(unittest.SynchronousTestCase):
         self.assertEqual(seen, ["old-1", "old-2"])
         chain.receive(object(), None, (HOST, 5060))
         self.assertEqual(seen, ["old-1", "old-2", "new-1", "new-2", "new-3"])
+
+
+class WorkerSighupMaskTests(unittest.SynchronousTestCase):
+    """A SIGHUP passed on to a worker that has not yet installed its
+    handler must wait, not kill it (SIGHUP's default action): workers are
+    spawned with SIGHUP blocked, and the Reloader unblocks it once its
+    handler is in place."""
+
+    def setUp(self) -> None:
+        if not hasattr(signal, "pthread_sigmask"):
+            raise unittest.SkipTest("no pthread_sigmask on this platform")
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, before)
+        handler = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, handler)
+
+    def test_workers_are_spawned_with_sighup_blocked_and_the_parent_mask_restored(self) -> None:
+        from sipproxy.app.workers import WorkerPool
+
+        seen: list[bool] = []
+
+        class Transport:
+            pid = 4242
+
+        class FakeReactor:
+            def spawnProcess(self, proto: Any, executable: str, argv: Any, env: Any = None,
+                             childFDs: Any = None) -> Transport:
+                seen.append(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+                return Transport()
+
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        pool = WorkerPool(FakeReactor(), ["twistd", "sipproxy", "--workers", "2"], 2)
+        pool._start_workers()
+        self.assertEqual(seen, [True, True])
+        self.assertNotIn(signal.SIGHUP, signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+
+    def test_the_reloader_unblocks_sighup_once_its_handler_is_installed(self) -> None:
+        from twisted.python import usage
+
+        from sipproxy.app.reload import Reloader
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        reloader = Reloader(None, usage.Options())  # type: ignore[arg-type]
+        reloader.startService()
+        self.addCleanup(reloader.stopService)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), reloader._on_signal)
+        self.assertNotIn(signal.SIGHUP, signal.pthread_sigmask(signal.SIG_BLOCK, set()))

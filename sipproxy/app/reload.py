@@ -89,6 +89,11 @@ class Reloader(Service):
         super().startService()
         if hasattr(signal, "SIGHUP"):
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
+            if hasattr(signal, "pthread_sigmask"):
+                # a worker starts with SIGHUP blocked (sipproxy.app.workers):
+                # one sent before this handler existed was held, not fatal,
+                # and is delivered to the handler now
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     def stopService(self) -> Any:
         if hasattr(signal, "SIGHUP") and self._previous_handler is not None:

@@ -164,7 +164,17 @@ class WorkerPool(Service):
         env, fds = os.environ.copy(), None
         if self.snapshot_sink is not None:  # a pipe for its metrics snapshots (sipproxy.app.metrics)
             env["SIPPROXY_METRICS_FD"], fds = "3", {0: "w", 1: "r", 2: "r", 3: "r"}
-        self._transports[index] = self.reactor.spawnProcess(proto, argv[0], argv, env=env, childFDs=fds)
+        # The worker inherits a blocked SIGHUP (a signal mask survives exec;
+        # Twisted resets only ignored signals): a reload passed on while it
+        # starts waits until its Reloader has a handler (and unblocks it)
+        # instead of killing it with SIGHUP's default action.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP}) if hasattr(signal, "pthread_sigmask") \
+            else None
+        try:
+            self._transports[index] = self.reactor.spawnProcess(proto, argv[0], argv, env=env, childFDs=fds)
+        finally:
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.workers[index] = proto
         log.info("started worker {index} (pid {pid})", index=index, pid=self._transports[index].pid)
 
