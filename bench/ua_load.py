@@ -7,6 +7,10 @@ bench/netsip_ua.pl, its Net::SIP::Simple twin:
     ua_load.py --mode answer --leg IP:PORT [--max-time S]
     ua_load.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W]
 
+``--profile FILE`` writes a cProfile of the measured calls (the caller's
+measure phase; for the callee, everything after the first INVITE) to FILE,
+for ``python -m pstats FILE``.
+
 The caller starts call k at t0 + k/R (deadline pacing on the reactor's
 clock, never sleep) and hangs up each call as soon as it is established.
 One JSON object per line on stdout: ready, phase, phase_done (ok, failed,
@@ -105,7 +109,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--max-time", type=float, default=600)
+    parser.add_argument("--profile", help="write a cProfile of the measured calls here")
     args = parser.parse_args()
+    profiler = None
+    if args.profile:
+        import cProfile
+        import time
+        profiler = cProfile.Profile(time.thread_time)  # CPU time: the machine is shared
+
+        def save_profile() -> None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+
+        reactor.addSystemEventTrigger("before", "shutdown", save_profile)
 
     from sipproxy import Simple
 
@@ -119,6 +135,8 @@ def main() -> None:
         counts = {"answered": 0, "byes": 0}
 
         def established(call: Any) -> None:
+            if profiler is not None and not counts["answered"]:
+                profiler.enable()
             counts["answered"] += 1
 
         def cleaned(call: Any) -> None:
@@ -133,6 +151,15 @@ def main() -> None:
             raise SystemExit("--to is required")
         phases = ([("warmup", args.warmup)] if args.warmup else []) + [("measure", args.calls)]
         caller = Caller(ua, args.to, args.rate, phases, reactor.stop)
+        if profiler is not None:
+            start_phase = caller.start_phase
+
+            def profiled_phase() -> None:
+                if caller.phases and caller.phases[0][0] == "measure":
+                    profiler.enable()
+                start_phase()
+
+            caller.start_phase = profiled_phase  # type: ignore[method-assign]
         reactor.callWhenRunning(caller.start_phase)
     reactor.addSystemEventTrigger("after", "shutdown", lambda: emit(event="done"))
     reactor.run()
