@@ -6,9 +6,11 @@
 #   netsip_ua.pl --mode answer --leg IP:PORT [--max-time S]
 #       answers every INVITE at once (Simple's listen); the caller hangs up
 #   netsip_ua.pl --mode call --leg IP:PORT --to URI --rate R --calls N
-#                [--warmup W] [--max-time S]
-#       starts W warm-up calls, then N measured calls, R per second; each
-#       call hangs up (BYE) as soon as it is established
+#                [--warmup W] [--warmup-rate R2] [--max-time S]
+#       starts W warm-up calls (R2 per second, default R), then N measured
+#       calls, R per second; each call hangs up (BYE) as soon as it is
+#       established; a call not ended 10 s after the phase's last call
+#       started counts as failed
 #
 # One JSON object per line on stdout:
 #   {"event":"ready"}
@@ -24,7 +26,7 @@ use Net::SIP;
 
 $| = 1;
 my %o = (mode => 'answer', rate => 10, calls => 100, warmup => 0, 'max-time' => 600);
-GetOptions(\%o, 'mode=s', 'leg=s', 'to=s', 'rate=f', 'calls=i', 'warmup=i', 'max-time=f')
+GetOptions(\%o, 'mode=s', 'leg=s', 'to=s', 'rate=f', 'calls=i', 'warmup=i', 'warmup-rate=f', 'max-time=f')
     or die "bad options\n";
 my ($proto, $host, $port) = ($o{leg} || '') =~ m{^(?:(udp|tcp):)?\[?([^\]]*?)\]?:(\d+)$}
     or die "--leg [udp:|tcp:]HOST:PORT is required\n";
@@ -59,8 +61,9 @@ if ($o{mode} eq 'answer') {
     line(event => 'stats', answered => $answered, byes => $byes);
 } elsif ($o{mode} eq 'call') {
     die "--to is required\n" if !$o{to};
-    for my $phase ($o{warmup} ? ['warmup', $o{warmup}] : (), ['measure', $o{calls}]) {
-        my ($name, $count) = @$phase;
+    my $warmup_rate = $o{'warmup-rate'} || $o{rate};
+    for my $phase ($o{warmup} ? ['warmup', $o{warmup}, $warmup_rate] : (), ['measure', $o{calls}, $o{rate}]) {
+        my ($name, $count, $rate) = @$phase;
         my ($started, $ok, $failed, $open) = (0, 0, 0, 0);
         my %calls;
         my $t0 = time;
@@ -87,10 +90,15 @@ if ($o{mode} eq 'answer') {
             );
             $calls{$n} = $call;    # keep the call alive until it ended
         };
-        # pace by deadline: call k starts at t0 + k/rate
-        while (!$stop && time < $end && ($started < $count || $open > 0)) {
-            while ($started < $count && time >= $t0 + $started / $o{rate}) { $start_call->() }
-            my $wait = $started < $count ? $t0 + $started / $o{rate} - time : 0.05;
+        # pace by deadline: call k starts at t0 + k/rate; a call not ended
+        # GRACE seconds after the last one started counts as failed (Net::SIP
+        # sometimes never reports the end of one call, which would hold the
+        # phase until --max-time)
+        my $grace = 10;
+        while (!$stop && time < $end
+               && ($started < $count || ($open > 0 && time < $t0 + $count / $rate + $grace))) {
+            while ($started < $count && time >= $t0 + $started / $rate) { $start_call->() }
+            my $wait = $started < $count ? $t0 + $started / $rate - time : 0.05;
             $wait = 0.001 if $wait < 0.001;
             $ua->loop($wait, \$stop);
         }

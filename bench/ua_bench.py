@@ -132,12 +132,14 @@ class UAProcess:
                                      cwd=REPO_DIR, start_new_session=True)
         self.lines: "queue.Queue[dict]" = queue.Queue()
         self.tree: list[int] = [self.proc.pid]
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.log.write("OUT " + line)
+            if not self.log.closed:
+                self.log.write("OUT " + line)
             try:
                 event = json.loads(line)
             except ValueError:
@@ -153,7 +155,9 @@ class UAProcess:
             try:
                 event = self.lines.get(timeout=0.1)
             except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
+                # the reader at the end of the output, not the process's
+                # exit: its last lines may still be in the pipe then
+                if not self.reader.is_alive() and self.lines.empty():
                     return None
                 continue
             if predicate(event):
@@ -184,7 +188,8 @@ class Bench:
         mode = "call" if role == "caller" else "answer"
         common = ["--mode", mode, "--leg", f"{HOST}:{port}", "--max-time", str(self.args.max_time)]
         if role == "caller":
-            common += ["--to", target, "--rate", str(rate), "--calls", str(calls), "--warmup", str(warmup)]
+            common += ["--to", target, "--rate", str(rate), "--calls", str(calls), "--warmup", str(warmup),
+                       "--warmup-rate", str(self.warmup_rate(rate))]
         if ua == "netsip":
             return ["perl", str(BENCH_DIR / "netsip_ua.pl"), *common], env
         python = {"ours": sys.executable, "ours-pypy": self.args.pypy}[ua]
@@ -197,6 +202,12 @@ class Bench:
         if ua == "ours-pypy" and not os.access(self.args.pypy, os.X_OK):
             return f"no PyPy at {self.args.pypy}"
         return None
+
+    def warmup_rate(self, rate: int) -> int:
+        """The warm-up's calls/s: --warmup-rate, but never below the
+        measured rate (a warm-up is not measured; a long one at a low rate
+        would only take time)."""
+        return max(rate, self.args.warmup_rate or rate)
 
     # -- sipp --------------------------------------------------------------------------------
     def sipp_uas(self, port: int, folder: Path) -> subprocess.Popen:
@@ -218,7 +229,7 @@ class Bench:
 
     # -- one step ----------------------------------------------------------------------------
     def run(self, ua: str, role: str, rate: int, calls: int) -> Result:
-        warmup = self.args.warmup
+        warmup = self.args.pypy_warmup if ua == "ours-pypy" and self.args.pypy_warmup else self.args.warmup
         folder = self.out / f"{ua}-{role}-{rate}"
         folder.mkdir(parents=True, exist_ok=True)
         result = Result(ua, role, rate, calls, warmup)
@@ -229,7 +240,7 @@ class Bench:
             argv, env = self.ua_command(ua, role, port, rate, calls, warmup, f"sip:service@{HOST}:{sipp_port}")
             proc = UAProcess(argv, folder / "ua.log", env)
             try:
-                budget = time.monotonic() + (warmup + calls) / rate + 60
+                budget = time.monotonic() + warmup / self.warmup_rate(rate) + calls / rate + 60
                 if warmup:
                     warm = proc.wait_for(lambda e: e.get("event") == "phase_done", budget)
                     if warm is not None:
@@ -264,7 +275,7 @@ class Bench:
                     result.note = "UA did not start"
                     return result
                 if warmup:
-                    _, warm = self.sipp_uac(free_port(), port, rate, warmup, folder, "warmup")
+                    _, warm = self.sipp_uac(free_port(), port, self.warmup_rate(rate), warmup, folder, "warmup")
                     if warm is not None:
                         result.warmup_ok, result.warmup_failed = warm.successful, warm.failed
                 cpu0 = proc.cpu()
@@ -326,6 +337,10 @@ def main() -> None:
     parser.add_argument("--rates", default="20", help="fixed rates, calls/s (may be empty)")
     parser.add_argument("--calls", type=int, default=500, help="measured calls per fixed-rate step")
     parser.add_argument("--warmup", type=int, default=300, help="warm-up calls before each measured run")
+    parser.add_argument("--pypy-warmup", type=int, default=0,
+                        help="warm-up calls for ours-pypy (default: --warmup); its JIT needs thousands")
+    parser.add_argument("--warmup-rate", type=int, default=0,
+                        help="calls/s of the warm-up when higher than the step's rate (default: the step's)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the fixed-rate steps")
     parser.add_argument("--search", action="store_true", help="find each UA's highest clean rate")
     parser.add_argument("--search-start", type=int, default=25)
@@ -361,7 +376,8 @@ def main() -> None:
     roles = [r for r in args.roles.split(",") if r]
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     log(f"ua_bench: {time.strftime('%Y-%m-%d %H:%M:%S')} uas={usable} roles={roles} rates={rates} "
-        f"calls={args.calls} warmup={args.warmup} python={sys.version.split()[0]}")
+        f"calls={args.calls} warmup={args.warmup} pypy-warmup={args.pypy_warmup or args.warmup} "
+        f"warmup-rate={args.warmup_rate or 'the step rate'} python={sys.version.split()[0]}")
     log(HEADER)
     for _ in range(args.repeat):
         for rate in rates:

@@ -5,7 +5,7 @@ what the SIP stack costs per call. Same options and output as
 bench/netsip_ua.pl, its Net::SIP::Simple twin:
 
     ua_load.py --mode answer --leg IP:PORT [--max-time S]
-    ua_load.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W]
+    ua_load.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W] [--warmup-rate R2]
 
 ``--profile FILE`` writes a cProfile of the measured calls (the caller's
 measure phase; for the callee, everything after the first INVITE) to FILE,
@@ -14,18 +14,47 @@ for ``python -m pstats FILE``.
 The caller starts call k at t0 + k/R (deadline pacing on the reactor's
 clock, never sleep) and hangs up each call as soon as it is established.
 One JSON object per line on stdout: ready, phase, phase_done (ok, failed,
-seconds), stats (answered, byes), done.
+seconds, gc_seconds: CPU in the garbage collector), stats (answered, byes,
+gc_seconds), done.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import sys
+import time
 from typing import Any, Callable
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
+
+
+#: seconds after a phase's last call started before its unended calls count as failed
+GRACE = 10.0
+
+
+class GCClock:
+    """CPU seconds spent in the cyclic garbage collector (gc.callbacks):
+    reported with each phase, since a UA keeps every call's transactions
+    for 32 s and full collections then walk all of them."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._start
+            self.collections += 1
+
+
+GC = GCClock()
 
 
 def emit(**fields: Any) -> None:
@@ -43,20 +72,22 @@ def parse_leg(text: str) -> tuple[str, str, int]:
 class Caller:
     """Calls at a fixed rate, one phase after the other."""
 
-    def __init__(self, ua: Any, to: str, rate: float, phases: list[tuple[str, int]],
+    def __init__(self, ua: Any, to: str, phases: list[tuple[str, int, float]],
                  finished: Callable[[], None]) -> None:
         self.ua = ua
         self.to = to
-        self.rate = rate
         self.phases = phases
         self.finished = finished
         self.timer: Any = None
+        self.give_up: Any = None
+        self.phase_number = 0
 
     def start_phase(self) -> None:
         if not self.phases:
             self.finished()
             return
-        self.name, self.count = self.phases.pop(0)
+        self.name, self.count, self.rate = self.phases.pop(0)
+        self.gc0 = (GC.seconds, GC.collections)
         self.started = self.ok = self.failed = self.open = 0
         self.t0 = reactor.seconds()
         emit(event="phase", phase=self.name, started=0)
@@ -70,6 +101,9 @@ class Caller:
         if self.started < self.count:
             self.timer = reactor.callLater(max(0.0, self.t0 + self.started / self.rate - now), self.tick)
         else:
+            # calls not ended GRACE s after the last one started count as failed
+            # (as netsip_ua.pl's), so one lost call cannot hold the phase
+            self.give_up = reactor.callLater(GRACE, self.end_phase)
             self.maybe_done()
 
     def start_call(self) -> None:
@@ -77,9 +111,12 @@ class Caller:
         self.open += 1
         d = self.ua.invite(self.to)
         d.addCallback(lambda call: call.bye())
-        d.addCallbacks(self.ended, self.failed_call)
+        d.addCallbacks(self.ended, self.failed_call, callbackArgs=(self.phase_number,),
+                       errbackArgs=(self.phase_number,))
 
-    def ended(self, end: Any) -> None:
+    def ended(self, end: Any, phase: int) -> None:
+        if phase != self.phase_number:
+            return  # a late end of a call the last phase gave up on
         self.open -= 1
         if end is not None and end.code is not None and 200 <= end.code < 300:
             self.ok += 1
@@ -87,17 +124,30 @@ class Caller:
             self.failed += 1
         self.maybe_done()
 
-    def failed_call(self, failure: Any) -> None:
+    def failed_call(self, failure: Any, phase: int) -> None:
+        if phase != self.phase_number:
+            return
         self.open -= 1
         self.failed += 1
         self.maybe_done()
 
     def maybe_done(self) -> None:
         if self.started >= self.count and self.open == 0 and self.timer is None and self.count:
-            emit(event="phase_done", phase=self.name, ok=self.ok, failed=self.failed,
-                 seconds=round(reactor.seconds() - self.t0, 3))
-            self.count = 0
-            reactor.callLater(0, self.start_phase)
+            self.end_phase()
+
+    def end_phase(self) -> None:
+        if not self.count:
+            return
+        if self.give_up is not None and self.give_up.active():
+            self.give_up.cancel()
+        self.give_up = None
+        emit(event="phase_done", phase=self.name, ok=self.ok, failed=self.failed + self.open,
+             seconds=round(reactor.seconds() - self.t0, 3), gc_seconds=round(GC.seconds - self.gc0[0], 3),
+             gc_collections=GC.collections - self.gc0[1])
+        self.count = 0
+        self.open = 0  # the calls of this phase that may still end are not counted again
+        self.phase_number += 1
+        reactor.callLater(0, self.start_phase)
 
 
 def main() -> None:
@@ -108,6 +158,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--warmup-rate", type=float, help="calls/s of the warm-up (default: --rate)")
     parser.add_argument("--max-time", type=float, default=600)
     parser.add_argument("--profile", help="write a cProfile of the measured calls here")
     args = parser.parse_args()
@@ -144,13 +195,17 @@ def main() -> None:
                 counts["byes"] += 1
 
         ua.listen(on_established=established, on_cleanup=cleaned)
-        task.LoopingCall(lambda: emit(event="stats", **counts)).start(1.0, now=False)
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: emit(event="stats", **counts))
+        def stats() -> None:
+            emit(event="stats", gc_seconds=round(GC.seconds, 3), gc_collections=GC.collections, **counts)
+
+        task.LoopingCall(stats).start(1.0, now=False)
+        reactor.addSystemEventTrigger("before", "shutdown", stats)
     else:
         if not args.to:
             raise SystemExit("--to is required")
-        phases = ([("warmup", args.warmup)] if args.warmup else []) + [("measure", args.calls)]
-        caller = Caller(ua, args.to, args.rate, phases, reactor.stop)
+        phases = (([("warmup", args.warmup, args.warmup_rate or args.rate)] if args.warmup else [])
+                  + [("measure", args.calls, args.rate)])
+        caller = Caller(ua, args.to, phases, reactor.stop)
         if profiler is not None:
             start_phase = caller.start_phase
 

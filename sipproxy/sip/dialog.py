@@ -61,11 +61,14 @@ class DialogId(NamedTuple):
     remote_tag: Optional[str]
 
 
-def _without_tag(value: str) -> str:
-    """A From/To value without its tag parameter (the dialog keeps the tags apart)."""
+def _split_tag(value: str, tag: Optional[str]) -> tuple[str, str]:
+    """A From/To value without its tag (the dialog keeps the tags apart),
+    and as the dialog's requests carry it with C{tag}: both from one
+    parse."""
     addr = parse_name_addr(value)
-    params = [(n, v) for n, v in addr.params if n.lower() != "tag"]
-    return str(addr.replace(params=params))
+    untagged = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
+    tagged = untagged.with_param("tag", tag) if tag else untagged
+    return str(untagged), str(tagged.replace(bracketed=True))
 
 
 def _with_tag(value: str, tag: Optional[str]) -> str:
@@ -126,6 +129,28 @@ class Dialog:
         self.secure = secure
         self.local_contact = local_contact
         self.early = early
+        #: (URI value, tag) -> the From/To value of our requests: every
+        #: request of the dialog carries the same two
+        self._tagged: dict[tuple[str, Optional[str]], str] = {}
+
+    def _tag(self, value: str, tag: Optional[str]) -> str:
+        key = (value, tag)
+        tagged = self._tagged.get(key)
+        if tagged is None:
+            tagged = _with_tag(value, tag)
+            if len(self._tagged) >= 4:  # the URIs or tags were changed
+                self._tagged.clear()
+            self._tagged[key] = tagged
+        return tagged
+
+    def _seed(self, local: str, remote: str) -> "Dialog":
+        """Remember our requests' From and To, read from the values the
+        dialog was made from (one parse each)."""
+        self.local_uri, local_tagged = _split_tag(local, self.local_tag)
+        self.remote_uri, remote_tagged = _split_tag(remote, self.remote_tag)
+        self._tagged[(self.local_uri, self.local_tag)] = local_tagged
+        self._tagged[(self.remote_uri, self.remote_tag)] = remote_tagged
+        return self
 
     # -- creation -----------------------------------------------------------------
     @classmethod
@@ -146,8 +171,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=remote_tag,
-            local_uri=_without_tag(request.get("from") or ""),
-            remote_uri=_without_tag(request.get("to") or ""),
+            local_uri="",
+            remote_uri="",
             remote_target=_contact_uri(response) or request.uri,
             route_set=list(reversed(response.get_all("record-route"))),
             local_cseq=request.cseq[0],
@@ -155,7 +180,7 @@ class Dialog:
             secure=secure,
             local_contact=request.get("contact"),
             early=response.code < 200,
-        )
+        )._seed(request.get("from") or "", request.get("to") or "")
 
     @classmethod
     def from_uas(cls, request: Request, local_tag: str, local_contact: Optional[str] = None,
@@ -168,8 +193,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=request.from_tag,
-            local_uri=_without_tag(request.get("to") or ""),
-            remote_uri=_without_tag(request.get("from") or ""),
+            local_uri="",
+            remote_uri="",
             remote_target=_contact_uri(request) or "",
             route_set=request.get_all("record-route"),
             local_cseq=None,
@@ -177,7 +202,7 @@ class Dialog:
             secure=secure,
             local_contact=local_contact,
             early=early,
-        )
+        )._seed(request.get("to") or "", request.get("from") or "")
 
     @property
     def id(self) -> DialogId:
@@ -216,8 +241,8 @@ class Dialog:
         lines: list[tuple[str, str]] = [("Max-Forwards", str(MAX_FORWARDS))]
         lines += [("Route", value) for value in routes]
         lines += [
-            ("From", _with_tag(self.local_uri, self.local_tag)),
-            ("To", _with_tag(self.remote_uri, self.remote_tag)),
+            ("From", self._tag(self.local_uri, self.local_tag)),
+            ("To", self._tag(self.remote_uri, self.remote_tag)),
             ("Call-ID", self.call_id),
             ("CSeq", f"{cseq} {method}"),
         ]

@@ -422,13 +422,13 @@ class Message:
 
     @property
     def from_tag(self) -> Optional[str]:
-        addr = self.name_addr("from")
-        return addr.tag if addr else None
+        value = self.get("from")
+        return tag_of(value) if value is not None else None
 
     @property
     def to_tag(self) -> Optional[str]:
-        addr = self.name_addr("to")
-        return addr.tag if addr else None
+        value = self.get("to")
+        return tag_of(value) if value is not None else None
 
     # changing -------------------------------------------------------------
     def _put(self, position: int, name: str, value: str) -> None:
@@ -671,7 +671,7 @@ class Request(Message):
         if to_tag and code > 100 and "to" in response.names:
             to = response.get("to") or ""
             try:
-                tagged = parse_name_addr(to).tag is not None
+                tagged = tag_of(to) is not None
             except URIError:
                 tagged = True
             if not tagged:
@@ -683,6 +683,30 @@ class Request(Message):
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri}>"
+
+
+#: From/To value -> its tag: a user agent reads the tags of one message
+#: (and of the next messages of the same call, with the same values) many
+#: times, and each read would parse the name-addr again. Bounded: emptied
+#: when full.
+_TAGS: dict[str, Optional[str]] = {}
+_TAGS_MAX = 1024
+
+
+def tag_of(value: str) -> Optional[str]:
+    """The tag parameter of a From or To value (None without one).
+
+    @raise URIError: for a value that is not a name-addr (as
+        L{parse_name_addr}; such a value is not remembered)."""
+    try:
+        return _TAGS[value]
+    except KeyError:
+        pass
+    tag = parse_name_addr(value).tag
+    if len(_TAGS) >= _TAGS_MAX:
+        _TAGS.clear()
+    _TAGS[value] = tag
+    return tag
 
 
 _RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))

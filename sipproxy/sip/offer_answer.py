@@ -147,6 +147,8 @@ def _ptime(media: Media) -> int:
 def _is_unspecified(address: Optional[str]) -> bool:
     if not address:
         return True
+    if ":" not in address:  # IPv4 (one spelling: leading zeros are refused) or a host name
+        return address == "0.0.0.0"
     try:
         return ipaddress.ip_address(address).is_unspecified
     except ValueError:
@@ -239,6 +241,8 @@ def answer_direction(offered: str, wanted: str = "sendrecv") -> str:
 
 # -- writing ---------------------------------------------------------------------------------
 def _addrtype(address: str) -> str:
+    if ":" not in address:  # IPv4 or a host name
+        return "IP4"
     try:
         return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
     except ValueError:

@@ -156,7 +156,7 @@ def new_request(
         raise ValueError(f"{method} is built from its INVITE: use create_ack or create_cancel")
     from_addr = parse_name_addr(from_)
     if from_addr.tag is None:
-        from_ = with_tag(from_, from_tag or new_tag())
+        from_ = str(from_addr.with_param("tag", from_tag or new_tag()).replace(bracketed=True))
     request_uri, routes = apply_route_set(uri, route_set)
     lines: list[tuple[str, str]] = [("Max-Forwards", str(max_forwards))]
     lines += [("Route", value) for value in routes]

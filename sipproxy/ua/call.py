@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from sipproxy.logsafe import SafeLogger
 from sipproxy.sip.dialog import Dialog
 from sipproxy.sip.offer_answer import DEFAULT_CODECS, MediaParams, NoCommonCodec, SdpSession, remote_media
-from sipproxy.sip.sdp import SDPError
+from sipproxy.sip.sdp import SDPError, parse_sdp
 from sipproxy.sip.message import Request, Response
 from sipproxy.sip.uac import create_ack, new_request
 from sipproxy.sip.uri import parse_name_addr
@@ -114,9 +114,12 @@ class Call:
         self.state = "calling"
         self.local_sdp: Optional[bytes] = None
         self.remote_sdp: Optional[bytes] = None
-        self.negotiated: Optional[MediaParams] = None
+        self._params: Optional[MediaParams] = None
+        self._held_by_peer = False
+        #: an SDP answer not read yet: without media nothing needs it at
+        #: once, and reading it is a tenth of what a call costs the caller
+        self._unread_answer: Optional[bytes] = None
         self.on_hold = False
-        self.held_by_peer = False
         self._sdp_session: Optional[SdpSession] = None
         self._answer_in_ack = False
         self._reinviting = False
@@ -180,11 +183,12 @@ class Call:
         self.remote_sdp = offer
         codecs = getattr(self.media, "codecs", None) or DEFAULT_CODECS
         try:
-            params = remote_media(offer, codecs)
+            parsed = parse_sdp(offer)  # once, for both readings
+            params = remote_media(parsed, codecs)
             if isinstance(self.sdp, (bytes, str)):
                 body = self._our_sdp()
             else:
-                body = self._session().answer(offer)
+                body = self._session().answer(parsed)
         except NoCommonCodec:
             return None, (488, "Not Acceptable Here (no common codec)")
         except SDPError as e:
@@ -193,8 +197,42 @@ class Call:
         self._negotiated(params)
         return body, None
 
+    @property
+    def negotiated(self) -> Optional[MediaParams]:
+        """The result of the last offer/answer, or None."""
+        if self._unread_answer is not None:
+            self._read_answer()
+        return self._params
+
+    @negotiated.setter
+    def negotiated(self, params: Optional[MediaParams]) -> None:
+        self._unread_answer = None
+        self._params = params
+
+    @property
+    def held_by_peer(self) -> bool:
+        """Whether the peer's last SDP says it sends us nothing (hold)."""
+        if self._unread_answer is not None:
+            self._read_answer()
+        return self._held_by_peer
+
+    @held_by_peer.setter
+    def held_by_peer(self, held: bool) -> None:
+        self._held_by_peer = held
+
     def _take_answer(self, answer: bytes) -> None:
+        if self._unread_answer is not None:
+            self._read_answer()  # answers are read in their order
         self.remote_sdp = answer
+        if self.media is None:
+            self._unread_answer = answer  # read when asked for (negotiated, held_by_peer)
+            return
+        self._unread_answer = answer
+        self._read_answer()
+
+    def _read_answer(self) -> None:
+        answer, self._unread_answer = self._unread_answer, None
+        assert answer is not None
         codecs = getattr(self.media, "codecs", None) or DEFAULT_CODECS
         try:
             params = remote_media(answer, codecs)
