@@ -44,7 +44,8 @@ class GCClock:
         self.seconds = 0.0
         self.collections = 0
         self._start = 0.0
-        gc.callbacks.append(self._callback)
+        if hasattr(gc, "callbacks"):  # CPython; PyPy's collector has no hooks here (0 is reported)
+            gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
