@@ -335,6 +335,23 @@ class WebSocketCallTests(unittest.TestCase):
         self.assertEqual(len(proxy_ws.connections), 1)  # no second connection was opened
         self.assertEqual(log.failures(), [])
 
+    @inlineCallbacks
+    def test_a_browser_is_challenged_with_md5_alone(self) -> Any:
+        """JsSIP and SIP.js know only MD5, and JsSIP reads the last
+        challenge: over a WebSocket the proxy offers MD5 alone (UDP phones
+        still get MD5 and SHA-256)."""
+        users = os.path.join(temp_dir(self), "users")
+        with open(users, "w") as f:
+            f.write("alice:secret\n")
+        rig = ProxyRig(self, "udp:127.0.0.1:0,ws:127.0.0.1:0", extra=("--users", users))
+        alice = yield open_browser(self, rig.url())
+        alice.register(f"sip:alice@{DOMAIN}")
+        challenge = yield alice.next("the 401 to REGISTER")
+        self.assertEqual(challenge.code, 401)
+        offered = challenge.get_all("www-authenticate")
+        self.assertEqual(len(offered), 1, offered)
+        self.assertIn("algorithm=MD5", offered[0])
+
 
 def _until_closed(leg: Any) -> Deferred:
     return wait_until(lambda: not leg.connections, WAIT, what="the WebSocket to be forgotten")

@@ -26,7 +26,7 @@ from twisted.trial import unittest
 from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.certs import make_certificates
-from tests.test_websocket import DOMAIN, SDP, LogEvents, ProxyRig, udp_phone
+from tests.test_websocket import DOMAIN, SDP, LogEvents, ProxyRig, _walk, udp_phone
 from tests.util import REQUIRE_INTEROP, interop_required, reserve_port, temp_dir
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jssip")
@@ -168,9 +168,12 @@ class JsSIPInteropTests(unittest.TestCase):
         return self.run_jssip("wss")
 
     @inlineCallbacks
-    def run_with_netsip(self, proto: str) -> Any:
+    def run_with_netsip(self, proto: str, digest: bool = False) -> Any:
         """The UDP side is Perl's Net::SIP: it sends JsSIP a MESSAGE through
-        the proxy once JsSIP has registered, and takes JsSIP's answer."""
+        the proxy once JsSIP has registered, and takes JsSIP's answer. With
+        C{digest}, the proxy has --users: JsSIP answers the 401 to its
+        REGISTER and the 407 to its MESSAGE (Net::SIP's, from outside the
+        domain, needs none)."""
         node = require_jssip()
         perl = require_netsip()
         extra: tuple[str, ...] = ()
@@ -179,6 +182,12 @@ class JsSIPInteropTests(unittest.TestCase):
             paths = make_certificates(temp_dir(self))
             extra = ("--tls-cert", paths["cert"], "--tls-key", paths["key"])
             env["SIPPROXY_CA"] = paths["ca"]
+        if digest:
+            users = os.path.join(temp_dir(self), "users")
+            with open(users, "w") as f:
+                f.write("alice:secret\n")
+            extra += ("--users", users)
+            env["SIPPROXY_PASSWORD"] = "secret"
         rig = ProxyRig(self, f"udp:127.0.0.1:0,{proto}:127.0.0.1:0", extra=extra)
         log = LogEvents(self)
         udp, leg = rig.legs["udp"], rig.legs[proto]
@@ -210,7 +219,7 @@ class JsSIPInteropTests(unittest.TestCase):
             raise AssertionError(f"JsSIP did not finish in {WAIT} s\n{process.describe()}\nNet::SIP: {netsip_lines}"
                                  f"\n{netsip.stderr.decode(errors='replace')}\nproxy: {log.lines('sipproxy')}")
         code = yield process.ended.addTimeout(WAIT, reactor).addErrback(late)
-        self.assertEqual(code, 0, process.describe())
+        self.assertEqual(code, 0, process.describe() + f"\nproxy: {log.lines('sipproxy')}")
         self.assertTrue(started, process.describe())
         perl_code = yield netsip.ended.addTimeout(WAIT, reactor)
         self.assertEqual(perl_code, 0, netsip_lines + [netsip.stderr.decode(errors="replace")])
@@ -220,7 +229,12 @@ class JsSIPInteropTests(unittest.TestCase):
         self.assertIn("MESSAGE SENT code=200", netsip_lines)
         self.assertIn("MESSAGE RECEIVED body=pong from JsSIP", netsip_lines)
         self.assertEqual(log.failures(), [])
-        print(f"JsSIP over {proto} with Net::SIP:", " ".join(e["event"] for e in process.events), "|",
+        if digest:  # the proxy challenged JsSIP, and JsSIP's answers passed
+            from sipproxy.access.digest_auth import Authorize
+
+            authorizers = [r for r in _walk(rig.service.dispatcher.receiver) if isinstance(r, Authorize)]
+            self.assertEqual(sum(a.challenges for a in authorizers), 3, authorizers)  # REGISTER, MESSAGE, un-REGISTER
+        print(f"JsSIP over {proto} with Net::SIP{' and digest' if digest else ''}:", " ".join(e["event"] for e in process.events), "|",
               " | ".join(netsip_lines))
 
     def test_jssip_over_ws_with_netsip(self) -> Any:
@@ -228,6 +242,10 @@ class JsSIPInteropTests(unittest.TestCase):
 
     def test_jssip_over_wss_with_netsip(self) -> Any:
         return self.run_with_netsip("wss")
+
+    def test_jssip_over_wss_with_digest_authentication(self) -> Any:
+        """The README's configuration: wss, --registrar, --users."""
+        return self.run_with_netsip("wss", digest=True)
 
 
 def require_netsip() -> str:

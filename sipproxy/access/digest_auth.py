@@ -478,7 +478,12 @@ class Authorize:
     def _challenge(self, packet: Request, leg: ILeg, addr: tuple[str, int], stale: bool) -> bool:
         nonce = self.nonces.make(self.realm)
         headers = []
-        for algorithm in self.algorithms:
+        algorithms = self.algorithms
+        if leg.proto in ("ws", "wss") and "MD5" in algorithms:
+            # browsers' SIP libraries know only MD5, and JsSIP reads only the
+            # last challenge: over a WebSocket, offer MD5 alone
+            algorithms = ("MD5",)
+        for algorithm in algorithms:
             value = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={algorithm}, qop="auth"'
             if self.opaque is not None:
                 value += f', opaque="{self.opaque}"'

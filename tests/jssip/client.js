@@ -58,6 +58,7 @@ const options = ca ? { clientConfig: { tlsOptions: { ca: fs.readFileSync(ca) } }
 const socket = new NodeWebSocket(url, options);
 const ua = new JsSIP.UA({
   sockets: [socket], uri: aor, register: true, session_timers: false,
+  password: process.env.SIPPROXY_PASSWORD || undefined,  // digest (--users) when set
   connection_recovery_min_interval: 1, connection_recovery_max_interval: 2,
   user_agent: 'JsSIP ' + JsSIP.version
 });
