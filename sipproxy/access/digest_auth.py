@@ -35,6 +35,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from zope.interface import implementer
 
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import message_fields
 from sipproxy.access.login_limit import FailedLogins
 from sipproxy.interfaces import ICredentialStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
@@ -443,7 +444,7 @@ class Authorize:
         for outcome, user in checks:
             if outcome == _OK:
                 if not self._allowed(packet, leg, addr, user):
-                    self._failed(packet, addr, user, "forbidden")
+                    self._failed(packet, addr, user, "forbidden", leg)
                     self.dispatcher.respond(packet, 403, "Forbidden", leg, addr)
                     return True
                 packet.set_all(self.request_header, keep)
@@ -451,20 +452,22 @@ class Authorize:
         outcomes = {outcome for outcome, _ in checks}
         user = next((u for _, u in checks if u), None)
         if _URI_MISMATCH in outcomes:
-            self._failed(packet, addr, user, "uri-mismatch")
+            self._failed(packet, addr, user, "uri-mismatch", leg)
             self.dispatcher.respond(packet, 400, "Bad Request (digest uri is not the Request-URI)", leg, addr)
             return True
         if _STALE not in outcomes:  # right password with an old nonce is no failure
-            self._failed(packet, addr, user, "replay" if _REPLAY in outcomes else "bad-credentials")
+            self._failed(packet, addr, user, "replay" if _REPLAY in outcomes else "bad-credentials", leg)
         return self._challenge(packet, leg, addr, stale=_STALE in outcomes)
 
-    def _failed(self, packet: Request, addr: tuple[str, int], user: Optional[str], reason: str) -> None:
+    def _failed(self, packet: Request, addr: tuple[str, int], user: Optional[str], reason: str,
+                leg: Optional[ILeg] = None) -> None:
         """One log line per failed authentication, in the stable format
         contrib/fail2ban/filter.d/sipproxy.conf reads (change both
         together); then count it against the source IP."""
-        log.warn('auth failed: user="{user_text}" realm="{realm_text}" ip={ip} port={port} method={method} '
+        log.warn('auth failed: user="{user_text}" realm="{realm_text}" ip={ip} port={port} method={method_text} '
                  "reason={reason}", user_text=_log_safe(user or ""), realm_text=_log_safe(self.realm), ip=addr[0],
-                 port=addr[1], method=_log_safe(packet.method), reason=reason, user=user, realm=self.realm)
+                 port=addr[1], method_text=_log_safe(packet.method), reason=reason, user=user, realm=self.realm,
+                 **message_fields(packet, addr, leg))
         self.failed[reason] = self.failed.get(reason, 0) + 1
         if self.failures is not None:
             self.failures.failed(addr[0])

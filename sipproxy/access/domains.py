@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional
 from zope.interface import implementer
 
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import message_fields
 from sipproxy.interfaces import ILocationStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import contact_key
 from sipproxy.sip.message import Message, Request
@@ -317,7 +318,7 @@ class RelayGuard:
     def _refuse(self, packet: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         if packet.method != "ACK":
             log.info("{method} {uri} from {source}: answered 403, neither to nor from a served domain",
-                     method=packet.method, uri=packet.uri, source=addr)
+                     uri=packet.uri, **message_fields(packet, addr, leg))
             self.dispatcher.respond(packet, 403, "Forbidden (relaying denied)", leg, addr)
         return True
 

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import host_port
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
 from sipproxy.sip.message import Message, REASONS, Request
@@ -150,7 +151,7 @@ class ByIPPort:
         if count >= self.attempts:
             if count == self.attempts:
                 log.info("dropping packets from {ip}:{port}: {count} within {interval} s", ip=ip, port=port,
-                         count=count, interval=self.interval)
+                         count=count, interval=self.interval, source=host_port((ip, port)))
             return True
         return False
 

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import message_fields
 from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import BoundedCache, remember
 from sipproxy.sip.stateless import is_ack_to_own_answer
@@ -138,7 +139,7 @@ class StatelessProxy:
     def _refuse(self, request: Request, code: int, reason: str, leg: ILeg, addr: tuple[str, int],
                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         log.info("{method} {uri} from {source}: answered {code} {reason}",
-                 method=request.method, uri=request.uri, source=addr, code=code, reason=reason)
+                 uri=request.uri, **message_fields(request, addr, leg), code=code, reason=reason)
         self.dispatcher.respond(request, code, reason, leg, addr, headers)
 
     def _request(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
@@ -212,12 +213,14 @@ class StatelessProxy:
                 self._forward_with_failover, self._route_failed,
                 callbackArgs=(request, leg, addr, loop), errbackArgs=(request, leg, addr),
             )
-            targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request))
+            targets.addErrback(lambda f: log.failure("forwarding {request!r} failed", f, request=request,
+                                                      **message_fields(request, addr, leg)))
 
     def _route_failed(self, failure: Failure, request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
         error = failure.check(RoutingError)
         if error is None:
-            log.failure("resolving the target of {request!r} failed", failure, request=request)
+            log.failure("resolving the target of {request!r} failed", failure, request=request,
+                        **message_fields(request, addr, leg))
             self._refuse(request, 503, "Service Unavailable", leg, addr)
             return
         self._refuse(request, failure.value.code, failure.value.reason, leg, addr)
@@ -345,26 +348,26 @@ class StatelessProxy:
                 or not self.dispatcher.is_local(via.host, via.port, via.transport.lower())):
             self.dropped.add("response", "via_not_ours")
             log.info("dropped {code} response from {source}: top Via {via} is not ours",
-                     code=response.code, source=addr, via=str(via) if via else None)
+                     code=response.code, **message_fields(response, addr, leg), via=str(via) if via else None)
             return
         response.pop_first("via")
         next_via = response.get("via")
         if next_via is None:
             self.dropped.add("response", "no_via_left")
             log.info("dropped {code} response from {source}: no Via left after ours",
-                     code=response.code, source=addr)
+                     code=response.code, **message_fields(response, addr, leg))
             return
         try:
             hop = response_hop_of(next_via)
         except ParseError as e:
             self.dropped.add("response", "bad_via")
-            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
-                     reason=e.reason)
+            log.info("dropped {code} response from {source}: {reason}", code=response.code,
+                     **message_fields(response, addr, leg), reason=e.reason)
             return
         except RoutingError as e:
             self.dropped.add("response", "no_route")
-            log.info("dropped {code} response from {source}: {reason}", code=response.code, source=addr,
-                     reason=e.reason)
+            log.info("dropped {code} response from {source}: {reason}", code=response.code,
+                     **message_fields(response, addr, leg), reason=e.reason)
             return
         legs = self.dispatcher.legs
         index = self.branches.incoming_leg(branch)  # type: ignore[arg-type]
@@ -376,24 +379,26 @@ class StatelessProxy:
                 out_leg = self.dispatcher.choose_leg(hop.proto, hop.host)
             if out_leg is None:
                 self.dropped.add("response", "no_route")
-                log.info("dropped {code} response: no leg for {proto} to {host}",
-                         code=response.code, proto=hop.proto, host=hop.host)
+                log.info("dropped {code} response from {source}: no leg for {proto} to {host}",
+                         code=response.code, proto=hop.proto, host=hop.host, **message_fields(response, addr, leg))
                 return
             self._forward_response([(out_leg, (hop.host, hop.port or DEFAULT_PORTS[hop.proto]))],
                                    response, leg, addr)
             return
         d = self.dispatcher.targets_for_hop(hop, out_leg)
         d.addCallback(self._forward_response, response, leg, addr)
-        d.addErrback(self._response_unroutable, response)
+        d.addErrback(self._response_unroutable, response, leg, addr)
 
-    def _response_unroutable(self, failure: Failure, response: Response) -> None:
+    def _response_unroutable(self, failure: Failure, response: Response, leg: ILeg, addr: tuple[str, int]) -> None:
         self.dropped.add("response", "no_route")
-        log.info("dropped {code} response: {reason}", code=response.code, reason=failure.getErrorMessage())
+        log.info("dropped {code} response from {source}: {reason}", code=response.code,
+                 reason=failure.getErrorMessage(), **message_fields(response, addr, leg))
 
     def _forward_response(self, targets: list, response: Response, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if not targets:
             self.dropped.add("response", "no_route")
-            log.info("dropped {code} response from {source}: no route back", code=response.code, source=addr)
+            log.info("dropped {code} response from {source}: no route back", code=response.code,
+                     **message_fields(response, addr, in_leg))
             return
         out_leg, dst = targets[0]
         if (self.nat_flows or in_leg.proto in _WEBSOCKET) and "contact" in response.names and self._contacts_to_flow(
@@ -608,7 +613,7 @@ class StatelessProxy:
             self._nat_failed(failure.value, packet, in_leg, addr)
         else:
             self.dropped.add("request" if isinstance(packet, Request) else "response", "nat_error")
-            log.failure("NAT handling failed", failure)
+            log.failure("NAT handling failed", failure, **message_fields(packet, addr, in_leg))
 
     def _nat_failed(self, error: NATError, packet: Message, in_leg: ILeg, addr: tuple[str, int]) -> None:
         if isinstance(packet, Request):
@@ -620,7 +625,8 @@ class StatelessProxy:
             self._refuse(packet, error.code, error.reason, in_leg, addr, headers)
         else:
             self.dropped.add("response", "nat_refused")
-            log.info("dropped {packet!r}: {reason}", packet=packet, reason=error.reason)
+            log.info("dropped {packet!r} from {source}: {reason}", packet=packet, reason=error.reason,
+                     **message_fields(packet, addr, in_leg))
 
     def do_nat(self, packet: Message, incoming_leg: ILeg, outgoing_leg: ILeg) -> Optional[Deferred]:
         """Media relaying for a packet changing legs (Net::SIP's do_nat):

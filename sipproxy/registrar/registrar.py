@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from sipproxy.counters import status_counts
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import message_fields
 from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first, contact_key
 from sipproxy.sip.addresses import address_of_record
@@ -65,13 +66,13 @@ def answer_store_failure(dispatcher: IDispatcher, failure: Failure, request: Req
     if request.method == "ACK":
         return True
     if failure.check(StoreUnavailable):
-        log.warn("location store unavailable for {method} from {source}: {reason}", method=request.method,
-                 source=addr, reason=failure.value.reason)
+        log.warn("location store unavailable for {method} from {source}: {reason}",
+                 **message_fields(request, addr, leg), reason=failure.value.reason)
         dispatcher.respond(request, 503, "Service Unavailable (location service)", leg, addr,
                            (("Retry-After", str(failure.value.retry_after)),))
     else:
-        log.failure("location store failed for {method} from {source}", failure, method=request.method,
-                    source=addr)
+        log.failure("location store failed for {method} from {source}", failure,
+                    **message_fields(request, addr, leg))
         dispatcher.respond(request, 500, "Server Internal Error (location service)", leg, addr)
     return True
 
@@ -247,7 +248,7 @@ class Registrar:
                 keys.discard(key)
         if len(keys) > self.max_contacts:  # type: ignore[operator]
             log.info("REGISTER {aor} from {source}: answered 403, {count} contacts exceed the limit of {limit}",
-                     aor=aor, source=addr, count=len(keys), limit=self.max_contacts)
+                     aor=aor, **message_fields(request, addr, leg), count=len(keys), limit=self.max_contacts)
             return self._respond(request, 403, f"Forbidden (at most {self.max_contacts} contacts)", leg, addr)
         return self._update(aor, request.call_id, request.cseq[0], update, request, leg, addr)
 
@@ -306,14 +307,15 @@ class Registrar:
             headers.append(("Date", email.utils.formatdate(self.clock.seconds(), usegmt=True)))
             if leg.proto == "udp":
                 listed = self._fitting(listed, request, headers)
-            log.info("REGISTER {aor} from {source}: {count} binding(s), {listed} listed", aor=aor, source=addr,
-                     count=len(bindings), listed=len(listed))
+            log.info("REGISTER {aor} from {source}: {count} binding(s), {listed} listed", aor=aor,
+                     **message_fields(request, addr, leg), count=len(bindings), listed=len(listed))
             return self._respond(request, 200, "OK", leg, addr,
                                  [*(("Contact", b.header_value()) for b in listed), *headers])
 
         def failed(failure: Failure) -> bool:
             if failure.check(OutOfOrder):
-                log.info("REGISTER {aor} from {source}: {error}", aor=aor, source=addr, error=failure.value)
+                log.info("REGISTER {aor} from {source}: {error}", aor=aor, **message_fields(request, addr, leg),
+                         error=failure.value)
                 return self._respond(request, 500, "Server Internal Error (REGISTER out of order)", leg, addr)
             return self._unavailable(failure, request, leg, addr)
 
@@ -389,6 +391,6 @@ class Registrar:
             return False  # for the proxy: its own contact tokens, or forward as Net::SIP does
         if request.method == "ACK":
             return True
-        log.info("{method} {uri} from {source}: answered 404, not registered", method=request.method,
-                 uri=request.uri, source=addr)
+        log.info("{method} {uri} from {source}: answered 404, not registered", uri=request.uri,
+                 **message_fields(request, addr, leg))
         return self._respond(request, 404, "Not Found", leg, addr)

@@ -40,9 +40,11 @@ class SourceLog:
         #: source -> [end of its quiet interval, lines suppressed in it]
         self._windows: dict[str, list[Any]] = {}
 
-    def emit(self, level: LogLevel, source: str, format: str, **fields: Any) -> bool:
+    def emit(self, level: LogLevel, source: str, format: str, /, **fields: Any) -> bool:
         """Log C{format} with C{fields} unless C{source} had a line in the
-        current interval; True if the line was written."""
+        current interval; True if the line was written. The line's
+        C{source} field is C{source}, unless C{fields} names one (a
+        message's C{ip:port}, L{sipproxy.logfields})."""
         now = self.clock.seconds()
         windows = self._windows
         key = source if source in windows or len(windows) < self.max_sources else OTHER_SOURCES
@@ -53,13 +55,14 @@ class SourceLog:
                 return False
             self._summarise(key, window)
         windows[key] = [now + self.interval, 0]
-        self.logger.emit(level, format, source=source, **fields)
+        fields.setdefault("source", source)  # a line about a message names its ip:port
+        self.logger.emit(level, format, **fields)
         return True
 
-    def warn(self, source: str, format: str, **fields: Any) -> bool:
+    def warn(self, source: str, format: str, /, **fields: Any) -> bool:
         return self.emit(LogLevel.warn, source, format, **fields)
 
-    def info(self, source: str, format: str, **fields: Any) -> bool:
+    def info(self, source: str, format: str, /, **fields: Any) -> bool:
         return self.emit(LogLevel.info, source, format, **fields)
 
     def flush(self) -> None:
