@@ -24,6 +24,7 @@ from sipproxy.app.metrics import METRICS_PARAMETERS
 from sipproxy.app.control import CONTROL_PARAMETERS, check_control_options
 from sipproxy.app.dns_options import DNS_PARAMETERS, DNSServerOption, check_dns_options, make_resolver
 from sipproxy.app.hep_options import HEP_PARAMETERS, check_hep_options, opt_hep
+from sipproxy.app.logging_setup import LOG_FLAGS, LOG_PARAMETERS, check_log_options
 from sipproxy.proxy.routing import parse_proxy
 from sipproxy.app.secret import SecretError, load_or_create
 from sipproxy.app import config_file
@@ -98,6 +99,7 @@ class Options(DNSServerOption, usage.Options):
         ["tls-verify", None, "Refuse TLS peers, servers and clients, whose certificate --tls-ca did not sign "
                              "(default: no verification, the usual SIP practice; host names are never checked)."],
         *NAT_FLAGS,
+        *LOG_FLAGS,
         ["registrar", None, "Answer REGISTER for the served domains and route requests to registered phones."],
         ["redirect", None, "Answer requests for registered users with 302 and their contacts instead of "
                            "proxying them (implies --registrar)."],
@@ -163,6 +165,7 @@ class Options(DNSServerOption, usage.Options):
         *CONTROL_PARAMETERS,
         *DNS_PARAMETERS,
         *HEP_PARAMETERS,
+        *LOG_PARAMETERS,
     ]
     opt_hep = opt_hep
 
@@ -302,6 +305,7 @@ class Options(DNSServerOption, usage.Options):
         check_control_options(self)
         check_dns_options(self)
         check_hep_options(self)
+        check_log_options(self)
         self._check_workers()
 
     def _check_tls(self) -> None:
@@ -374,6 +378,16 @@ def check_bindable(spec: LegSpec, reuse_port: bool = False) -> Optional[str]:
 
 
 def makeService(options: Any) -> Any:
+    from sipproxy.app.logging_setup import LogSetupError, logged_service
+
+    service = _make_service(options)
+    try:
+        return logged_service(service, options)
+    except LogSetupError as e:
+        _fail(str(e))
+
+
+def _make_service(options: Any) -> Any:
     from twisted.internet import reactor
 
     from sipproxy.app.control import add_control

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from sipproxy.logsafe import SafeLogger
+from sipproxy.app.logging_setup import relayed_event
 
 __all__ = ["WorkerPool", "worker_argv", "die_with_parent"]
 
@@ -94,7 +95,12 @@ class _WorkerProtocol(protocol.ProcessProtocol):
             text = line.decode("utf-8", "replace").rstrip()
             if text[:1].isdigit():  # the worker's own time stamp: ours is enough
                 text = text.partition(" ")[2]
-            if text:
+            relayed = relayed_event(text)  # --log-format json: the worker's fields, not a string of them
+            if relayed is not None:
+                level, line, fields = relayed
+                log.emit(level, "worker {index}: {line}",
+                         **{**fields, "index": self.index, "worker": self.index, "line": line})
+            elif text:
                 log.info("worker {index}: {line}", index=self.index, line=text)
 
     errReceived = outReceived

@@ -19,6 +19,8 @@ from zope.interface import implementer
 
 from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
 from sipproxy.logsafe import SafeLogger
+from sipproxy.logfields import address_fields, host_port, message_fields
+from sipproxy.transport.message_log import MessageLog
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
 from sipproxy.transport.source_log import SourceLog
@@ -132,6 +134,9 @@ class Dispatcher:
         #: one line per source IP per interval about what it sent malformed
         #: (answered or dropped), so a peer sending garbage cannot flood the log
         self.malformed_log = SourceLog(log, reactor if reactor is not None else WallClock(), interval=10.0)
+        #: a L{sipproxy.transport.message_log.MessageLog} (C{--log-messages}):
+        #: one line per message received and sent; None, the default, costs one test
+        self.message_log: Optional[MessageLog] = None
         self.local_address = local_address
         self.legs: list[Any] = []
         self.receiver = receiver
@@ -235,9 +240,11 @@ class Dispatcher:
             return
         except Exception:
             self.parse_errors["dropped"] += 1
-            log.failure("parser failed on a message from {source} on {leg}", source=addr, leg=leg.key)
+            log.failure("parser failed on a message from {source} on {leg}", **address_fields(addr, leg))
             return
         try:
+            if self.message_log is not None:
+                self.message_log.received(message, leg, addr)
             if isinstance(message, Request):
                 try:  # the slot behind .method: its descriptor would cost a Python call per message
                     self.requests_received[message._method] += 1
@@ -254,12 +261,13 @@ class Dispatcher:
             receiver = self.receiver
             if receiver is None:
                 self.dropped.add("request" if isinstance(message, Request) else "response", "no_receiver")
-                log.warn("no receiver: dropped {message!r} from {source}", message=message, source=addr)
+                log.warn("no receiver: dropped {message!r} from {source}", message=message,
+                         **message_fields(message, addr, leg))
                 return
             receiver.receive(message, leg, addr)
         except Exception:
-            log.failure("error handling {message!r} from {source} on {leg}", message=message, source=addr,
-                        leg=leg.key)
+            log.failure("error handling {message!r} from {source} on {leg}", message=message,
+                        **message_fields(message, addr, leg))
 
     def _refuse(self, error: ParseError, leg: ILeg, addr: tuple[str, int]) -> None:
         """Answer a malformed request that can be addressed, drop the rest;
@@ -273,14 +281,13 @@ class Dispatcher:
                 data = bytes(stateless_answer(partial, error.status, _reason_phrase(error.reason)))
             except Exception as e:  # what is malformed may be what an answer copies
                 self.malformed_log.info(
-                    addr[0], "dropped malformed {method} from {peer} on {leg}: {reason} (no answer: {problem})",
-                    method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
+                    addr[0], "dropped malformed {method} from {source} on {leg}: {reason} (no answer: {problem})",
+                    **message_fields(partial, addr, leg), reason=error.reason,
                     problem=f"{type(e).__name__}: {e}"[:120])
                 self.parse_errors["dropped"] += 1
                 return
-            self.malformed_log.info(addr[0], "refused {method} from {peer} on {leg}: {reason} (answered {code})",
-                                    method=partial.method, peer=addr, leg=leg.key, reason=error.reason,
-                                    code=error.status)
+            self.malformed_log.info(addr[0], "refused {method} from {source} on {leg}: {reason} (answered {code})",
+                                    **message_fields(partial, addr, leg), reason=error.reason, code=error.status)
             # to where it came from: the Via of a malformed request is not
             # to be trusted (and is sometimes what is malformed)
             if self.capture is not None:
@@ -291,8 +298,8 @@ class Dispatcher:
         else:
             self.parse_errors["dropped"] += 1
             kind = "response" if isinstance(partial, Response) else "message"
-            self.malformed_log.info(addr[0], "dropped malformed {kind} from {peer} on {leg}: {reason}",
-                                    kind=kind, peer=addr, leg=leg.key, reason=error.reason)
+            self.malformed_log.info(addr[0], "dropped malformed {kind} from {source} on {leg}: {reason}",
+                                    kind=kind, **message_fields(partial, addr, leg), reason=error.reason)
 
     # sending -------------------------------------------------------------------
     def send(self, message: Message, leg: ILeg, addr: tuple[str, int],
@@ -305,10 +312,13 @@ class Dispatcher:
             refused), so a transaction can end at once (RFC 3261 17.1.4);
             without it such failures are only logged."""
         if not is_unicast(addr[0]):
-            log.warn("not sending {message!r} to non-unicast address {dst}", message=message, dst=addr)
+            log.warn("not sending {message!r} to non-unicast address {dst}", message=message, dst=host_port(addr),
+                     **message_fields(message, leg=leg))
             if on_error is not None:
                 on_error(f"{addr[0]} is not a unicast address")
             return
+        if self.message_log is not None:
+            self.message_log.sent(message, leg, addr)
         data = bytes(message)
         if self.capture is not None:
             self.copy_sent(data, leg, addr)
@@ -319,7 +329,8 @@ class Dispatcher:
         try:
             leg.send(data, addr, failed)
         except Exception as e:  # a leg that raised instead of reporting
-            log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=addr, error=e)
+            log.warn("sending {message!r} to {dst} failed: {error}", message=message, dst=host_port(addr), error=e,
+                     **message_fields(message, leg=leg))
             failed(str(e) or type(e).__name__)
 
     def _failed_send(self, leg: ILeg, addr: tuple[str, int], on_error: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -343,7 +354,7 @@ class Dispatcher:
             if capture is not None:
                 capture.received(data, leg, addr)
         except Exception:
-            log.failure("capture failed on a message from {source} on {leg}", source=addr, leg=leg.key)
+            log.failure("capture failed on a message from {source} on {leg}", **address_fields(addr, leg))
 
     def copy_sent(self, data: bytes, leg: ILeg, addr: tuple[str, int]) -> None:
         """Tell the capture, if any, of C{data} sent from C{leg} to C{addr}
