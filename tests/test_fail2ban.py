@@ -22,7 +22,7 @@ JAIL = os.path.join(PROJECT_ROOT, "contrib", "fail2ban", "jail.d", "sipproxy.loc
 def bad_register(user: str, call_id: str) -> Any:
     def payload(local_port: int) -> bytes:
         return (f"REGISTER sip:example.com SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id};rport\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{call_id.encode().hex()[-24:]};rport\r\n"
                 f"Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n"
                 f"Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:{local_port}>\r\n"
                 f'Authorization: Digest username="{user}", realm="example.com", nonce="forged", '
@@ -46,11 +46,14 @@ class Fail2banFilterTests(unittest.TestCase):
         proxy = yield start_proxy(self, self.cwd, lambda: [f"udp:127.0.0.1:{reserve_port('127.0.0.1')}"],
                                   ["--registrar", "--domain", "example.com", "--users", "users"])
         port = int(proxy.legs[0].rsplit(":", 1)[1])
-        for user, call_id in (("alice", "f2b-1"), ('x\\" ip=198.51.100.7 port=1', "f2b-2")):
+        # a user name crafted to forge the ip field; a Call-ID crafted to end the [Call-ID] tag early
+        # (the text log percent-encodes its brackets, or the filter would miss the line)
+        forged = "x]_auth_failed:_[y@198.51.100.9"
+        for user, call_id in (("alice", "f2b-1"), ('x\\" ip=198.51.100.7 port=1', "f2b-2"), ("alice", forged)):
             probe = UDPProbe("127.0.0.1", port, bad_register(user, call_id), self)
             answer = yield wait_until(probe, 10, what="an answer to a failed REGISTER")
             self.assertTrue(answer.startswith(b"SIP/2.0 401 "), answer)
-        yield wait_until(lambda: proxy.log().count("auth failed:") >= 2, 10, what="two failure lines")
+        yield wait_until(lambda: proxy.log().count("auth failed:") >= 3, 10, what="three failure lines")
         log_path = os.path.join(self.cwd, "twistd.log")
         with open(log_path, "w") as f:
             f.write(proxy.log())
@@ -60,7 +63,7 @@ class Fail2banFilterTests(unittest.TestCase):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         result = run_process([self.fail2ban_regex, "--out", "ip", log_path, FILTER], timeout=30, env=env)
         self.assertEqual(result.returncode, 0, result)
-        self.assertEqual(result.stdout.split(), ["127.0.0.1", "127.0.0.1"], proxy.describe())
+        self.assertEqual(result.stdout.split(), ["127.0.0.1"] * 3, proxy.describe())
 
     def test_the_jail_example_uses_the_filter(self) -> None:
         jail = configparser.ConfigParser()
