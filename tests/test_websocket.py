@@ -535,9 +535,11 @@ class ReadmeExampleTests(unittest.SynchronousTestCase):
 
         with open(os.path.join(PROJECT_ROOT, "README.rst"), encoding="utf-8") as f:
             text = f.read()
+        import re
+
         start = text.index("WebSocket (browsers)\n----")
-        end = text.index("\nEmbedding\n---", start)
-        return text[start:end]
+        following = re.compile(r"\n\n[^\n]+\n-{3,}\n").search(text, start + 30)  # the next section's heading
+        return text[start:following.start() if following else len(text)]
 
     def commands(self) -> dict[str, list[str]]:
         import shlex
