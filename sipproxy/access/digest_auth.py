@@ -482,7 +482,7 @@ class Authorize:
         nonce = self.nonces.make(self.realm)
         headers = []
         algorithms = self.algorithms
-        if leg.proto in ("ws", "wss") and "MD5" in algorithms:
+        if leg is not None and leg.proto in ("ws", "wss") and "MD5" in algorithms:
             # browsers' SIP libraries know only MD5, and JsSIP reads only the
             # last challenge: over a WebSocket, offer MD5 alone
             algorithms = ("MD5",)
