@@ -70,6 +70,7 @@ class Result:
     note: str = ""
     failure_kinds: dict = field(default_factory=dict)
     retransmission_calls: int = 0  # the calls sipp's retransmission count covers
+    search: bool = False  # a step of the rate search (not one of the fixed-rate steps)
 
     @property
     def achieved(self) -> float:
@@ -329,6 +330,7 @@ class Bench:
     def step(self, ua: str, role: str, rate: int, log, searching: bool = False) -> Result:
         calls = max(self.args.min_calls, int(rate * self.args.search_seconds)) if searching else self.args.calls
         r = self.run(ua, role, rate, calls)
+        r.search = searching
         self.results.append(r)
         log(r.row())
         return r
@@ -399,7 +401,7 @@ def main() -> None:
     log("\n## summary")
     for role in roles:
         for ua in usable:
-            fixed = [r for r in bench.results if r.ua == ua and r.role == role and r.calls == args.calls
+            fixed = [r for r in bench.results if r.ua == ua and r.role == role and not r.search
                      and r.ms_per_call]
             mean = sum(r.ms_per_call for r in fixed) / len(fixed) if fixed else None
             sipp = [r.sipp_ms_per_call for r in fixed if r.sipp_ms_per_call]
@@ -410,12 +412,12 @@ def main() -> None:
             log(line)
         if "netsip" in usable:
             ref = [r.ms_per_call for r in bench.results if r.ua == "netsip" and r.role == role
-                   and r.calls == args.calls and r.ms_per_call]
+                   and not r.search and r.ms_per_call]
             for ua in usable:
                 if ua == "netsip" or not ref:
                     continue
                 ours = [r.ms_per_call for r in bench.results if r.ua == ua and r.role == role
-                        and r.calls == args.calls and r.ms_per_call]
+                        and not r.search and r.ms_per_call]
                 if ours:
                     ratio = (sum(ours) / len(ours)) / (sum(ref) / len(ref))
                     text = f"{role:6} {ua} / netsip CPU per call = {ratio:.3f} (target <= 0.2)"
