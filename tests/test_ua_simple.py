@@ -57,6 +57,38 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(self.alice.calls, [])
         self.assertEqual(self.bob.calls, [])
 
+    def test_an_ended_call_is_freed_without_the_garbage_collector(self) -> None:
+        # once its transactions have ended (32 s of Timer M/L/J), nothing
+        # holds a call in a reference cycle: a full collection would
+        # otherwise walk every ended call of the last minutes
+        import gc
+        import platform
+        import weakref
+
+        if platform.python_implementation() != "CPython":
+            raise self.skipTest("objects are freed at once by CPython's reference counting only")
+        callee: list[Any] = []
+        self.bob.listen(on_create=lambda call, request: callee.append(weakref.ref(call)) or True,
+                        sdp=True)
+        enabled = gc.isenabled()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        d = self.alice.invite("sip:bob@192.0.2.2")
+        self.net.run()
+        call = self.successResultOf(d)
+        self.successResultOf(self._ended(call.bye()))
+        caller = weakref.ref(call)
+        del call, d
+        self.net.advance(70)
+        self.assertEqual(self.alice.calls + self.bob.calls, [])
+        self.assertIsNone(caller())
+        self.assertEqual(len(callee), 1)
+        self.assertIsNone(callee[0]())
+
+    def _ended(self, d: Any) -> Any:
+        self.net.run()
+        return d
+
     def test_callee_hangs_up(self) -> None:
         self.listen()
         call = self.successResultOf(self._call())

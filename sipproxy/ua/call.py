@@ -400,12 +400,16 @@ class Call:
         self._ring_timer = None
 
     def _succeed(self, value: Any) -> None:
-        if self._result is not None and not self._result.called:
-            self._result.callback(value)
+        result = self._result
+        if result is not None and not result.called:
+            self._result = None  # fired once; holding it (and the call as its result) would be a cycle
+            result.callback(value)
 
     def _fail(self, error: Any) -> None:
-        if self._result is not None and not self._result.called:
-            self._result.errback(error)
+        result = self._result
+        if result is not None and not result.called:
+            self._result = None
+            result.errback(error)
 
     # -- incoming ---------------------------------------------------------------------------
     def _invite_in(self, transaction: ServerTransaction) -> None:

@@ -97,6 +97,10 @@ class TransportFailure(SIPError):
         super().__init__(503, f"Service Unavailable (transport error: {reason})")
 
 
+def _ignore_timer(name: str) -> None:
+    """What released timers call: nothing (their machine has ended)."""
+
+
 class _Timers:
     """The named timers of one machine, run on C{clock}."""
 
@@ -121,6 +125,13 @@ class _Timers:
     def cancel_all(self) -> None:
         for name in list(self.calls):
             self.cancel(name)
+
+    def release(self) -> None:
+        """Cancel every timer and let go of the owner: its machine has
+        ended, and the owner's bound method kept here would be a reference
+        cycle holding the whole call until a full garbage collection."""
+        self.cancel_all()
+        self.fire = _ignore_timer
 
 
 class ClientTransaction:
@@ -160,6 +171,8 @@ class ClientTransaction:
         self._machine: Any = None
         self._key: Any = None
         self._timers = _Timers(endpoint.clock, self._timer_fired)
+        self._depth = 0  # nested _run calls (an event's callbacks may feed the machine again)
+        self._ended = False
 
     # -- life ------------------------------------------------------------------------
     def _start(self) -> None:
@@ -187,28 +200,37 @@ class ClientTransaction:
         self._run(self._machine.transport_error())
 
     def _run(self, outputs: Iterable[Any]) -> None:
-        for out in _actions_first(outputs):
-            if isinstance(out, tx.Send):
-                self.endpoint._send(out.message, self.target, self._transport_error)
-            elif isinstance(out, tx.StartTimer):
-                self._timers.start(out.name, out.delay)
-            elif isinstance(out, tx.CancelTimer):
-                self._timers.cancel(out.name)
-            elif isinstance(out, tx.Provisional):
-                self._provisional(out.response)
-            elif isinstance(out, tx.Final):
-                self._final_response(out.response)
-            elif isinstance(out, tx.Extra2xx):
-                self._extra_2xx(out.response)
-            elif isinstance(out, tx.Timeout):
-                self._fail(TransactionTimeout(self.request.method))
-            elif isinstance(out, tx.TransportError):
-                self._fail(TransportFailure(self._failed_reason))
-            elif isinstance(out, tx.Terminated):
-                self._terminated()
+        self._depth += 1
+        try:
+            for out in _actions_first(outputs):
+                if isinstance(out, tx.Send):
+                    self.endpoint._send(out.message, self.target, self._transport_error)
+                elif isinstance(out, tx.StartTimer):
+                    self._timers.start(out.name, out.delay)
+                elif isinstance(out, tx.CancelTimer):
+                    self._timers.cancel(out.name)
+                elif isinstance(out, tx.Provisional):
+                    self._provisional(out.response)
+                elif isinstance(out, tx.Final):
+                    self._final_response(out.response)
+                elif isinstance(out, tx.Extra2xx):
+                    self._extra_2xx(out.response)
+                elif isinstance(out, tx.Timeout):
+                    self._fail(TransactionTimeout(self.request.method))
+                elif isinstance(out, tx.TransportError):
+                    self._fail(TransportFailure(self._failed_reason))
+                elif isinstance(out, tx.Terminated):
+                    self._terminated()
+        finally:
+            self._depth -= 1
+        if self._ended and not self._depth:
+            # nothing reaches an ended transaction any more: drop the
+            # owner's callbacks (bound methods of the call: a cycle)
+            self.on_provisional = self.on_retry = self.on_fork = None
 
     def _terminated(self) -> None:
-        self._timers.cancel_all()
+        self._ended = True
+        self._timers.release()
         if self.endpoint._clients.get(self._key) is self:
             del self.endpoint._clients[self._key]
 
@@ -335,7 +357,7 @@ class ServerTransaction:
         self._key = self._machine.key
         self._timers = _Timers(endpoint.clock, self._timer_fired)
         self._retransmitter: Any = None
-        self._2xx_timers = _Timers(endpoint.clock, self._2xx_timer_fired)
+        self._2xx_timers: Optional[_Timers] = None  # only for a 2xx to an INVITE
         endpoint._servers[self._key] = self
         self._run(self._machine.start())
 
@@ -401,12 +423,14 @@ class ServerTransaction:
             # RequestReceived: the endpoint hands the request on itself
 
     def _terminated(self) -> None:
-        self._timers.cancel_all()
+        self._timers.release()
+        self.on_cancel = None  # no CANCEL finds an ended transaction; the call's method was a cycle
         if self.endpoint._servers.get(self._key) is self:
             del self.endpoint._servers[self._key]
 
     # -- 2xx to INVITE: retransmitted by the UA core until the ACK (13.3.1.4) -------------
     def _retransmit_2xx(self, response: Response) -> None:
+        self._2xx_timers = _Timers(self.endpoint.clock, self._2xx_timer_fired)
         self._retransmitter = tx.TwoXXRetransmitter(response, self.endpoint.timers,
                                                     reliable=self.leg.proto != "udp")
         self.endpoint._awaiting_ack[(self.request.call_id, self.request.cseq[0])] = self
@@ -421,8 +445,10 @@ class ServerTransaction:
             if isinstance(out, tx.Send):
                 self.endpoint._send_response(out.message, self.leg, self.addr)
             elif isinstance(out, tx.StartTimer):
+                assert self._2xx_timers is not None
                 self._2xx_timers.start(out.name, out.delay)
             elif isinstance(out, tx.CancelTimer):
+                assert self._2xx_timers is not None
                 self._2xx_timers.cancel(out.name)
             elif isinstance(out, (tx.AckTimeout, tx.TransportError)):
                 self._stop_2xx()
@@ -437,7 +463,8 @@ class ServerTransaction:
             self.acked.callback(ack)
 
     def _stop_2xx(self) -> None:
-        self._2xx_timers.cancel_all()
+        if self._2xx_timers is not None:
+            self._2xx_timers.release()  # the 2xx is never retransmitted again
         self._retransmitter = None
         key = (self.request.call_id, self.request.cseq[0])
         if self.endpoint._awaiting_ack.get(key) is self:
@@ -448,9 +475,10 @@ class ServerTransaction:
         if self.final is not None or self.cancelled:
             return
         self.cancelled = True
+        on_cancel = self.on_cancel  # answering may end the transaction (and drop it)
         self.respond(487, "Request Terminated")
-        if self.on_cancel is not None:
-            _call(self.on_cancel)
+        if on_cancel is not None:
+            _call(on_cancel)
 
 
 @implementer(IReceiver)
