@@ -176,8 +176,11 @@ class SippUATests(unittest.TestCase):
         self.assertEqual((int(stats["TotalCallCreated"]), int(stats["SuccessfulCall(C)"]) + excused,
                           int(stats["FailedCall(C)"]) - excused), (CALLS, CALLS, 0), detail)
         if lost:
+            # sipp dropped messages and every call still completed: each drop
+            # was recovered by a retransmission, ours or sipp's. sipp counts
+            # only its own and the duplicates it sees, none in about one run
+            # of a hundred, so its count is reported, not required.
             self.assertGreater(counts["lost"], 0, detail)
-            self.assertGreater(counts["retrans"], 0, detail)
         return summary
 
     @inlineCallbacks
@@ -238,8 +241,11 @@ class SippUATests(unittest.TestCase):
         remote_byes = [e for e in ua.events("bye") if e.get("by") == "remote"]
         self.assertEqual(len(remote_byes), CALLS, detail)
         if lost:
+            # sipp dropped messages and every call still completed: each drop
+            # was recovered by a retransmission, ours or sipp's. sipp counts
+            # only its own and the duplicates it sees, none in about one run
+            # of a hundred, so its count is reported, not required.
             self.assertGreater(counts["lost"], 0, detail)
-            self.assertGreater(counts["retrans"], 0, detail)
         return summary
 
     # our UA calls sipp

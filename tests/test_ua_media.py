@@ -276,7 +276,17 @@ class LoopbackMediaTests(TestCase):
         for path in (theirs, mine):
             recorded = samples(read_wav(path))
             value, lag = align(reference[800:7200], recorded, 2400)
-            self.assertGreater(value, 0.99, (path, value, lag))
+            # Every 100 ms of the chirp comes back intact near that delay. On a
+            # loaded machine a late burst may move the delay once (the echo
+            # sends what it has at its next deadline), which spoils the
+            # one-lag figure and at most the one chunk it falls in.
+            chunks = []
+            for start in range(800, 7200, 800):
+                expected = lag + start - 800
+                chunks.append(align(reference[start:start + 800], recorded, expected + 960, probe=200,
+                                    min_lag=expected - 960))
+            good = [c for c in chunks if c[0] > 0.99]
+            self.assertGreaterEqual(len(good), len(chunks) - 1, (path, value, lag, chunks))
         stats = call.media.stats()
         self.assertEqual(stats["sent"], 50)
         self.assertEqual(stats["lost"], 0)
