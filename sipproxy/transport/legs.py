@@ -382,7 +382,44 @@ def _size_buffers(sock: socket.socket, size: int, name: str) -> None:
 
 
 @implementer(IPushProducer)
-class SIPStreamProtocol(protocol.Protocol):
+class FlowControlled:
+    """What a stream connection (TCP, TLS or WebSocket) shares: the
+    transport's verdict on our writes (C{IPushProducer}) and the Deferreds
+    of those waiting for it to end. Needs C{leg} (with its C{clock}),
+    C{paused_since}, C{_queued} and C{_lost_waiters}."""
+
+    leg: Any
+    paused_since: Optional[float]
+    _queued: int
+    _lost_waiters: list[Deferred]
+
+    def when_lost(self) -> Deferred:
+        """A Deferred firing once the connection is gone (after a graceful
+        close has sent what was queued)."""
+        d: Deferred = Deferred()
+        self._lost_waiters.append(d)
+        return d
+
+    def _fire_lost_waiters(self) -> None:
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # IPushProducer: the transport's verdict on our writes
+    def pauseProducing(self) -> None:
+        if self.paused_since is None:
+            self.paused_since = self.leg.clock.seconds()
+            self._queued = 0
+
+    def resumeProducing(self) -> None:
+        self.paused_since = None
+        self._queued = 0
+
+    def stopProducing(self) -> None:
+        self.paused_since = None
+
+
+class SIPStreamProtocol(FlowControlled, protocol.Protocol):
     """One TCP connection carrying SIP: frames messages by Content-Length,
     answers RFC 5626 CRLF keep-alive pings, and keeps what a peer can make
     it hold bounded.
@@ -435,29 +472,7 @@ class SIPStreamProtocol(protocol.Protocol):
         if self._counted:
             self._counted = False
             self.leg.connection_lost(self)
-        waiters, self._lost_waiters = self._lost_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def when_lost(self) -> Deferred:
-        """A Deferred firing once the connection is gone (after a graceful
-        L{close} has sent what was queued)."""
-        d: Deferred = Deferred()
-        self._lost_waiters.append(d)
-        return d
-
-    # IPushProducer: the transport's verdict on our writes --------------------------------
-    def pauseProducing(self) -> None:
-        if self.paused_since is None:
-            self.paused_since = self.leg.clock.seconds()
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self.paused_since = None
-        self._queued = 0
-
-    def stopProducing(self) -> None:
-        self.paused_since = None
+        self._fire_lost_waiters()
 
     # writing -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

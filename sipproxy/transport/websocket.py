@@ -34,14 +34,15 @@ from autobahn.twisted.websocket import (WebSocketClientFactory, WebSocketClientP
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (IAddress, IConnector, IDelayedCall, IPushProducer, IReactorTime,
+from twisted.internet.interfaces import (IAddress, IConnector, IDelayedCall, IReactorTime,
                                          ITCPTransport)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILeg
 from sipproxy.logsafe import SafeLogger
-from sipproxy.transport.legs import MAX_BODY, MAX_HEADER, CurrentTLS, StreamLeg, TLSOptions, _address
+from sipproxy.transport.legs import (MAX_BODY, MAX_HEADER, CurrentTLS, FlowControlled, StreamLeg, TLSOptions,
+                                     _address)
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits
 from sipproxy.sip.uri import format_host_port
 
@@ -92,8 +93,7 @@ class _Call:
             self.call.cancel()
 
 
-@implementer(IPushProducer)
-class WebSocketConnection:
+class WebSocketConnection(FlowControlled):
     """One WebSocket carrying SIP, as its leg sees it: the same
     bookkeeping as a TCP connection (so the leg's sweep and stop apply),
     around the autobahn protocol that moves the frames.
@@ -163,27 +163,7 @@ class WebSocketConnection:
             self._counted = False
             self.leg.connection_lost(self)  # type: ignore[arg-type]
         self.open = False
-        waiters, self._lost_waiters = self._lost_waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def when_lost(self) -> Deferred:
-        d: Deferred = Deferred()
-        self._lost_waiters.append(d)
-        return d
-
-    # IPushProducer --------------------------------------------------------------------
-    def pauseProducing(self) -> None:
-        if self.paused_since is None:
-            self.paused_since = self.leg.clock.seconds()
-            self._queued = 0
-
-    def resumeProducing(self) -> None:
-        self.paused_since = None
-        self._queued = 0
-
-    def stopProducing(self) -> None:
-        self.paused_since = None
+        self._fire_lost_waiters()
 
     # writing ----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
