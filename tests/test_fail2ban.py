@@ -12,8 +12,8 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tests.util import (PROJECT_ROOT, UDPProbe, require_program, reserve_port, run_process, start_proxy, temp_dir,
-                        wait_until)
+from tests.util import (PROJECT_ROOT, UDPProbe, require_program, reserve_port, run_process, start_proxy,
+                        system_program_environment, temp_dir, wait_until)
 
 FILTER = os.path.join(PROJECT_ROOT, "contrib", "fail2ban", "filter.d", "sipproxy.conf")
 JAIL = os.path.join(PROJECT_ROOT, "contrib", "fail2ban", "jail.d", "sipproxy.local")
@@ -57,11 +57,8 @@ class Fail2banFilterTests(unittest.TestCase):
         log_path = os.path.join(self.cwd, "twistd.log")
         with open(log_path, "w") as f:
             f.write(proxy.log())
-        # fail2ban-regex is Debian's CPython: it must not see the path of the
-        # Python running the tests (trial -j hands its sys.path to workers
-        # as PYTHONPATH, and PyPy's re module then breaks fail2ban's import)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        result = run_process([self.fail2ban_regex, "--out", "ip", log_path, FILTER], timeout=30, env=env)
+        result = run_process([self.fail2ban_regex, "--out", "ip", log_path, FILTER], timeout=30,
+                             env=system_program_environment())
         self.assertEqual(result.returncode, 0, result)
         self.assertEqual(result.stdout.split(), ["127.0.0.1"] * 3, proxy.describe())
 

@@ -25,7 +25,7 @@ from twisted.trial import unittest
 
 from tests.uapeer import start_ua, wait_event, wait_exit
 from tests.util import (PROJECT_ROOT, UDPProbe, sip_options, read_text, require_program, reserve_port, run_process, start_proxy,
-                        stop_process, temp_dir, twistd_command, child_environment, wait_until)
+                        stop_process, system_program_environment, temp_dir, twistd_command, child_environment, wait_until)
 
 DOMAIN = "office.test"
 USERS = {"alice": "wonderland", "bob": "b0bsecret"}
@@ -285,7 +285,8 @@ class JSONFail2banTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write(proxy.log())
         json_records(proxy.log(), self)
-        result = run_process([fail2ban_regex, "--out", "ip", path, JSON_FILTER], timeout=30)
+        result = run_process([fail2ban_regex, "--out", "ip", path, JSON_FILTER], timeout=30,
+                             env=system_program_environment())
         self.assertEqual(result.returncode, 0, result)
         self.assertEqual(result.stdout.split(), ["127.0.0.1"] * 3, proxy.describe())
 

@@ -88,6 +88,14 @@ def twistd_command() -> list[str]:
     return [found]
 
 
+def system_program_environment() -> dict[str, str]:
+    """The environment for programs written in the system's own Python
+    (fail2ban-regex): without the test interpreter's module path, which
+    C{trial -j} hands its workers as C{PYTHONPATH} (under PyPy, PyPy's
+    standard library then breaks Debian's CPython)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def child_environment(**extra: str) -> dict[str, str]:
     """The environment for child Python processes: this checkout first on
     C{sys.path}, so they run the code under test."""
