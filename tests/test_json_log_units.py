@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sipproxy.app.logging_setup import (check_log_options, json_line, log_observer, logged_service, observer_for,
                                         relayed_event, text_line, with_log_observer)
 from sipproxy.app.tap import Options
-from sipproxy.logfields import host_port, message_fields
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logfields import host_port, message_fields
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.message import Request, Response, parse
 from sipproxy.testing import MemoryLeg
 from tests.util import temp_dir

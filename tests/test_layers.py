@@ -30,6 +30,8 @@ PURE = "sipproxy.sip"
 LOGIC = ("sipproxy.proxy", "sipproxy.registrar", "sipproxy.access", "sipproxy.ua")
 EDGES = ("sipproxy.transport", "sipproxy.stores", "sipproxy.app")
 APP = "sipproxy.app"
+#: the safe logger, log fields and counter labels every layer above the pure one uses
+OBSERVE = "sipproxy.observe"
 
 
 def within(module: str, prefixes: "str | tuple[str, ...]") -> bool:
@@ -107,6 +109,23 @@ class LayerTests(SynchronousTestCase):
         loaded = modules_after_import(pure)
         self.assertEqual([m for m in loaded if m.startswith(("twisted", "zope"))], [])
         self.assertEqual([m for m in loaded if within(m, "sipproxy") and not within(m, PURE) and m != "sipproxy"], [])
+
+    def test_observe_imports_only_the_pure_layer_and_the_interfaces(self) -> None:
+        """What every layer logs and counts with sits just above the pure
+        layer: it must not reach up into logic, edges or wiring."""
+        allowed = (PURE, OBSERVE, "sipproxy.interfaces")
+        wrong = {m: sorted(n for n in targets if not within(n, allowed) and n != "sipproxy")
+                 for m, targets in arrows().items() if within(m, OBSERVE)}
+        self.assertEqual({m: t for m, t in wrong.items() if t}, {})
+        loaded = modules_after_import(sorted(m for m, _ in all_modules() if within(m, OBSERVE)))
+        self.assertNotIn("twisted.internet.reactor", loaded)
+
+    def test_nothing_but_packages_sits_flat(self) -> None:
+        """A reader sees the architecture from C{ls sipproxy/}: every
+        module lives in its layer's folder but the seams and the fakes."""
+        flat = sorted(m for m, _ in all_modules() if m.count(".") == 1)
+        folders = {m for m, p in all_modules() if p.endswith("__init__.py")}
+        self.assertEqual([m for m in flat if m not in folders], ["sipproxy.interfaces", "sipproxy.testing"])
 
     def test_logic_never_imports_transport_stores_or_app(self) -> None:
         wrong = {m: sorted(n for n in targets if within(n, EDGES))

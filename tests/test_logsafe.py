@@ -6,7 +6,7 @@ import io
 from twisted.logger import Logger, textFileLogObserver
 from twisted.trial.unittest import SynchronousTestCase
 
-from sipproxy.logsafe import SafeLogger, loggable
+from sipproxy.observe.logsafe import SafeLogger, loggable
 
 URI = b"sip:\xff\xfe@example.test".decode("utf-8", "surrogateescape")
 

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.app.metrics import (METRIC_NAMES, LocationCounts, SipproxyCollector, SnapshotWriter, Sources,
                                   WorkerSnapshots, WorkersCollector, metrics_address, parse_snapshot, snapshot_line)
-from sipproxy.counters import method_label
+from sipproxy.observe.counters import method_label
 from sipproxy.proxy.stateless import StatelessProxy
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable
 from sipproxy.registrar.memory_store import MemoryStore

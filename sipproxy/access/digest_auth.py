@@ -34,8 +34,8 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import message_fields
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import message_fields
 from sipproxy.access.login_limit import FailedLogins
 from sipproxy.interfaces import ICredentialStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Optional
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import message_fields
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import message_fields
 from sipproxy.interfaces import ILocationStore, IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import contact_key
 from sipproxy.sip.message import Message, Request

@@ -15,8 +15,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import host_port
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import host_port
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.location import WallClock
 from sipproxy.sip.message import Message, REASONS, Request

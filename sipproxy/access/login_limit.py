@@ -15,7 +15,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 
 __all__ = ["FailedLogins", "DEFAULT_LIMIT", "parse_limit"]
 

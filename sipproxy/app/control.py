@@ -52,7 +52,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from sipproxy.interfaces import ILeg, ILocationListing, ILocationStore, INATHelper
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.transport.stream_guard import ConnectionGuard
 
 __all__ = ["CONTROL_PARAMETERS", "DEFAULT_CONTROL", "ControlCommands", "ControlService", "RPCError",

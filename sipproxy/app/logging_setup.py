@@ -15,7 +15,7 @@ Two formats:
 - C{json}: one JSON object per line: C{time} (ISO 8601, UTC), C{level},
   C{namespace}, C{text} (the formatted line) and the event's own fields,
   among them C{call_id}, C{method}, C{status}, C{source} and C{leg} on
-  lines about a SIP message (L{sipproxy.logfields}). The model is
+  lines about a SIP message (L{sipproxy.observe.logfields}). The model is
   twisted.logger's C{eventAsJSON}, flattened for C{jq} and log shippers.
 - C{text}: twistd's classic line, with the Call-ID in brackets after the
   namespace on lines about a message::

@@ -1,7 +1,7 @@
 """Prometheus metrics: C{twistd sipproxy --metrics HOST:PORT}.
 
 The SIP modules keep plain integer counters on their own objects (see
-L{sipproxy.counters}); nothing here runs per packet. When Prometheus
+L{sipproxy.observe.counters}); nothing here runs per packet. When Prometheus
 scrapes C{http://HOST:PORT/metrics}, L{SipproxyCollector} reads those
 counters and yields metric families, served by prometheus-client's own
 Twisted resource (C{prometheus_client.twisted.MetricsResource}).
@@ -38,8 +38,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from sipproxy.counters import METHODS, OTHER, STATUS_CLASSES
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.counters import METHODS, OTHER, STATUS_CLASSES
+from sipproxy.observe.logsafe import SafeLogger
 
 __all__ = ["METRICS_PARAMETERS", "metrics_address", "Sources", "SipproxyCollector", "WorkersCollector",
            "WorkerSnapshots", "SnapshotWriter", "MetricsService", "add_metrics", "metrics_bind_problem",

@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from sipproxy.app import config_file
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 
 if TYPE_CHECKING:
     from sipproxy.access.front_chain import FrontDoor

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from twisted.application.service import MultiService, Service
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.transport.dispatcher import Dispatcher
 from sipproxy.transport.legs import DEFAULT_BUFFER, make_leg

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.app.logging_setup import relayed_event
 
 __all__ = ["WorkerPool", "worker_argv", "die_with_parent"]

@@ -61,7 +61,7 @@ from twisted.internet.task import LoopingCall
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.addresses import is_ip_literal
 from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode

@@ -28,7 +28,7 @@ from twisted.internet.task import LoopingCall
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import INATHelper, IRelaySockets
 from sipproxy.nat.forward import LEARN_WINDOW, RelayPort
 from sipproxy.nat.table import (DEFAULT_MAX_CALL_SOCKETS, DEFAULT_MAX_STREAMS, Expiry, GroupPlan, RelayTable,

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple, Optional
 
 from twisted.internet.defer import Deferred
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import ILeg
 from sipproxy.sip.message import Message, ParseError, Request
 from sipproxy.sip.sdp import SDPError, SessionDescription, parse_sdp

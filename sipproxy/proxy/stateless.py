@@ -22,9 +22,9 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
-from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import message_fields
+from sipproxy.observe.counters import OTHER, DropCounts, method_counts, method_label, status_counts
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import message_fields
 from sipproxy.sip.addresses import DEFAULT_PORTS
 from sipproxy.sip.bounded import BoundedCache, remember
 from sipproxy.sip.stateless import is_ack_to_own_answer
@@ -122,7 +122,7 @@ class StatelessProxy:
         # the NAT verdict per (Contact, transport, source): a dialog repeats them
         self._nat_contacts: dict[tuple[str, str, tuple[str, int]], Any] = {}
         self._source_text: dict[tuple[str, int], str] = {}  # a source address as host:port
-        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.counters)
+        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.observe.counters)
         self.requests_forwarded = method_counts()
         self.responses_forwarded = status_counts()
         self.dropped = DropCounts()

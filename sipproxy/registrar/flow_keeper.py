@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding
 from sipproxy.sip.message import Response

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.registrar.registrar import Registrar, answer_store_failure
 from sipproxy.sip.message import Message, Request

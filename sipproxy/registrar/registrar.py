@@ -28,9 +28,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.counters import status_counts
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import message_fields
+from sipproxy.observe.counters import status_counts
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import message_fields
 from sipproxy.interfaces import IDispatcher, ILeg, ILocationStore, IReceiver
 from sipproxy.registrar.location import Binding, OutOfOrder, StoreUnavailable, WallClock, best_first, contact_key
 from sipproxy.sip.addresses import address_of_record
@@ -139,7 +139,7 @@ class Registrar:
         self.max_contacts = max_contacts
         self.flows = flows
         self.keeper = keeper
-        # counters read by sipproxy.app.metrics (see sipproxy.counters)
+        # counters read by sipproxy.app.metrics (see sipproxy.observe.counters)
         self.registrations = status_counts()  # REGISTERs answered here, by status class
         #: contacts bound or refreshed ("set") and removed ("removed"), and "remove all" requests
         self.binding_changes = {"set": 0, "removed": 0, "removed_all": 0}

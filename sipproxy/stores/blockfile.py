@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import Any
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 
 __all__ = ["JSONFile"]
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import ILocationListing, ILocationStore
 from sipproxy.registrar.location import Binding, LocationError, StoreUnavailable, check_order
 

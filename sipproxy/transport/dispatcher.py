@@ -17,9 +17,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from zope.interface import implementer
 
-from sipproxy.counters import OTHER, DropCounts, method_counts, method_label, status_counts
-from sipproxy.logsafe import SafeLogger
-from sipproxy.logfields import address_fields, host_port, message_fields
+from sipproxy.observe.counters import OTHER, DropCounts, method_counts, method_label, status_counts
+from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.observe.logfields import address_fields, host_port, message_fields
 from sipproxy.transport.message_log import MessageLog
 from sipproxy.sip.bounded import BoundedCache, CacheSet
 from sipproxy.registrar.location import WallClock
@@ -158,7 +158,7 @@ class Dispatcher:
         self._outgoing_proxy = outgoing_proxy
         self._domain2proxy = dict(domain2proxy or {})
         self._by_address: dict[tuple[str, int], list[Any]] = {}
-        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.counters)
+        # counters read by sipproxy.app.metrics (plain ints: see sipproxy.observe.counters)
         self.requests_received = method_counts()
         self.responses_received = status_counts()
         #: (method label, code) of every answer given here (respond() and malformed requests)

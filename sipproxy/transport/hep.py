@@ -49,7 +49,7 @@ from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from zope.interface import implementer
 
 from sipproxy.interfaces import ICapture, ILeg
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.transport.source_log import SourceLog
 
 __all__ = ["encode", "decode", "HEPPacket", "HEPError", "HEPSender", "call_id_of", "parse_hep_target",

@@ -27,7 +27,7 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.bounded import remember
 from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.transport.legspec import LegSpec

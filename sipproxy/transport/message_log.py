@@ -3,7 +3,7 @@
 Off by default: at full load it is a line per packet, which is what a
 trace is for and what a production log is not. The dispatcher checks
 for it with one C{None} test per message, so a proxy without it pays
-nothing else. Each line carries the fields of L{sipproxy.logfields}
+nothing else. Each line carries the fields of L{sipproxy.observe.logfields}
 (C{call_id}, C{method}, C{status}, C{source}, C{leg}), and sent lines a
 C{destination}: grep or C{jq} for a Call-ID gives the call's whole path
 through the proxy.
@@ -15,8 +15,8 @@ from typing import Optional
 from twisted.logger import Logger
 
 from sipproxy.interfaces import ILeg
-from sipproxy.logfields import host_port, message_fields
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logfields import host_port, message_fields
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.message import Message, Request, Response
 
 __all__ = ["MessageLog"]

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import IHopResolver, IHostResolver
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.bounded import BoundedCache
 from sipproxy.transport.rfc3263 import Answers, Destination, Naptr, Query, Srv, resolution
 

@@ -44,7 +44,7 @@ class SourceLog:
         """Log C{format} with C{fields} unless C{source} had a line in the
         current interval; True if the line was written. The line's
         C{source} field is C{source}, unless C{fields} names one (a
-        message's C{ip:port}, L{sipproxy.logfields})."""
+        message's C{ip:port}, L{sipproxy.observe.logfields})."""
         now = self.clock.seconds()
         windows = self._windows
         key = source if source in windows or len(windows) < self.max_sources else OTHER_SOURCES

@@ -28,7 +28,7 @@ from typing import Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.transport.source_log import SourceLog
 
 __all__ = ["StreamLimits", "ConnectionGuard", "fd_budget"]

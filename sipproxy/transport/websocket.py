@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipproxy.interfaces import ILeg
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.transport.legs import (MAX_BODY, MAX_HEADER, CurrentTLS, FlowControlled, StreamLeg, TLSOptions,
                                      _address)
 from sipproxy.transport.stream_guard import ConnectionGuard, StreamLimits

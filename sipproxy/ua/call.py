@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from twisted.python.failure import Failure
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.dialog import Dialog
 from sipproxy.sip.offer_answer import DEFAULT_CODECS, MediaParams, NoCommonCodec, SdpSession, remote_media
 from sipproxy.sip.sdp import SDPError, parse_sdp

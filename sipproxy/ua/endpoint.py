@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.proxy.routing import RoutingError, response_hop
 from sipproxy.sip import transaction as tx

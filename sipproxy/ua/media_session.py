@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.offer_answer import PCMA, PCMU, Codec, MediaParams
 from sipproxy.sip.sdp import SDPError, parse_sdp
 from sipproxy.ua.media import g711

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from twisted.python.failure import Failure
 
 __all__ = ["RefreshPolicy", "Registration"]

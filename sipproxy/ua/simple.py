@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.interfaces import IDispatcher, ILeg
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.access.digest_auth import Authorize

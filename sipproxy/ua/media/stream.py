@@ -36,7 +36,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from twisted.python.failure import Failure
 
-from sipproxy.logsafe import SafeLogger
+from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.ua.media import g711
 from sipproxy.ua.media.audiofile import FrameSource
 from sipproxy.ua.media.dtmf import (DEFAULT_DURATION_MS, DEFAULT_VOLUME, DtmfDigit, EventPackets, EventReceiver,
