@@ -395,3 +395,80 @@ class MetricsLoopbackTests(unittest.TestCase):
         self.assertEqual(value(at_proxy, "sipproxy_ng_timeouts_total", command="offer"), 0)
         self.assertEqual(value(at_relay, "sipproxy_relay_sessions_started_total"), calls)
         self.assertEqual(value(at_relay, "sipproxy_relay_sessions"), 0)
+
+
+class MetricsEndpointHostileTests(unittest.TestCase):
+    """The endpoint faces whoever can reach its port: idle connections are
+    closed, no more than a few are kept, an endless request line is
+    refused, and a scrape still works afterwards."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+        from twisted.internet import reactor
+
+        from sipproxy.app.metrics import MetricsService
+
+        registry = CollectorRegistry()
+        Counter("sipproxy_example", "a counter to scrape", registry=registry).inc(3)
+        self.service = MetricsService(registry, ("127.0.0.1", 0), reactor, timeout=0.5, max_clients=3)
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.service.port), timeout=5)
+        self.addCleanup(sock.close)
+        return sock
+
+    @staticmethod
+    def closed_within(sock: socket.socket, seconds: float) -> bool:
+        """Whether the server closes C{sock} (reads hit end of file)."""
+        sock.settimeout(seconds)
+        try:
+            while sock.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:  # reset
+            return True
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.service.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.read().decode()
+
+    @inlineCallbacks
+    def test_idle_connections_are_capped_and_closed(self) -> Any:
+        held = [self.connect() for _ in range(3)]
+        # the server takes connections in the reactor thread: let it see them
+        yield wait_until(lambda: len(self.service.factory.protocols) == 3, 5, what="three connections")
+        extra = self.connect()
+        self.assertTrue((yield deferToThread(self.closed_within, extra, 2.0)))  # over the cap: closed at once
+        closed = yield deferToThread(lambda: [self.closed_within(s, 5.0) for s in held])
+        self.assertEqual(closed, [True, True, True])  # silent past the 0.5 s idle timeout
+        text = yield deferToThread(self.scrape)
+        self.assertIn("sipproxy_example_total 3.0", text)
+
+    @inlineCallbacks
+    def test_an_endless_request_line_is_refused(self) -> Any:
+        sock = self.connect()
+
+        def flood() -> bytes:
+            try:
+                sock.sendall(b"GET /" + b"a" * 200_000)
+            except OSError:  # the server closed first
+                pass
+            sock.settimeout(5)
+            try:
+                return sock.recv(200)
+            except OSError:
+                return b""
+
+        answer = yield deferToThread(flood)
+        self.assertFalse(answer.startswith(b"HTTP/1.1 200"), answer)
+        self.assertTrue((yield deferToThread(self.closed_within, sock, 5.0)))
+        text = yield deferToThread(self.scrape)
+        self.assertIn("sipproxy_example_total 3.0", text)

@@ -671,7 +671,14 @@ def snapshot_fd() -> Optional[int]:
 
 
 # -- the endpoint ---------------------------------------------------------------------------
-def _quiet_site(root: Any) -> Any:
+#: Seconds a scrape connection may stay silent, and how many may be open at
+#: once: Prometheus needs one, a peer holding many must not hold sockets
+#: (Twisted's own idle timeout is 12 hours, with no cap).
+SCRAPE_TIMEOUT = 30.0
+MAX_SCRAPERS = 8
+
+
+def _quiet_site(root: Any, timeout: float, reactor: Any) -> Any:
     from twisted.web.server import Site
 
     class QuietSite(Site):
@@ -682,7 +689,22 @@ def _quiet_site(root: Any) -> Any:
         def log(self, request: Any) -> None:
             pass
 
-    return QuietSite(root)
+    return QuietSite(root, timeout=timeout, reactor=reactor)
+
+
+def _capped(factory: Any, limit: int) -> Any:
+    """C{factory} refusing connections beyond C{limit} open at once."""
+    from twisted.protocols.policies import WrappingFactory
+
+    class Capped(WrappingFactory):
+        noisy = False
+
+        def buildProtocol(self, addr: Any) -> Any:
+            if len(self.protocols) >= limit:
+                return None  # Twisted closes the connection
+            return super().buildProtocol(addr)
+
+    return Capped(factory)
 
 
 class MetricsService(MultiService):
@@ -692,7 +714,8 @@ class MetricsService(MultiService):
 
     name = "metrics"
 
-    def __init__(self, registry: CollectorRegistry, address: tuple[str, int], reactor: Any) -> None:
+    def __init__(self, registry: CollectorRegistry, address: tuple[str, int], reactor: Any,
+                 timeout: float = SCRAPE_TIMEOUT, max_clients: int = MAX_SCRAPERS) -> None:
         from prometheus_client.twisted import MetricsResource
         from twisted.application.internet import TCPServer
         from twisted.web.resource import Resource
@@ -702,8 +725,10 @@ class MetricsService(MultiService):
         self.address = address
         root = Resource()
         root.putChild(b"metrics", MetricsResource(registry=registry))
-        self.site = _quiet_site(root)
-        self.server = TCPServer(address[1], self.site, interface=address[0], reactor=reactor)
+        self.site = _quiet_site(root, timeout, reactor)
+        #: the site behind a cap on connections open at once
+        self.factory = _capped(self.site, max_clients)
+        self.server = TCPServer(address[1], self.factory, interface=address[0], reactor=reactor)
         self.server.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
