@@ -213,11 +213,37 @@ def process_udp_ports(pid: int) -> set[int]:
     return {port for _, port in process_udp_sockets(pid)}
 
 
+def _worker_index() -> Optional[int]:
+    """Which C{trial -j} worker this is (it runs in C{_trial_temp/<n>}),
+    or None outside one."""
+    cwd = os.getcwd()
+    name = os.path.basename(cwd)
+    if name.isdigit() and os.path.basename(os.path.dirname(cwd)).startswith("_trial_temp"):
+        return int(name)
+    return None
+
+
+def _worker_share(low: int, high: int, count: int) -> tuple[int, int]:
+    """This worker's own slice of [low, high): parallel workers that all
+    took the first free block would hand one worker's ports to the next
+    while the first still has packets in flight to them."""
+    index = _worker_index()
+    if index is None:
+        return low, high
+    shares = 4
+    while shares > 1 and (high - low) // shares < 2 * count:
+        shares //= 2
+    size = (high - low) // shares
+    start = low + (index % shares) * size
+    return start, start + size
+
+
 def free_udp_block(host: str, count: int, low: int = 20000, high: int = 30000, also: Sequence[str] = ()) -> int:
     """The first even port P in [low, high) with P..P+count-1 free on
     C{host} and every address in C{also} (port ranges for relays under
     test; another process may still take one, which a relay survives)."""
     hosts = (host, *also)
+    low, high = _worker_share(low, high, count)
     for start in range(low, high - count, 2):
         socks = []
         try:
