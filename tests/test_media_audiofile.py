@@ -221,17 +221,21 @@ class SourceTests(TempDirTestCase):
 
 class SinkTests(TempDirTestCase):
     def test_wav_sink_is_valid_while_recording(self) -> None:
+        """Before close, the file is a valid WAV holding every whole
+        second recorded so far (the header is brought up to date once a
+        second); close adds the rest."""
         sink = WavSink(self.path("r.wav"))
         frame = sine(1000, 8000, 0.02).tobytes()
-        for _ in range(10):
+        for _ in range(60):
             sink.write(frame)
-        with wave.open(self.path("r.wav"), "rb") as r:  # before close: header already current
-            self.assertEqual(r.getnframes(), 1600)
+        with wave.open(self.path("r.wav"), "rb") as r:
+            self.assertEqual(r.getnframes(), 8000)
+        self.assertEqual(read_wav(self.path("r.wav")), frame * 50)
         sink.close()
         sink.close()
         sink.write(frame)  # after close: ignored
-        self.assertEqual(read_wav(self.path("r.wav")), frame * 10)
-        self.assertEqual(sink.frames, 10)
+        self.assertEqual(read_wav(self.path("r.wav")), frame * 60)
+        self.assertEqual(sink.frames, 60)
 
     def test_raw_sink(self) -> None:
         sink = RawPayloadSink(self.path("r.raw"))
