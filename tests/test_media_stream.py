@@ -201,6 +201,49 @@ class PacingTests(StreamTestCase):
         (packet,) = self.port_of(other).packets()
         self.assertEqual((packet.payload_type, packet.payload), (8, g711.ulaw_to_alaw(bytes(range(160)))))
 
+    def test_a_looped_source_is_encoded_once_per_distinct_frame(self) -> None:
+        """A looped two-frame file: 26 packets, two encodings; the payloads
+        are what encoding each frame would give, and a codec change
+        (after the answer) encodes afresh."""
+        frames = [array("h", [v] * 160).tobytes() for v in (1000, -2000)]
+        stream = self.stream(source=PcmSource(b"".join(frames), repeat=0))
+        encoded: list[bytes] = []
+
+        def counting(codec: g711.Codec) -> g711.Codec:
+            def encode(pcm: bytes) -> bytes:
+                encoded.append(pcm)
+                return codec.encode(pcm)
+            return codec._replace(encode=encode)
+
+        stream.codec = counting(stream.codec)
+        stream.set_remote(PEER)
+        stream.start()
+        self.reactor.run(0.5)
+        packets = self.port_of(stream).packets()
+        self.assertEqual(len(packets), 26)
+        self.assertEqual(encoded, frames)
+        self.assertEqual([p.payload for p in packets[:4]], [g711.pcm16_to_ulaw(f) for f in frames * 2])
+        stream.set_codec("PCMA")
+        stream.codec = counting(stream.codec)
+        self.reactor.run(0.1)
+        self.assertEqual(len(encoded), 4)
+        self.assertEqual(self.port_of(stream).packets()[-1].payload_type, 8)
+        self.assertIn(self.port_of(stream).packets()[-1].payload, {g711.pcm16_to_alaw(f) for f in frames})
+
+    def test_a_host_name_for_the_peer_sends_nothing_until_its_packets_come(self) -> None:
+        """RFC 4566 lets c= name a host; no lookup is made on the media
+        path: the stream waits and answers to where the peer's packets
+        come from."""
+        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+        stream.set_remote(("media.example.com", 40000))
+        self.assertIsNone(stream.destination)
+        stream.start()
+        self.reactor.run(0.2)
+        self.assertEqual(self.port_of(stream).sent, [])
+        stream.datagramReceived(audio(1), NAT)
+        self.reactor.run(0.04)
+        self.assertEqual({addr for _, addr, _ in self.port_of(stream).sent}, {NAT})
+
     def test_send_errors_are_counted(self) -> None:
         stream = self.stream(source=PcmSource(tone_pcm(1.0)))
         stream.set_remote(PEER)

@@ -26,6 +26,7 @@ stream goes on.
 """
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
@@ -51,6 +52,27 @@ log = SafeLogger()
 
 Address = tuple  # (host, port)
 _CLOCK_RATE = 8000
+#: distinct source frames whose encoding a stream keeps: 10 s of a looped
+#: file, about 100 KiB; a long file played once fills it and is then
+#: encoded frame by frame, as before
+_ENCODED_FRAMES = 500
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _raw_sendto(port: Any) -> Optional[Callable[[bytes, Address], int]]:
+    """The bound socket's own C{sendto}, where the port has one (Twisted's
+    UDP port does). Its C{write} checks the address three times per
+    packet; L{RTPStream.set_remote} checks it once, and a latched address
+    comes from the kernel."""
+    sock = getattr(port, "socket", None)
+    return getattr(sock, "sendto", None)
 
 
 class PortAllocationError(Exception):
@@ -115,8 +137,11 @@ class RTPStream(DatagramProtocol):
         self.reporter: Optional[RTCPReporter] = None
         self._cname = cname
         self._silence = bytes((self.codec.silence,)) * self.samples
+        #: source frame -> its payload in our codec (see L{_payload})
+        self._encoded: dict[bytes, bytes] = {}
 
         self.port: Optional[IListeningPort] = None
+        self._sendto: Optional[Callable[[bytes, Address], int]] = None
         self._local_port: Optional[int] = None
         self.rtcp_port: Optional[IListeningPort] = None
         self.remote: Optional[Address] = None
@@ -159,6 +184,7 @@ class RTPStream(DatagramProtocol):
         if not self.use_rtcp:
             self.port = self.reactor.listenUDP(port, self, interface=host)
             self._local_port = self.port.getHost().port
+            self._sendto = _raw_sendto(self.port)
             return self._local_port
         if port:
             candidates = [port]
@@ -177,6 +203,7 @@ class RTPStream(DatagramProtocol):
                 continue
             self.rtcp_port = rtcp_port
             self._local_port = number
+            self._sendto = _raw_sendto(self.port)
             return number
         raise PortAllocationError(f"no free RTP/RTCP port pair on {host} after {len(candidates)} attempts")
 
@@ -187,7 +214,14 @@ class RTPStream(DatagramProtocol):
 
     def set_remote(self, rtp: Optional[Address], rtcp: Optional[Address] = None) -> None:
         """Where to send (from the peer's SDP; None: on hold, send nothing).
-        Forgets a latched address: a re-INVITE may move the peer."""
+        Forgets a latched address: a re-INVITE may move the peer. An SDP
+        may name a host (RFC 4566 allows it); we send to IP addresses only
+        (no lookup on the media path), so a host name sends nothing until
+        the peer's own packets give the address to latch to."""
+        if rtp is not None and not _is_ip(rtp[0]):
+            log.info("RTP stream {port}: the peer's media address {host} is not an IP address: "
+                     "waiting for its packets", port=self._local_port, host=rtp[0])
+            rtp = rtcp = None
         self.remote = tuple(rtp) if rtp is not None else None
         if rtcp is None and rtp is not None:
             rtcp = (rtp[0], rtp[1] + 1)
@@ -203,6 +237,7 @@ class RTPStream(DatagramProtocol):
         self.sender.payload_type = self.payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._silence = bytes((self.codec.silence,)) * self.samples
+        self._encoded.clear()
 
     @property
     def destination(self) -> Optional[Address]:
@@ -278,19 +313,31 @@ class RTPStream(DatagramProtocol):
         self._write(self.sender.packet(self._payload(frame), self.samples))
 
     def _payload(self, frame: bytes) -> bytes:
+        """The frame in our codec. A looped file or a tone plays the same
+        frames over and over: each distinct frame is encoded once (up to
+        L{_ENCODED_FRAMES} of them; the bytes cache their own hash)."""
         encoding = getattr(self.source, "encoding", None)
-        if encoding is None:
-            return self.codec.encode(frame)
         if encoding == self.codec.name:
             return frame
-        return self.codec.encode(g711.codec_for(encoding).decode(frame))
+        payload = self._encoded.get(frame)
+        if payload is None:
+            if encoding is None:
+                payload = self.codec.encode(frame)
+            else:
+                payload = self.codec.encode(g711.codec_for(encoding).decode(frame))
+            if len(self._encoded) < _ENCODED_FRAMES:
+                self._encoded[frame] = payload
+        return payload
 
     def _write(self, data: bytes) -> None:
         destination = self.destination
         if destination is None or self.port is None:
             return
         try:
-            self.port.write(data, destination)
+            if self._sendto is not None:
+                self._sendto(data, destination)
+            else:
+                self.port.write(data, destination)
         except (OSError, ierror.MessageLengthError):
             self.send_errors += 1
 
