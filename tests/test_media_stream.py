@@ -230,6 +230,24 @@ class PacingTests(StreamTestCase):
         self.assertEqual(self.port_of(stream).packets()[-1].payload_type, 8)
         self.assertIn(self.port_of(stream).packets()[-1].payload, {g711.pcm16_to_alaw(f) for f in frames})
 
+    def test_a_new_source_in_another_encoding_is_not_served_from_the_old_one(self) -> None:
+        """The same 320 bytes are 40 ms of u-law (a raw file of 320-byte
+        packets) or 20 ms of PCM16: the second source must not get the
+        first one's encoding."""
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        data = bytes(range(160)) * 2
+        path = os.path.join(folder, "x.raw")
+        with open(path, "wb") as f:
+            f.write(data)
+        stream = self.stream(codec="PCMA", source=RawPayloadSource(path, repeat=0, packet_size=320))
+        stream.set_remote(PEER)
+        stream.start()
+        stream.source = PcmSource(data, repeat=0)
+        self.reactor.run(0.02)
+        self.assertEqual([p.payload for p in self.port_of(stream).packets()],
+                         [g711.ulaw_to_alaw(data), g711.pcm16_to_alaw(data)])
+
     def test_a_host_name_for_the_peer_sends_nothing_until_its_packets_come(self) -> None:
         """RFC 4566 lets c= name a host; no lookup is made on the media
         path: the stream waits and answers to where the peer's packets

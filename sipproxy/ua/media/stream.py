@@ -137,8 +137,10 @@ class RTPStream(DatagramProtocol):
         self.reporter: Optional[RTCPReporter] = None
         self._cname = cname
         self._silence = bytes((self.codec.silence,)) * self.samples
-        #: source frame -> its payload in our codec (see L{_payload})
+        #: source frame -> its payload in our codec (see L{_payload}), for
+        #: frames in the encoding C{_encoded_from}
         self._encoded: dict[bytes, bytes] = {}
+        self._encoded_from: Optional[str] = None
 
         self.port: Optional[IListeningPort] = None
         self._sendto: Optional[Callable[[bytes, Address], int]] = None
@@ -319,6 +321,10 @@ class RTPStream(DatagramProtocol):
         encoding = getattr(self.source, "encoding", None)
         if encoding == self.codec.name:
             return frame
+        if encoding != self._encoded_from:
+            # another source: a PCMA and a PCMU frame may be the same bytes
+            self._encoded.clear()
+            self._encoded_from = encoding
         payload = self._encoded.get(frame)
         if payload is None:
             if encoding is None:
