@@ -62,7 +62,7 @@ from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from sipproxy.observe.logsafe import SafeLogger
-from sipproxy.sip.addresses import is_ip_literal
+from sipproxy.sip.addresses import is_bare_ip_literal
 from sipproxy.interfaces import INATHelper
 from sipproxy.nat import bencode
 from sipproxy.nat.sessions import SessionKey
@@ -187,11 +187,6 @@ def _names(value: Any) -> list[str]:
     if isinstance(value, list):
         return [_text(v) or "" for v in value]
     return []
-
-
-def _is_ip(text: Optional[str]) -> bool:
-    # an SDP/ng address: a bare literal, never bracketed (one place: sip.addresses)
-    return bool(text) and text[:1] != "[" and is_ip_literal(text)  # type: ignore[index]
 
 
 # -- client -------------------------------------------------------------------------------
@@ -456,7 +451,7 @@ class NgClient(Service):
         targets: list[Optional[MediaTarget]] = []
         for ours, new in zip(sdp.media, theirs.media):
             address = new.address
-            if ours.port == 0 or new.port == 0 or not _is_ip(address) or ours.is_held_or_inactive and (
+            if ours.port == 0 or new.port == 0 or not is_bare_ip_literal(address) or ours.is_held_or_inactive and (
                     ours.address is None or ours.address in ("0.0.0.0", "::")):
                 targets.append(None)
                 continue
@@ -645,7 +640,7 @@ class NgServer(Service):
         return values
 
     def _local(self, direction: list[str], index: int, fallback: Optional[str]) -> Optional[str]:
-        if len(direction) > index and _is_ip(direction[index]):
+        if len(direction) > index and is_bare_ip_literal(direction[index]):
             return direction[index]
         return fallback or self.rtp_address
 

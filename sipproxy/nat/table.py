@@ -54,7 +54,7 @@ import ipaddress
 import random
 from typing import Any, Iterator, Optional, Sequence
 
-from sipproxy.sip.addresses import is_ip_literal
+from sipproxy.sip.addresses import is_bare_ip_literal
 from sipproxy.nat.forward import LEARN_WINDOW, RelayPort
 from sipproxy.sip.sdp import Media, MediaTarget, SessionDescription
 
@@ -75,11 +75,6 @@ def _unspecified(address: str) -> bool:
         return ipaddress.ip_address(address).is_unspecified
     except ValueError:
         return False
-
-
-def _is_ip(address: Optional[str]) -> bool:
-    # an SDP/ng address: a bare literal, never bracketed (one place: sip.addresses)
-    return bool(address) and address[:1] != "[" and is_ip_literal(address)  # type: ignore[index]
 
 
 #: What L{RelayTable.traffic} adds up over the relay ports.
@@ -384,7 +379,7 @@ class RelayTable:
         if media.port == 0 or address is None or _unspecified(address) or "TCP" in media.proto.upper():
             return 0, []
         count = media.port_range
-        host = address if _is_ip(address) else None
+        host = address if is_bare_ip_literal(address) else None
         targets: list[Optional[tuple]] = [
             (host, media.port + i) if host is not None and media.port + i <= 65535 else None
             for i in range(count)]
@@ -392,7 +387,7 @@ class RelayTable:
         if rtcp is not None and media.is_rtp and media.port_count == 1:
             rtcp_port, rtcp_address = rtcp
             rtcp_host = rtcp_address if rtcp_address is not None else address
-            targets[1] = (rtcp_host, rtcp_port) if _is_ip(rtcp_host) else None
+            targets[1] = (rtcp_host, rtcp_port) if is_bare_ip_literal(rtcp_host) else None
         return count, targets
 
     def block_starts(self, address: str, count: int) -> Iterator[int]:

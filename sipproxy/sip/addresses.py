@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from sipproxy.sip.bounded import BoundedCache
 
-__all__ = ["DEFAULT_PORTS", "default_port", "is_ip_literal", "address_of_record"]
+__all__ = ["DEFAULT_PORTS", "default_port", "is_ip_literal", "is_bare_ip_literal", "address_of_record"]
 
 #: The port a transport (or a URI scheme) implies when none is written
 #: (RFC 3261 19.1.2, 18).
@@ -48,6 +48,12 @@ def is_ip_literal(host: str) -> bool:
             known = False
         _IP_LITERALS.store(host, known)  # longer than 64: not kept (junk must not fill the table)
     return known
+
+
+def is_bare_ip_literal(host: Optional[str]) -> bool:
+    """True for an IPv4 or IPv6 literal written bare, as SDP, the ng
+    protocol and a socket take it (C{::1}, never C{[::1]})."""
+    return bool(host) and host[:1] != "[" and is_ip_literal(host)  # type: ignore[arg-type,index]
 
 
 def address_of_record(scheme: str, user: Optional[str], host: str, port: Optional[int],

@@ -26,7 +26,6 @@ stream goes on.
 """
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
@@ -38,6 +37,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
 from sipproxy.observe.logsafe import SafeLogger
+from sipproxy.sip.addresses import is_bare_ip_literal
 from sipproxy.ua.media import g711
 from sipproxy.ua.media.audiofile import FrameSource
 from sipproxy.ua.media.dtmf import (DEFAULT_DURATION_MS, DEFAULT_VOLUME, DtmfDigit, EventPackets, EventReceiver,
@@ -56,14 +56,6 @@ _CLOCK_RATE = 8000
 #: file, about 100 KiB; a long file played once fills it and is then
 #: encoded frame by frame, as before
 _ENCODED_FRAMES = 500
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _raw_sendto(port: Any) -> Optional[Callable[[bytes, Address], int]]:
@@ -220,7 +212,7 @@ class RTPStream(DatagramProtocol):
         may name a host (RFC 4566 allows it); we send to IP addresses only
         (no lookup on the media path), so a host name sends nothing until
         the peer's own packets give the address to latch to."""
-        if rtp is not None and not _is_ip(rtp[0]):
+        if rtp is not None and not is_bare_ip_literal(rtp[0]):
             log.info("RTP stream {port}: the peer's media address {host} is not an IP address: "
                      "waiting for its packets", port=self._local_port, host=rtp[0])
             rtp = rtcp = None
