@@ -251,16 +251,20 @@ class PacingTests(StreamTestCase):
     def test_a_host_name_for_the_peer_sends_nothing_until_its_packets_come(self) -> None:
         """RFC 4566 lets c= name a host; no lookup is made on the media
         path: the stream waits and answers to where the peer's packets
-        come from."""
-        stream = self.stream(source=PcmSource(tone_pcm(1.0)))
-        stream.set_remote(("media.example.com", 40000))
-        self.assertIsNone(stream.destination)
-        stream.start()
-        self.reactor.run(0.2)
-        self.assertEqual(self.port_of(stream).sent, [])
-        stream.datagramReceived(audio(1), NAT)
-        self.reactor.run(0.04)
-        self.assertEqual({addr for _, addr, _ in self.port_of(stream).sent}, {NAT})
+        come from. So does every other address it cannot send to."""
+        hostile = [("media.example.com", 40000), ("", 40000), ("[2001:db8::1]", 40000), ("x" * 300, 40000),
+                   ("999.1.1.1", 40000), ("198.51.100.7", 0), ("198.51.100.7", -1), ("198.51.100.7", 65536),
+                   ("198.51.100.7", "40000")]
+        for remote in hostile:
+            stream = self.stream(source=PcmSource(tone_pcm(1.0)))
+            stream.set_remote(remote, remote)
+            self.assertEqual((stream.destination, stream.remote_rtcp), (None, None), remote)
+            stream.start()
+            self.reactor.run(0.2)
+            self.assertEqual(self.port_of(stream).sent, [], remote)
+            stream.datagramReceived(audio(1), NAT)
+            self.reactor.run(0.04)
+            self.assertEqual({addr for _, addr, _ in self.port_of(stream).sent}, {NAT}, remote)
 
     def test_send_errors_are_counted(self) -> None:
         stream = self.stream(source=PcmSource(tone_pcm(1.0)))
@@ -487,6 +491,25 @@ class RTCPTests(StreamTestCase):
         explicit = RTPStream(reactor, rtcp=True)
         self.assertEqual(explicit.listen(LOCAL, 50000), 50000)
         self.assertEqual(sorted(reactor.ports), [50000, 50001])
+
+    def test_a_peer_on_port_65535_has_no_rtcp_port_after_it(self) -> None:
+        """RTP on the last port: its RTCP would be port 65536, which a
+        socket refuses with OverflowError, not OSError. The SDP gives no
+        RTCP address then, and the peer's latched RTP address gives none
+        either: the stream sends RTP, and no RTCP, for six seconds (past
+        the first report at five)."""
+        last = (PEER[0], 65535)
+        stream = self.stream(rtcp=True, source=PcmSource(tone_pcm(1.0), repeat=0))
+        stream.set_remote(last)
+        self.assertIsNone(stream.remote_rtcp)
+        stream.start()
+        for seq in range(300):
+            stream.datagramReceived(audio(seq), last)
+            self.reactor.run(0.02)
+        self.assertEqual(stream.latched, last)
+        self.assertEqual(len(self.port_of(stream).sent), 301)
+        self.assertEqual({addr for _, addr, _ in self.port_of(stream).sent}, {last})
+        self.assertEqual(self.reactor.ports[stream.local_port + 1].sent, [])
 
     def test_reports_every_five_seconds_rtt_and_bye(self) -> None:
         stream = self.stream(rtcp=True, source=PcmSource(tone_pcm(1.0), repeat=0))

@@ -58,6 +58,18 @@ _CLOCK_RATE = 8000
 _ENCODED_FRAMES = 500
 
 
+def _usable(address: Address) -> bool:
+    """An address we may send to: an IP literal and a port in 1-65535."""
+    host, port = address[0], address[1]
+    return is_bare_ip_literal(host) and isinstance(port, int) and 0 < port < 65536
+
+
+def _next_port(address: Address) -> Optional[Address]:
+    """RTCP's default address, the RTP port + 1 (RFC 3550 11); none after
+    port 65535."""
+    return (address[0], address[1] + 1) if address[1] < 65535 else None
+
+
 def _raw_sendto(port: Any) -> Optional[Callable[[bytes, Address], int]]:
     """The bound socket's own C{sendto}, where the port has one (Twisted's
     UDP port does). Its C{write} checks the address three times per
@@ -212,13 +224,16 @@ class RTPStream(DatagramProtocol):
         may name a host (RFC 4566 allows it); we send to IP addresses only
         (no lookup on the media path), so a host name sends nothing until
         the peer's own packets give the address to latch to."""
-        if rtp is not None and not is_bare_ip_literal(rtp[0]):
-            log.info("RTP stream {port}: the peer's media address {host} is not an IP address: "
-                     "waiting for its packets", port=self._local_port, host=rtp[0])
+        if rtp is not None and not _usable(rtp):
+            log.info("RTP stream {port}: the peer's media address {host} port {remote_port} is not an IP "
+                     "address and port: waiting for its packets", port=self._local_port, host=rtp[0],
+                     remote_port=rtp[1])
             rtp = rtcp = None
+        if rtcp is not None and not _usable(rtcp):
+            rtcp = None
         self.remote = tuple(rtp) if rtp is not None else None
         if rtcp is None and rtp is not None:
-            rtcp = (rtp[0], rtp[1] + 1)
+            rtcp = _next_port(rtp)
         self.remote_rtcp = tuple(rtcp) if rtcp is not None else None
         self.latched = self.latched_rtcp = None
 
@@ -469,7 +484,7 @@ class RTPStream(DatagramProtocol):
     def _write_rtcp(self, data: bytes) -> None:
         destination = self.latched_rtcp or self.remote_rtcp
         if destination is None and self.latched is not None:
-            destination = (self.latched[0], self.latched[1] + 1)
+            destination = _next_port(self.latched)
         if destination is None or self.rtcp_port is None:
             return
         try:
