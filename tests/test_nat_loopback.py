@@ -6,11 +6,14 @@ server and against a relay that never answers."""
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sipproxy.sip.message import Request
 from sipproxy.nat.ng import NgClient, NgServer
@@ -18,7 +21,7 @@ from sipproxy.nat.relay import LocalRelay
 from sipproxy.nat.sessions import SessionKey
 from sipproxy.sip.sdp import parse_sdp
 from sipproxy.app.service import ProxyService
-from tests.nat_util import free_udp_block, open_udp_sockets, rtp, sdp
+from tests.nat_util import _worker_share, free_udp_block, open_udp_sockets, rtp, sdp
 from tests.sip import request
 from tests.test_proxy_loopback import UDPEndpoint
 from tests.util import has_ipv6, wait_until
@@ -48,6 +51,32 @@ class RTPEndpoint(protocol.DatagramProtocol):
 
 def key(cseq: Any = 1, idto: str = "tag=T") -> SessionKey:
     return SessionKey("call-1", cseq, "tag=F", idto, "sip:a@x", "sip:b@y", "F", "T")
+
+
+class WorkerPortSliceTests(SynchronousTestCase):
+    """Under C{trial -j}, each worker searches its own part of a port
+    range for relay blocks: two workers taking the same first free block
+    handed one test's ports, with packets still in flight, to another."""
+
+    def share_in(self, folder: str, low: int, high: int, count: int) -> tuple[int, int]:
+        here = os.getcwd()
+        os.makedirs(folder, exist_ok=True)
+        os.chdir(folder)
+        try:
+            return _worker_share(low, high, count)
+        finally:
+            os.chdir(here)
+
+    def test_workers_get_disjoint_slices_big_enough_for_their_blocks(self) -> None:
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        for low, high, count in ((20000, 30000, 40), (30000, 31000, 200), (31000, 32000, 100)):
+            slices = [self.share_in(os.path.join(root, "_trial_temp", str(n)), low, high, count) for n in range(2)]
+            (a_low, a_high), (b_low, b_high) = slices
+            self.assertTrue(low <= a_low < a_high <= b_low < b_high <= high, slices)
+            self.assertTrue(all(h - lo >= 2 * count for lo, h in slices), slices)
+        # outside a trial worker (pytest, a plain folder): the whole range
+        self.assertEqual(self.share_in(os.path.join(root, "elsewhere", "1"), 20000, 30000, 40), (20000, 30000))
 
 
 class RelayLoopbackTests(TestCase):
