@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import struct
 import sys
 import wave
 from array import array
@@ -309,21 +310,26 @@ class RawPayloadSource(FrameListSource):
         super().__init__([data[i:i + packet_size] for i in range(0, len(data), packet_size)], repeat, encoding)
 
 
+#: RIFF/WAVE header of 16-bit mono PCM (RIFF size, rate, byte rate, data size)
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+_RIFF_SIZE_AT, _DATA_SIZE_AT = 4, 40
+
+
 class WavSink:
-    """Records PCM16LE frames to an 8 kHz mono WAV file, as they come."""
+    """Records PCM16LE frames to an 8 kHz mono WAV file, as they come.
+
+    It writes the 44-byte header itself: a frame is one buffered write,
+    with no Python of the C{wave} module on the media path."""
 
     def __init__(self, path: str, rate: int = RATE) -> None:
         self.path = path
         try:
-            # opened here, not by wave.open(path): a failed open inside
-            # wave leaves a half-made writer that complains when collected
-            self._file = open(path, "wb")
+            self._file: Optional[io.BufferedWriter] = open(path, "wb")
         except OSError as e:
             raise AudioFileError(path, f"cannot create: {e.strerror or e}") from None
-        self._writer: Optional[wave.Wave_write] = wave.open(self._file, "wb")
-        self._writer.setnchannels(1)
-        self._writer.setsampwidth(2)
-        self._writer.setframerate(rate)
+        self._file.write(_WAV_HEADER.pack(b"RIFF", 36, b"WAVE", b"fmt ", 16, 1, 1, rate, 2 * rate, 2, 16,
+                                          b"data", 0))
+        self._bytes = 0
         self.frames = 0
 
     #: frames between updates of the header's lengths (1 s of 20 ms
@@ -333,20 +339,33 @@ class WavSink:
     header_every = 50
 
     def write(self, pcm16: bytes) -> None:
-        writer = self._writer
-        if writer is not None:
+        file = self._file
+        if file is not None:
+            file.write(pcm16)
+            self._bytes += len(pcm16)
             self.frames += 1
-            if self.frames % self.header_every:
-                writer.writeframesraw(pcm16)
-            else:
-                writer.writeframes(pcm16)
+            if not self.frames % self.header_every:
+                self._update_header(file)
+
+    def _update_header(self, file: io.BufferedWriter) -> None:
+        """The RIFF and data lengths of what was written so far (a data
+        chunk of odd length would need a pad byte: PCM16 never has one)."""
+        size = self._bytes - self._bytes % 2
+        file.seek(_RIFF_SIZE_AT)
+        file.write(struct.pack("<I", 36 + size))
+        file.seek(_DATA_SIZE_AT)
+        file.write(struct.pack("<I", size))
+        file.seek(0, os.SEEK_END)
+        file.flush()
 
     def close(self) -> None:
         """Finish the file (its header gets the final length)."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
-            self._file.close()
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                self._update_header(file)
+            finally:
+                file.close()
 
 
 class RawPayloadSink:
