@@ -341,7 +341,9 @@ class MediaSession:
             return self.stream
         host = self.options.address or self._leg_host()
         options = self.options
-        stream = RTPStream(self.reactor, codec=self.codecs[0].name, on_frame=self._frame_in,
+        # frames go up only to an echo or the application's callback
+        wanted = options.echo is not None or options.on_frame is not None
+        stream = RTPStream(self.reactor, codec=self.codecs[0].name, on_frame=self._frame_in if wanted else None,
                            on_dtmf=self._dtmf_in, on_source_done=self._source_done,
                            on_no_rtp=self._no_rtp if options.no_rtp_timeout else None,
                            no_rtp_timeout=options.no_rtp_timeout or 3600.0, detect_inband=self._detect,
