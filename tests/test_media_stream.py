@@ -15,6 +15,7 @@ from typing import Any, Optional
 from twisted.internet import defer, error, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sipproxy.ua.media import g711
@@ -324,6 +325,25 @@ class ReceiveTests(StreamTestCase):
         self.assertEqual(frames, [])
         stats = stream.stats()
         self.assertEqual((stats["malformed"], stats["unknown_payload"]), (5, 1))
+
+    def test_a_recording_that_fails_stops_with_one_line_and_the_call_goes_on(self) -> None:
+        class FullDisk(Recorder):
+            def write(self, pcm: bytes) -> None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        sink, seen, logged = FullDisk(), [], []
+        stream = self.stream(sink=sink, on_frame=lambda pcm, packet: seen.append(packet.sequence))
+        observer = logged.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        for seq in (1, 2, 3):
+            stream.datagramReceived(audio(seq), PEER)
+        self.assertEqual(seen, [1, 2, 3])
+        self.assertTrue(sink.closed)
+        self.assertIsNone(stream.sink)
+        lines = [e for e in logged if "recording stopped" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_a_failing_callback_is_logged_not_raised(self) -> None:
         def boom(pcm: bytes, packet: RTPPacket) -> None:

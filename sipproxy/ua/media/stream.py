@@ -435,7 +435,11 @@ class RTPStream(DatagramProtocol):
         self._report(self.events.expire(now))
         pcm = self.codec.decode(packet.payload)
         if self.sink is not None:
-            self.sink.write(pcm)
+            try:
+                self.sink.write(pcm)
+            except OSError as e:  # a full disk: one line, and the call goes on unrecorded
+                log.error("RTP stream {port}: recording stopped: {error}", port=self.local_port, error=e)
+                self._drop_sink()
         if self.on_frame is not None:
             self.on_frame(pcm, packet)
         if self.detector is not None:
@@ -541,8 +545,7 @@ class RTPStream(DatagramProtocol):
         self._dtmf_queue.clear()
         for _, done in pending:
             done.errback(defer.CancelledError("the RTP stream stopped"))
-        if self.sink is not None and hasattr(self.sink, "close"):
-            self.sink.close()
+        self._drop_sink()
         waits = []
         for port in (self.port, self.rtcp_port):
             if port is not None:
@@ -551,6 +554,15 @@ class RTPStream(DatagramProtocol):
                     waits.append(result)
         defer.gatherResults(waits, consumeErrors=True).addBoth(self._closed)
         return waiter
+
+    def _drop_sink(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None and hasattr(sink, "close"):
+            try:
+                sink.close()
+            except OSError as e:
+                log.error("RTP stream {port}: closing the recording failed: {error}", port=self.local_port,
+                          error=e)
 
     def _closed(self, result: Any) -> None:
         if isinstance(result, Failure):
