@@ -8,7 +8,9 @@ import math
 import os
 import random
 import shutil
+import socket
 import tempfile
+import time
 from array import array
 from typing import Any, Optional
 
@@ -23,6 +25,7 @@ from sipproxy.ua.media.audiofile import PcmSource, RawPayloadSource, WavSink, Wa
 from sipproxy.ua.media.dtmf import DtmfDigit, EventPackets, decode_event, tone_frames
 from sipproxy.ua.media.rtcp import ReceiverReport, ReportBlock, SenderReport, build_rr, middle32, parse_rtcp
 from sipproxy.ua.media.rtp import RTPPacket, build_rtp, parse_rtp
+from sipproxy.ua.media import stream as stream_module
 from sipproxy.ua.media.stream import PortAllocationError, RTPStream
 from tests.util import has_ipv6
 
@@ -354,6 +357,136 @@ class ReceiveTests(StreamTestCase):
         stream.datagramReceived(audio(2), PEER)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
         self.assertEqual(stream.stats()["received"], 2)
+
+
+class SocketPort:
+    """A fake port over a real non-blocking UDP socket on 127.0.0.1: the
+    stream's own reads and sends use the socket, the test's Clock drives
+    the ticks. C{reading} is what the reactor would be told."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
+        self.socket.bind(("127.0.0.1", 0))
+        self.protocol = protocol
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "127.0.0.1", self.socket.getsockname()[1])
+
+    def stopListening(self) -> None:
+        self.socket.close()
+
+
+class SocketReactor(Clock):
+    """A Clock at the wall clock's time (the kernel stamps arrivals with
+    it) whose listenUDP gives a L{SocketPort}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rightNow = time.time()
+        self.ports: list[SocketPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> SocketPort:
+        fake = SocketPort(protocol)
+        self.ports.append(fake)
+        protocol.makeConnection(fake)
+        return fake
+
+
+class TickReadTests(SynchronousTestCase):
+    """A started stream reads its socket on its own tick, with the
+    kernel's arrival times, at most 32 datagrams a tick; only the first
+    CLOCKED_STREAMS streams do, the others are read by the reactor."""
+
+    def setUp(self) -> None:
+        if stream_module._stamped_reader(SocketPort(None)) is None:
+            raise SkipTest("this platform does not stamp datagram arrivals (SO_TIMESTAMPNS)")
+        self.reactor = SocketReactor()
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.peer.close)
+        self.peer.bind(("127.0.0.1", 0))
+        self.streams: list[RTPStream] = []
+        self.addCleanup(lambda: [s.stop() for s in self.streams])
+
+    def stream(self, **options: Any) -> RTPStream:
+        stream = RTPStream(self.reactor, rng=random.Random(5), **options)
+        stream.listen("127.0.0.1")
+        stream.set_remote(self.peer.getsockname())
+        self.streams.append(stream)
+        return stream
+
+    def send(self, stream: RTPStream, *packets: bytes) -> None:
+        for data in packets:
+            self.peer.sendto(data, ("127.0.0.1", stream.local_port))
+
+    def test_read_on_the_tick_with_the_kernels_arrival_time(self) -> None:
+        seen: list[int] = []
+        stream = self.stream(on_frame=lambda pcm, packet: seen.append(packet.sequence))
+        stream.start()  # the first tick: nothing queued yet
+        self.assertFalse(self.reactor.ports[0].reading)
+        sent_at = time.time()
+        self.send(stream, audio(1))
+        self.assertEqual(seen, [])  # the reactor does not read it: the next tick does
+        self.reactor.advance(0.5)
+        self.assertEqual(seen, [1])
+        # the statistics have the kernel's time, not the tick's
+        arrival = stream.rx.last_arrival
+        self.assertLess(abs(arrival - sent_at), 0.1)
+        self.assertGreater(self.reactor.seconds() - arrival, 0.2)
+        self.assertEqual(stream.latched, self.peer.getsockname())
+
+    def test_a_fresh_packet_ends_the_read_and_a_backlog_is_read_on(self) -> None:
+        seen: list[int] = []
+        stream = self.stream(on_frame=lambda pcm, packet: seen.append(packet.sequence))
+        self.send(stream, audio(1), audio(2), audio(3))
+        self.reactor.rightNow = time.time()  # the packets arrived a moment ago
+        stream.start()
+        # the first packet came within the last interval: the other two are behind it
+        self.assertEqual(seen, [1])
+        self.reactor.advance(0.020)
+        # now they are older than an interval: read on until the queue is empty
+        self.assertEqual(seen, [1, 2, 3])
+        self.assertEqual(stream.stats()["received"], 3)
+
+    def test_a_flood_is_read_32_datagrams_a_tick(self) -> None:
+        stream = self.stream()
+        stream.start()
+        self.reactor.rightNow += 5.0  # the reactor's clock is not the kernel's: no stamps, read on
+        self.send(stream, *(audio(n) for n in range(1, 101)))
+        counts = []
+        for _ in range(4):
+            self.reactor.advance(0.020)
+            counts.append(stream.stats()["received"])
+        self.assertEqual(counts, [32, 64, 96, 100])
+
+    def test_an_oversized_datagram_is_malformed(self) -> None:
+        stream = self.stream()
+        stream.start()
+        self.send(stream, audio(1, payload=b"\xff" * 9000), audio(2))
+        self.reactor.advance(0.020)
+        self.reactor.advance(0.020)
+        stats = stream.stats()
+        self.assertEqual((stats["malformed"], stats["received"]), (1, 1))
+
+    def test_only_the_first_streams_read_on_their_tick(self) -> None:
+        streams = [self.stream() for _ in range(stream_module.CLOCKED_STREAMS + 2)]
+        for each in streams:
+            each.start()
+        readers = [port.reading for port in self.reactor.ports]
+        self.assertEqual(readers, [False] * stream_module.CLOCKED_STREAMS + [True, True])
+        # a stopped stream frees its place
+        streams[0].stop()
+        late = self.stream()
+        late.start()
+        self.assertFalse(self.reactor.ports[-1].reading)
+
+    def test_a_stream_not_started_is_read_by_the_reactor(self) -> None:
+        self.stream()
+        self.assertTrue(self.reactor.ports[0].reading)
 
 
 class WatchdogTests(StreamTestCase):

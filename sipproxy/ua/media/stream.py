@@ -8,8 +8,11 @@ L{RTPStream} is a C{DatagramProtocol} that
     latches the destination to where the peer's first valid packet came
     from (a peer behind NAT sends from its public address, not the one in
     its SDP); after that, packets from elsewhere are dropped and counted;
-  - decodes what arrives (G.711) to a sink and a per-frame callback, and
-    keeps reception statistics (loss, jitter, duplicates);
+  - reads its socket on the same tick that sends, once started and while
+    few streams do (one wake-up per 20 ms, at most L{_READ_PER_TICK}
+    datagrams, each with the kernel's arrival time), or else as packets
+    arrive; decodes what arrived (G.711) to a sink and a per-frame
+    callback, and keeps reception statistics (loss, jitter, duplicates);
   - sends and receives DTMF: RFC 4733 events on the same SSRC with the
     payload type the peer offered, or in-band tones in place of the audio
     (the audio source pauses while a key is sent, as in Net::SIP); and
@@ -27,6 +30,10 @@ stream goes on.
 from __future__ import annotations
 
 import random
+import socket
+import struct
+import sys
+import weakref
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -56,6 +63,27 @@ _CLOCK_RATE = 8000
 #: file, about 100 KiB; a long file played once fills it and is then
 #: encoded frame by frame, as before
 _ENCODED_FRAMES = 500
+#: the kernel's arrival stamp of each datagram (Linux); without it the
+#: socket is read by the reactor on arrival, as any other
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform.startswith("linux") else None
+_TIMESPEC = struct.Struct("@qq")
+#: datagrams a stream reads per packet interval. A peer sends one; the
+#: rest covers a burst after a network stall. A flood beyond it stays in
+#: the kernel's buffer, which drops the excess, so one hostile peer costs
+#: a bounded amount of work per tick.
+_READ_PER_TICK = 32
+#: streams of a process that read on their own tick. A wake-up costs more
+#: than the work of a packet, so a stream with the process to itself does
+#: best with one wake-up per interval. With many streams the reactor is
+#: awake anyway and reads the sockets that are ready in one go, which costs
+#: less per packet than a read per stream and tick (bench/README.md has the
+#: figures), so the streams beyond these read on arrival.
+CLOCKED_STREAMS = 2
+_clocked_streams: "weakref.WeakSet[RTPStream]" = weakref.WeakSet()
+#: the largest datagram read (Twisted's UDP port reads as much); a longer
+#: one arrives truncated and is counted as malformed
+_MAX_DATAGRAM = 8192
+_MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
 
 def _usable(address: Address) -> bool:
@@ -77,6 +105,19 @@ def _raw_sendto(port: Any) -> Optional[Callable[[bytes, Address], int]]:
     comes from the kernel."""
     sock = getattr(port, "socket", None)
     return getattr(sock, "sendto", None)
+
+
+def _stamped_reader(port: Any) -> Optional[Callable[..., tuple]]:
+    """The socket's C{recvmsg}, once the kernel stamps arrivals on it;
+    None where it cannot (a fake port in tests, another platform)."""
+    sock = getattr(port, "socket", None)
+    if _SO_TIMESTAMPNS is None or sock is None or not hasattr(port, "stopReading"):
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except (OSError, AttributeError):
+        return None
+    return getattr(sock, "recvmsg", None)
 
 
 class PortAllocationError(Exception):
@@ -148,6 +189,9 @@ class RTPStream(DatagramProtocol):
 
         self.port: Optional[IListeningPort] = None
         self._sendto: Optional[Callable[[bytes, Address], int]] = None
+        #: the RTP socket's C{recvmsg} once the stream reads it on its own
+        #: tick (see L{start})
+        self._read: Optional[Callable[..., tuple]] = None
         self._local_port: Optional[int] = None
         self.rtcp_port: Optional[IListeningPort] = None
         self.remote: Optional[Address] = None
@@ -256,9 +300,22 @@ class RTPStream(DatagramProtocol):
 
     # -- sending ---------------------------------------------------------------------
     def start(self) -> None:
-        """Start sending (paced from now) and watching for incoming RTP."""
+        """Start sending (paced from now) and watching for incoming RTP.
+
+        While fewer than L{CLOCKED_STREAMS} streams do so, the stream
+        reads its RTP socket itself from here on, on the tick that sends,
+        where the kernel stamps arrivals (Linux): one wake-up per packet
+        interval instead of one for the peer's packet and one for ours,
+        which on one call is most of the CPU. A received frame waits at
+        most one interval (20 ms) before it is handled; jitter and DTMF
+        timing use the kernel's arrival time, not the handling time."""
         if self._pacer is not None or self.stopped:
             return
+        if self.port is not None and self._read is None and len(_clocked_streams) < CLOCKED_STREAMS:
+            self._read = _stamped_reader(self.port)
+            if self._read is not None:
+                _clocked_streams.add(self)
+                self.port.stopReading()
         now = self.reactor.seconds()
         self._started_at = now
         self._pacer = Pacer(now, self.ptime, self.max_catch_up)
@@ -287,6 +344,9 @@ class RTPStream(DatagramProtocol):
         # the report goes with the packet slot nearest its due time
         if self.reporter is not None and self.reporter.due(now + self.ptime / 2):
             self._send_rtcp(now)
+        # what arrived since the last tick, after our packet went out on time
+        if self._read is not None and not self.stopped:
+            self._read_pending(now)
         if not self.stopped:
             self._timer = self.reactor.callLater(pacer.delay(self.reactor.seconds()), self._tick)
 
@@ -401,7 +461,45 @@ class RTPStream(DatagramProtocol):
         except Exception:
             log.failure("RTP stream {port}: a packet from {source} failed", port=self.local_port, source=addr)
 
-    def _received(self, data: bytes, addr: Address) -> None:
+    def _read_pending(self, now: float) -> None:
+        """Handle what queued on the RTP socket since the last tick, each
+        datagram with its kernel arrival time.
+
+        Reading stops after the first packet that arrived within the last
+        interval: a peer sends one packet per interval, so anything behind
+        that one came after it and waits for the next tick, which then
+        finds an older packet first and reads on. This spares the read
+        that finds the queue empty, an exception per tick. At most
+        L{_READ_PER_TICK} datagrams are read per tick."""
+        receive = self._read
+        assert receive is not None
+        fresh = now - self.ptime
+        for _ in range(_READ_PER_TICK):
+            try:
+                data, ancillary, flags, addr = receive(_MAX_DATAGRAM, 64)
+            except BlockingIOError:
+                return
+            except OSError:  # an ICMP error of an earlier send surfaces here: not fatal
+                continue
+            stamped = None
+            for _level, kind, stamp in ancillary:
+                if kind == _SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
+                    stamped = seconds + nanoseconds * 1e-9
+                    if abs(now - stamped) >= 1.0:  # a reactor on another clock than the kernel's
+                        stamped = None
+            if flags & _MSG_TRUNC:
+                self.malformed += 1
+                continue
+            try:
+                self._received(data, (addr[0], addr[1]), stamped if stamped is not None else now)
+            except Exception:
+                log.failure("RTP stream {port}: a packet from {source} failed", port=self.local_port,
+                            source=addr)
+            if self.stopped or (stamped is not None and stamped > fresh):
+                return
+
+    def _received(self, data: bytes, addr: Address, arrival: Optional[float] = None) -> None:
         if self.stopped:
             return
         if self.latched is not None and addr != self.latched:
@@ -416,7 +514,7 @@ class RTPStream(DatagramProtocol):
         if pt != self.payload_type and pt != self.dtmf_payload_type:
             self.unknown_payload += 1  # comfort noise, another codec: not ours
             return
-        now = self.reactor.seconds()
+        now = arrival if arrival is not None else self.reactor.seconds()
         if self.latched is None:
             self.latched = addr
             if addr != self.remote:
@@ -540,6 +638,7 @@ class RTPStream(DatagramProtocol):
         if self.detector is not None:
             self._report(self.detector.flush())
         self.stopped = True
+        _clocked_streams.discard(self)
         pending = ([self._dtmf_current] if self._dtmf_current is not None else []) + list(self._dtmf_queue)
         self._dtmf_current = None
         self._dtmf_queue.clear()
