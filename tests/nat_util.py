@@ -214,8 +214,12 @@ def process_udp_ports(pid: int) -> set[int]:
 
 
 def _worker_index() -> Optional[int]:
-    """Which C{trial -j} worker this is (it runs in C{_trial_temp/<n>}),
-    or None outside one."""
+    """Which parallel worker this is: C{trial -j} runs worker n in
+    C{_trial_temp/<n>}, C{pytest -n} (xdist) names it gw<n> in
+    C{PYTEST_XDIST_WORKER}; None outside both."""
+    xdist = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if xdist.startswith("gw") and xdist[2:].isdigit():
+        return int(xdist[2:])
     cwd = os.getcwd()
     name = os.path.basename(cwd)
     if name.isdigit() and os.path.basename(os.path.dirname(cwd)).startswith("_trial_temp"):

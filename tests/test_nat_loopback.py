@@ -58,6 +58,13 @@ class WorkerPortSliceTests(SynchronousTestCase):
     range for relay blocks: two workers taking the same first free block
     handed one test's ports, with packets still in flight, to another."""
 
+    def setUp(self) -> None:
+        # these tests play trial's workers; under pytest -n the worker's
+        # name is in the environment, and is looked at first
+        saved = os.environ.pop("PYTEST_XDIST_WORKER", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "PYTEST_XDIST_WORKER", saved)
+
     def share_in(self, folder: str, low: int, high: int, count: int) -> tuple[int, int]:
         here = os.getcwd()
         os.makedirs(folder, exist_ok=True)
@@ -77,6 +84,16 @@ class WorkerPortSliceTests(SynchronousTestCase):
             self.assertTrue(all(h - lo >= 2 * count for lo, h in slices), slices)
         # outside a trial worker (pytest, a plain folder): the whole range
         self.assertEqual(self.share_in(os.path.join(root, "elsewhere", "1"), 20000, 30000, 40), (20000, 30000))
+
+    def test_pytest_xdist_workers_get_their_own_slices(self) -> None:
+        slices = []
+        for name in ("gw0", "gw1"):
+            os.environ["PYTEST_XDIST_WORKER"] = name
+            try:
+                slices.append(_worker_share(20000, 30000, 40))
+            finally:
+                del os.environ["PYTEST_XDIST_WORKER"]
+        self.assertEqual(slices, [(20000, 22500), (22500, 25000)])
 
 
 class RelayLoopbackTests(TestCase):
