@@ -31,7 +31,7 @@ class ReadmeTests(SynchronousTestCase):
 
     def test_ci_runs_the_readme_test_command(self) -> None:
         command = literal_after(self.readme, "From a checkout::")
-        self.assertIn("pytest", command)
+        self.assertIn("pytest -n 2", command)
         self.assertIn("trial -j2 tests", command)
         self.assertIn(command, _read(".ci", "run").splitlines())
 
