@@ -54,6 +54,8 @@ import wave
 from array import array
 from typing import Any, Optional
 
+from sipbench.procfs import run_seconds
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PERL_UA = os.path.join(ROOT, "tests", "perl", "media_ua.pl")
@@ -153,26 +155,6 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's CPU time: the scheduler's nanosecond count of each of
-    its threads where the kernel keeps one, else user + system ticks. One
-    call uses about 25 ms a second, and the ticks of /proc/PID/stat are
-    10 ms; they also miss much of a process that runs in short bursts
-    (Net::SIP's 1-call figure is 6.0-6.4 % by ticks, 6.9-7.5 % by the
-    scheduler)."""
-    try:
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the loader: SIP -------------------------------------------------------------------------
@@ -301,7 +283,7 @@ def run_media(calls: list[Call], payload: bytes, warmup: float, seconds: float, 
     while True:
         now = time.monotonic()
         if cpu_start is None and now >= measure_at:
-            cpu_start = (cpu_seconds(pid), now)
+            cpu_start = (run_seconds(pid), now)
             for call in calls:
                 call.measuring = True
         if now >= end:
@@ -314,7 +296,7 @@ def run_media(calls: list[Call], payload: bytes, warmup: float, seconds: float, 
             continue
         for fd, _ in poller.poll(max(0.0, deadline - now)):
             by_fd[fd].receive()
-    cpu = cpu_seconds(pid) - cpu_start[0]
+    cpu = run_seconds(pid) - cpu_start[0]
     window = time.monotonic() - cpu_start[1]
     for call in calls:
         call.measuring = False

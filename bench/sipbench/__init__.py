@@ -3,7 +3,8 @@ bench/workers_scaling.py, which reuses them).
 
 stdlib only, Linux only (everything is read from /proc). The modules:
 
-- procfs:  CPU, memory, sockets and UDP drops of process trees, from /proc
+- procfs:  CPU (ticks, or the scheduler's count), memory, sockets and UDP
+           drops of process trees, from /proc
 - netplan: loopback-only addresses, scenarios and free ports
 - peers:   how to start each proxy under test, and whether it is installed
 - sipp:    sipp command lines, bounded runs and its statistics files

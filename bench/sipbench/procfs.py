@@ -107,6 +107,24 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
+def run_seconds(pid: int) -> float:
+    """CPU time of a process, every thread, from the scheduler's nanosecond
+    count (/proc/PID/task/*/schedstat); its utime+stime ticks (10 ms) where
+    the kernel keeps no such count. For processes that run in bursts much
+    shorter than a tick, such as one call's media: the ticks miss much of
+    it (Net::SIP at one call: 6.0-6.4 % by ticks, 6.4-7.5 % here). Reaped
+    children are not in it, unlike L{cpu_seconds}."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = _stat_fields(pid)
+        return sum(int(value) for value in fields[11:13]) / CLOCK_TICKS if fields is not None else 0.0
+
+
 def peak_rss_kb(pids: Iterable[int]) -> int:
     """Sum of VmHWM (peak resident set) over the processes, in KiB.
 
