@@ -83,7 +83,6 @@ _clocked_streams: "weakref.WeakSet[RTPStream]" = weakref.WeakSet()
 #: the largest datagram read (Twisted's UDP port reads as much); a longer
 #: one arrives truncated and is counted as malformed
 _MAX_DATAGRAM = 8192
-_MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
 
 def _usable(address: Address) -> bool:
@@ -488,7 +487,7 @@ class RTPStream(DatagramProtocol):
                     stamped = seconds + nanoseconds * 1e-9
                     if abs(now - stamped) >= 1.0:  # a reactor on another clock than the kernel's
                         stamped = None
-            if flags & _MSG_TRUNC:
+            if flags & socket.MSG_TRUNC:
                 self.malformed += 1
                 continue
             try:
