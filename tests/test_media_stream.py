@@ -484,9 +484,41 @@ class TickReadTests(SynchronousTestCase):
         late.start()
         self.assertFalse(self.reactor.ports[-1].reading)
 
-    def test_a_stream_not_started_is_read_by_the_reactor(self) -> None:
-        self.stream()
+    def test_a_stream_not_started_is_read_by_the_reactor_and_takes_no_place(self) -> None:
+        idle = self.stream()
+        started = [self.stream() for _ in range(stream_module.CLOCKED_STREAMS)]
+        for each in started:
+            each.start()
         self.assertTrue(self.reactor.ports[0].reading)
+        self.assertEqual([port.reading for port in self.reactor.ports[1:]], [False] * len(started))
+        self.assertIsNone(idle._read)
+
+    def test_hostile_datagrams_on_the_tick_path(self) -> None:
+        seen: list[int] = []
+
+        def frame(pcm: bytes, packet: RTPPacket) -> None:
+            seen.append(packet.sequence)
+            if packet.sequence == 3:
+                raise RuntimeError("application bug")
+
+        stream = self.stream(on_frame=frame)
+        stream.start()
+        self.reactor.rightNow += 5.0  # no stamps: every tick reads until the queue is empty
+        junk = [b"", b"\x00" * 40, b"\x80", audio(1)[:11], bytes([0x81, 200, 0, 1, 0, 0, 0, 1]), audio(1, pt=13)]
+        self.send(stream, *junk, audio(1), audio(2), audio(3), audio(4))
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(stranger.close)
+        stranger.bind(("127.0.0.1", 0))
+        self.reactor.advance(0.020)
+        stranger.sendto(audio(5), ("127.0.0.1", stream.local_port))  # after the latch: foreign
+        self.send(stream, audio(6))
+        self.reactor.advance(0.020)
+        self.assertEqual(seen, [1, 2, 3, 4, 6])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        stats = stream.stats()
+        self.assertEqual((stats["malformed"], stats["unknown_payload"], stats["foreign"], stats["received"]),
+                         (5, 1, 1, 5))
+        self.assertEqual(stream.latched, self.peer.getsockname())
 
 
 class WatchdogTests(StreamTestCase):

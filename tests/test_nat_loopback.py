@@ -95,6 +95,18 @@ class WorkerPortSliceTests(SynchronousTestCase):
                 del os.environ["PYTEST_XDIST_WORKER"]
         self.assertEqual(slices, [(20000, 22500), (22500, 25000)])
 
+    def test_a_strange_xdist_worker_name_is_no_worker(self) -> None:
+        for name in ("", "gw", "gwx", "gw-1", "gw1.5", "main", "gw" + "9" * 400):
+            os.environ["PYTEST_XDIST_WORKER"] = name
+            try:
+                share = _worker_share(20000, 30000, 40)
+            finally:
+                del os.environ["PYTEST_XDIST_WORKER"]
+            if name == "gw" + "9" * 400:  # digits: a worker, whose slice is still inside the range
+                self.assertTrue(20000 <= share[0] < share[1] <= 30000, share)
+            else:
+                self.assertEqual(share, (20000, 30000), name)
+
 
 class RelayLoopbackTests(TestCase):
     caller_host = "127.0.0.1"
