@@ -452,6 +452,22 @@ class TickReadTests(SynchronousTestCase):
         self.assertEqual(seen, [1, 2, 3])
         self.assertEqual(stream.stats()["received"], 3)
 
+    def test_a_strangers_fresh_packets_do_not_hold_the_peers_back(self) -> None:
+        seen: list[int] = []
+        stream = self.stream(on_frame=lambda pcm, packet: seen.append(packet.sequence))
+        stream.datagramReceived(audio(1), self.peer.getsockname())  # latched to the peer
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(stranger.close)
+        stranger.bind(("127.0.0.1", 0))
+        for n in range(3):
+            stranger.sendto(audio(100 + n), ("127.0.0.1", stream.local_port))
+        self.send(stream, audio(2))
+        self.reactor.rightNow = time.time()  # all four arrived a moment ago
+        stream.start()
+        # the stranger's fresh packets did not end the read: the peer's came in this tick
+        self.assertEqual(seen, [1, 2])
+        self.assertEqual(stream.stats()["foreign"], 3)
+
     def test_a_flood_is_read_32_datagrams_a_tick(self) -> None:
         stream = self.stream()
         stream.start()

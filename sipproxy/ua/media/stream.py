@@ -464,12 +464,15 @@ class RTPStream(DatagramProtocol):
         """Handle what queued on the RTP socket since the last tick, each
         datagram with its kernel arrival time.
 
-        Reading stops after the first packet that arrived within the last
-        interval: a peer sends one packet per interval, so anything behind
-        that one came after it and waits for the next tick, which then
-        finds an older packet first and reads on. This spares the read
-        that finds the queue empty, an exception per tick. At most
-        L{_READ_PER_TICK} datagrams are read per tick."""
+        Reading stops after the first packet from the peer (the latched
+        address) that arrived within the last interval: the peer sends one
+        packet per interval, so anything behind that one came after it and
+        waits for the next tick, which then finds an older packet first and
+        reads on. This spares the read that finds the queue empty, an
+        exception per tick. Packets from anyone else do not stop the read,
+        so a stranger's fresh packets queued in front cannot hold the
+        peer's back. At most L{_READ_PER_TICK} datagrams are read per
+        tick."""
         receive = self._read
         assert receive is not None
         fresh = now - self.ptime
@@ -490,12 +493,13 @@ class RTPStream(DatagramProtocol):
             if flags & socket.MSG_TRUNC:
                 self.malformed += 1
                 continue
+            source = (addr[0], addr[1])
             try:
-                self._received(data, (addr[0], addr[1]), stamped if stamped is not None else now)
+                self._received(data, source, stamped if stamped is not None else now)
             except Exception:
                 log.failure("RTP stream {port}: a packet from {source} failed", port=self.local_port,
                             source=addr)
-            if self.stopped or (stamped is not None and stamped > fresh):
+            if self.stopped or (stamped is not None and stamped > fresh and source == self.latched):
                 return
 
     def _received(self, data: bytes, addr: Address, arrival: Optional[float] = None) -> None:
