@@ -96,10 +96,12 @@ class WorkerPortSliceTests(SynchronousTestCase):
         self.assertEqual(slices, [(20000, 22500), (22500, 25000)])
 
     def test_a_strange_xdist_worker_name_is_no_worker(self) -> None:
+        plain = tempfile.mkdtemp()  # not a trial worker's folder either (trial runs this test in one)
+        self.addCleanup(shutil.rmtree, plain)
         for name in ("", "gw", "gwx", "gw-1", "gw1.5", "main", "gw" + "9" * 400):
             os.environ["PYTEST_XDIST_WORKER"] = name
             try:
-                share = _worker_share(20000, 30000, 40)
+                share = self.share_in(plain, 20000, 30000, 40)
             finally:
                 del os.environ["PYTEST_XDIST_WORKER"]
             if name == "gw" + "9" * 400:  # digits: a worker, whose slice is still inside the range
