@@ -25,6 +25,24 @@ class IdentifierTests(SynchronousTestCase):
         self.assertEqual(len(set(tags)), len(tags))
         self.assertEqual(len({ids.new_branch() for _ in range(5000)}), 5000)
 
+    def test_session_ids_are_62_bit_and_come_from_the_pool(self) -> None:
+        # an SDP session id per call was one or two getrandom system calls
+        # (secrets.randbelow), the only ones left in a call; now 1000 of
+        # them are 8 kB of the pool, read in two or three blocks
+        reads = []
+        real = os.urandom
+
+        def counting(size: int) -> bytes:
+            reads.append(size)
+            return real(size)
+
+        self.patch(os, "urandom", counting)
+        session_ids = [ids.new_session_id() for _ in range(1000)]
+        self.assertTrue(all(0 <= value < 2**62 for value in session_ids))
+        self.assertEqual(len(set(session_ids)), 1000)
+        self.assertLessEqual(len(reads), 3)
+        self.assertTrue(any(value >= 2**61 for value in session_ids))  # the top bit is used
+
     def test_a_forked_child_does_not_repeat_the_parent(self) -> None:
         if not hasattr(os, "fork") or not hasattr(os, "register_at_fork"):
             raise self.skipTest("needs os.fork and os.register_at_fork")

@@ -2,6 +2,9 @@
 offers, hold, and reading what was agreed."""
 from __future__ import annotations
 
+import os
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.sip.offer_answer import (
@@ -46,6 +49,22 @@ class OfferTests(SynchronousTestCase):
         self.assertEqual(second.media[0].address, "192.0.2.1")
         third = parse_sdp(session.answer(sdp(PCMU_PCMA_DTMF)))
         self.assertEqual(third.origin.session_version, first.origin.session_version + 2)
+
+    def test_a_session_takes_its_id_without_a_system_call(self) -> None:
+        # a UA makes one session per call: secrets.randbelow cost one or two
+        # getrandom calls each; ids' pool reads 4 KiB for hundreds of them
+        reads = []
+        real = os.urandom
+
+        def counting(size: int) -> bytes:
+            reads.append(size)
+            return real(size)
+
+        self.patch(os, "urandom", counting)
+        self.patch(random, "_urandom", counting)  # what SystemRandom reads through
+        session_ids = {SdpSession("192.0.2.1", 30000).session_id for _ in range(200)}
+        self.assertEqual(len(session_ids), 200)
+        self.assertLessEqual(len(reads), 1)
 
     def test_ipv6_and_no_telephone_event(self) -> None:
         text = SdpSession("2001:db8::1", 4000, codecs=[PCMA], telephone_event=None).offer().decode()

@@ -5,6 +5,7 @@ API::
     new_branch() -> "z9hG4bK" + 96 random bits      (Via branch, 8.1.1.7)
     new_tag() -> 64 random bits as text                (From/To tag, 19.3)
     new_call_id(host) -> "<128 random bits>@host"      (Call-ID, 8.1.1.4)
+    new_session_id() -> 62 random bits as an int       (SDP o= sess-id)
 
 Each draws from the kernel's random source (C{os.urandom}, as
 C{secrets}): the RFC asks for identifiers unique across space and time,
@@ -23,7 +24,7 @@ from typing import Optional
 
 from sipproxy.sip.message import MAGIC_COOKIE
 
-__all__ = ["new_branch", "new_tag", "new_call_id", "new_cnonce"]
+__all__ = ["new_branch", "new_tag", "new_call_id", "new_cnonce", "new_session_id"]
 
 
 _POOL_SIZE = 4096
@@ -76,3 +77,9 @@ def new_call_id(host: Optional[str] = None) -> str:
 def new_cnonce() -> str:
     """A client nonce for digest C{qop=auth} (RFC 7616 3.4)."""
     return _pool.hex(8)
+
+
+def new_session_id() -> int:
+    """An SDP session id (RFC 4566 5.2: numeric, unique per host): 62
+    random bits, so it stays within a signed 64-bit integer."""
+    return int(_pool.hex(8), 16) >> 2

@@ -35,10 +35,10 @@ sendonly, recvonly becomes inactive.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
+from sipproxy.sip.ids import new_session_id
 from sipproxy.sip.sdp import DIRECTIONS, Media, SessionDescription, parse_sdp
 
 __all__ = [
@@ -281,7 +281,7 @@ class SdpSession:
         self.telephone_event = telephone_event
         self.ptime = ptime
         self.username = username
-        self.session_id = session_id if session_id is not None else secrets.randbelow(2**62)
+        self.session_id = session_id if session_id is not None else new_session_id()
         self.version = version
         self._produced = 0
 
