@@ -1,7 +1,8 @@
 """The pure media modules import no Twisted and nothing of sipproxy beyond
 the media package itself (DESIGN.md: sipproxy/ua/media is pure logic driven
-by one edge module, C{stream}). Every module of the folder but the edge is
-found by listing it, so a new module is checked the day it is added."""
+by its edge modules: C{stream}, the sockets, and C{clock}, the reactor
+timer of their send deadlines). Every module of the folder but the edges
+is found by listing it, so a new module is checked the day it is added."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import sipproxy.ua.media
 
-EDGE_MODULES = {"stream"}
+EDGE_MODULES = {"stream", "clock"}
 PACKAGES = {"sipproxy", "sipproxy.ua", "sipproxy.ua.media"}
 
 

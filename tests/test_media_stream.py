@@ -21,6 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sipproxy.ua.media import g711
+from sipproxy.ua.media.clock import clock_for
 from sipproxy.ua.media.audiofile import PcmSource, RawPayloadSource, WavSink, WavSource, read_wav, write_wav
 from sipproxy.ua.media.dtmf import DtmfDigit, EventPackets, decode_event, tone_frames
 from sipproxy.ua.media.rtcp import ReceiverReport, ReportBlock, SenderReport, build_rr, middle32, parse_rtcp
@@ -143,9 +144,38 @@ class PacingTests(StreamTestCase):
         stream.set_remote(PEER)
         stream.start()
         self.reactor.advance(0.005)
-        calls = [c for c in self.reactor.getDelayedCalls() if c.func == stream._tick]
+        # the reactor's media clock holds the deadline, on one reactor timer
+        calls = [c for c in self.reactor.getDelayedCalls() if c.func == clock_for(self.reactor)._fired]
         self.assertEqual(len(calls), 1)
         self.assertAlmostEqual(calls[0].getTime(), 1000.02, places=5)
+
+    def test_a_burst_of_arrivals_does_not_hold_a_packet_due_during_it(self) -> None:
+        # The reactor handles every readable socket before its timers. A
+        # stream read by the reactor first sends what fell due on the media
+        # clock, so a packet due in the middle of a burst goes out then,
+        # not after the burst.
+        sender = self.stream(source=PcmSource(tone_pcm(1.0)))
+        sender.set_remote(PEER)
+        sender.start()  # packet 0 at 1000.000, packet 1 due at 1000.020
+        seen: list[int] = []
+        readers = []
+        for _ in range(3):
+            reader = self.stream(on_frame=lambda pcm, packet: seen.append(len(self.port_of(sender).sent)))
+            reader.set_remote(PEER)
+            readers.append(reader)
+        frame = g711.pcm16_to_ulaw(tone_pcm(0.02))
+        self.reactor.rightNow = 1000.019  # the burst starts just before the deadline
+        readers[0].datagramReceived(build_rtp(0, 1, 160, 77, frame), PEER)
+        self.reactor.rightNow = 1000.021  # and goes on past it
+        readers[1].datagramReceived(build_rtp(0, 1, 160, 78, frame), PEER)
+        readers[2].datagramReceived(build_rtp(0, 1, 160, 79, frame), PEER)
+        self.assertEqual(seen, [1, 2, 2])
+        self.assertAlmostEqual(self.port_of(sender).sent[1][2], 1000.021, places=6)
+        self.reactor.advance(0)  # the timer of packet 1 finds it sent: nothing twice
+        self.assertEqual(len(self.port_of(sender).sent), 2)
+        self.reactor.advance(0.019)
+        self.assertEqual(len(self.port_of(sender).sent), 3)  # packet 2 on the grid, at 1000.040
+        self.assertAlmostEqual(self.port_of(sender).sent[2][2], 1000.040, places=6)
 
     def test_late_timer_catches_up_then_skips(self) -> None:
         source = PcmSource(b"".join(array("h", [i] * 160).tobytes() for i in range(200)))

@@ -2,8 +2,11 @@
 
 L{RTPStream} is a C{DatagramProtocol} that
   - sends 20 ms frames from a frame source, paced by deadlines against
-    C{reactor.seconds()} (L{sipproxy.ua.media.pacing}: one C{callLater} per
-    packet, to the next deadline; late timers catch up a little, then skip);
+    C{reactor.seconds()} (L{sipproxy.ua.media.pacing}: late timers catch up
+    a little, then skip), kept on the reactor's L{MediaClock} with every
+    other stream's; a stream read by the reactor sends what fell due
+    before it handles a datagram, so a burst of arrivals cannot hold the
+    packets due during it;
   - is symmetric (RFC 4961): it sends from the socket it receives on, and
     latches the destination to where the peer's first valid packet came
     from (a peer behind NAT sends from its public address, not the one in
@@ -46,6 +49,7 @@ from twisted.python.failure import Failure
 from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.addresses import is_bare_ip_literal
 from sipproxy.ua.media import g711
+from sipproxy.ua.media.clock import MediaClock, clock_for
 from sipproxy.ua.media.audiofile import FrameSource
 from sipproxy.ua.media.dtmf import (DEFAULT_DURATION_MS, DEFAULT_VOLUME, DtmfDigit, EventPackets, EventReceiver,
                                     ToneDetector, dtmf_plan, tone_frames)
@@ -158,6 +162,7 @@ class RTPStream(DatagramProtocol):
                  detect_inband: bool = False, rtcp: bool = False, ptime: float = 0.020, max_catch_up: int = 3,
                  rng: Any = None, cname: str = "sipproxy", port_range: tuple[int, int] = (16384, 32767)) -> None:
         self.reactor = reactor
+        self._clock: MediaClock = clock_for(reactor)
         self.codec = g711.codec_for(codec)
         self.payload_type = self.codec.payload_type if payload_type is None else payload_type
         self.dtmf_payload_type = dtmf_payload_type
@@ -347,7 +352,7 @@ class RTPStream(DatagramProtocol):
         if self._read is not None and not self.stopped:
             self._read_pending(now)
         if not self.stopped:
-            self._timer = self.reactor.callLater(pacer.delay(self.reactor.seconds()), self._tick)
+            self._timer = self._clock.call_at(pacer.next_deadline, self._tick)
 
     def _send_slot(self) -> None:
         """One packet interval: DTMF if any is queued, else the next frame
@@ -456,6 +461,7 @@ class RTPStream(DatagramProtocol):
     # -- receiving -------------------------------------------------------------------
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         try:
+            self._clock.run_due()  # our packets first: see clock.py
             self._received(data, tuple(addr))
         except Exception:
             log.failure("RTP stream {port}: a packet from {source} failed", port=self.local_port, source=addr)
