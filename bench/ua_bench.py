@@ -14,16 +14,21 @@ Roles:
 
 For each UA, role and rate, one process runs a warm-up (the same calls, not
 measured: PyPy's JIT needs it, and a UA that runs for days is warm), then
-the measured calls. CPU is utime+stime from /proc/PID/stat of the UA
-process, read at the start and end of the measured calls (the UA prints
-a line at each phase; the callee's phases are the sipp runs); sipp's CPU
-in the same window is the C++ reference. A rate is clean when every
+the measured calls. The UA's CPU is the scheduler's nanosecond count
+(/proc/PID/task/*/schedstat; a UA at 40 calls/s runs in bursts much
+shorter than the 10 ms ticks of /proc/PID/stat), read at the start and end
+of the measured calls (the UA prints a line at each phase; the callee's
+phases are the sipp runs); sipp's CPU (ticks) in the same window is the
+C++ reference. A rate is clean when every
 measured call succeeded and none failed. ``--search`` steps the rate up
 (x growth) from ``--search-start`` until a rate is not clean, then bisects.
 
 UAs: ``ours`` (bench/ua_load.py on this Python, with sipproxy.ua.Simple),
 ``ours-pypy`` (the same on --pypy, default /work/venv-pypy/bin/python), and
-``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835). Loopback only,
+``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835), and ``floor``
+(bench/ua_floor.py: the same datagrams from templates with no SIP stack,
+so what the system calls and wake-ups of a call cost Twisted on this
+Python, which no work in the stack can remove). Loopback only,
 stdlib only, Linux only; every process runs under a deadline and is stopped
 by PID.
 """
@@ -44,7 +49,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sipbench.procfs import cpu_seconds, process_tree, terminate  # noqa: E402
+from sipbench.procfs import cpu_seconds, process_tree, run_seconds, terminate  # noqa: E402
 from sipbench.sipp import read_stats, wait_bounded  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -147,7 +152,7 @@ class UAProcess:
                 continue
             if isinstance(event, dict):
                 # read the CPU at once: the phase lines are measurement points
-                event["_cpu"] = cpu_seconds([self.proc.pid])
+                event["_cpu"] = run_seconds(self.proc.pid)
                 event["_t"] = time.monotonic()
                 self.lines.put(event)
 
@@ -166,7 +171,7 @@ class UAProcess:
         return None
 
     def cpu(self) -> float:
-        return cpu_seconds([self.proc.pid])
+        return run_seconds(self.proc.pid)
 
     def stop(self) -> None:
         terminate(self.proc, process_tree(self.proc.pid))
@@ -193,6 +198,8 @@ class Bench:
                        "--warmup-rate", str(self.warmup_rate(ua, rate))]
         if ua == "netsip":
             return ["perl", str(BENCH_DIR / "netsip_ua.pl"), *common], env
+        if ua == "floor":
+            return [sys.executable, str(BENCH_DIR / "ua_floor.py"), *common], env
         python = {"ours": sys.executable, "ours-pypy": self.args.pypy}[ua]
         return [python, str(BENCH_DIR / "ua_load.py"), *common], env
 
@@ -338,7 +345,7 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--uas", default="ours,netsip", help="ours, ours-pypy, netsip")
+    parser.add_argument("--uas", default="ours,netsip", help="ours, ours-pypy, netsip, floor")
     parser.add_argument("--roles", default="caller,callee")
     parser.add_argument("--rates", default="20", help="fixed rates, calls/s (may be empty)")
     parser.add_argument("--calls", type=int, default=500, help="measured calls per fixed-rate step")

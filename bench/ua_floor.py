@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""The floor of bench/ua_bench.py: the same calls with no SIP stack at all.
+
+A Twisted UDP protocol that sends and answers exactly the datagrams a
+user agent exchanges with sipp in ua_bench's two roles, built from
+templates by copying the few header lines that must match (Via, From,
+To, Call-ID, CSeq). It parses nothing else, keeps no transactions, runs
+no timers but the caller's pacing, and retransmits nothing. What it
+costs per call is what any Twisted program on this Python pays for the
+call's system calls and wake-ups: the part of a UA's CPU that no work in
+the SIP stack can remove. Same options and JSON lines as ua_load.py
+(whose caller pacing and phases it reuses), so ua_bench runs it as the
+UA ``floor``:
+
+    ua_floor.py --mode answer --leg IP:PORT [--max-time S]
+    ua_floor.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W] [--warmup-rate R2]
+
+Not a user agent: it assumes a well-behaved sipp on loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from types import SimpleNamespace
+from typing import Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+
+from ua_load import Caller, emit, parse_leg
+
+SDP = (b"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+       b"m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+COPIED = (b"via:", b"v:", b"from:", b"f:", b"to:", b"t:", b"call-id:", b"i:", b"cseq:")
+
+
+def header_lines(message: bytes) -> tuple[bytes, list[bytes]]:
+    """The start line and the header lines of a datagram."""
+    head = message.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    return lines[0], lines[1:]
+
+
+def value_of(lines: list[bytes], *names: bytes) -> Optional[bytes]:
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in names:
+            return value.strip()
+    return None
+
+
+def token() -> str:
+    return os.urandom(8).hex()
+
+
+class Callee(DatagramProtocol):
+    """Answers sipp -sn uac: 100 and 200 to an INVITE, 200 to a BYE."""
+
+    def __init__(self, contact: bytes, sdp: bytes) -> None:
+        self.contact = contact
+        self.sdp = sdp
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        start, lines = header_lines(data)
+        if start.startswith(b"INVITE "):
+            copied = [line for line in lines if line.lower().startswith(COPIED)]
+            self.transport.write(b"SIP/2.0 100 Trying\r\n" + b"\r\n".join(copied)
+                                 + b"\r\nContent-Length: 0\r\n\r\n", addr)
+            tag = token().encode()
+            tagged = [line + b";tag=" + tag if line.lower().startswith((b"to:", b"t:")) else line
+                      for line in copied]
+            self.transport.write(b"SIP/2.0 200 OK\r\n" + b"\r\n".join(tagged) + b"\r\nContact: " + self.contact
+                                 + b"\r\nContent-Type: application/sdp\r\nContent-Length: "
+                                 + str(len(self.sdp)).encode() + b"\r\n\r\n" + self.sdp, addr)
+        elif start.startswith(b"BYE "):
+            copied = [line for line in lines if line.lower().startswith(COPIED)]
+            self.transport.write(b"SIP/2.0 200 OK\r\n" + b"\r\n".join(copied) + b"\r\nContent-Length: 0\r\n\r\n",
+                                 addr)
+
+
+class FloorCall:
+    """One call of the caller: its dialog's lines and what ends it."""
+
+    def __init__(self, call_id: str, from_tag: str) -> None:
+        self.call_id = call_id
+        self.from_tag = from_tag
+        self.to_line = b""
+        self.established: Deferred = Deferred()
+        self.ended: Optional[Deferred] = None
+        self.ua: Optional["FloorCaller"] = None
+
+    def bye(self) -> Deferred:
+        assert self.ua is not None
+        self.ended = Deferred()
+        self.ua.send_in_dialog(self, b"BYE", 2)
+        return self.ended
+
+
+class FloorCaller(DatagramProtocol):
+    """Calls sipp -sn uas: INVITE, ACK for its 200, and BYE (the Caller
+    of ua_load.py starts the calls and hangs up each one when it is up)."""
+
+    def __init__(self, host: str, port: int, target: tuple[str, int], uri: bytes, sdp: bytes) -> None:
+        self.local = f"{host}:{port}".encode()
+        self.target = target
+        self.uri = uri
+        self.sdp = sdp
+        self.calls: dict[bytes, FloorCall] = {}
+
+    def _head(self, method: bytes, call: FloorCall, cseq: int, to_line: bytes) -> bytes:
+        return (method + b" " + self.uri + b" SIP/2.0\r\nVia: SIP/2.0/UDP " + self.local + b";branch=z9hG4bK"
+                + token().encode() + b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:floor@" + self.local
+                + b">;tag=" + call.from_tag.encode() + b"\r\n" + to_line + b"\r\nCall-ID: " + call.call_id.encode()
+                + b"\r\nCSeq: " + str(cseq).encode() + b" " + method + b"\r\nContact: <sip:floor@" + self.local
+                + b">\r\n")
+
+    def invite(self, to: str) -> Deferred:
+        call = FloorCall(token() + "@floor", token())
+        call.ua = self
+        self.calls[call.call_id.encode()] = call
+        message = (self._head(b"INVITE", call, 1, b"To: <" + self.uri + b">")
+                   + b"Content-Type: application/sdp\r\nContent-Length: " + str(len(self.sdp)).encode()
+                   + b"\r\n\r\n" + self.sdp)
+        self.transport.write(message, self.target)
+        return call.established
+
+    def send_in_dialog(self, call: FloorCall, method: bytes, cseq: int) -> None:
+        self.transport.write(self._head(method, call, cseq, call.to_line) + b"Content-Length: 0\r\n\r\n",
+                             self.target)
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        start, lines = header_lines(data)
+        if not start.startswith(b"SIP/2.0 200"):
+            return  # 100/180: nothing to do
+        call = self.calls.get(value_of(lines, b"call-id", b"i") or b"")
+        cseq = value_of(lines, b"cseq") or b""
+        if call is None:
+            return
+        if cseq.endswith(b"INVITE"):
+            if call.to_line:
+                return  # a retransmitted 200
+            call.to_line = next(line for line in lines if line.lower().startswith((b"to:", b"t:")))
+            self.send_in_dialog(call, b"ACK", 1)
+            call.established.callback(call)
+        elif cseq.endswith(b"BYE"):
+            del self.calls[call.call_id.encode()]
+            if call.ended is not None:
+                call.ended.callback(SimpleNamespace(code=200))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("call", "answer"), default="answer")
+    parser.add_argument("--leg", required=True)
+    parser.add_argument("--to")
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--warmup-rate", type=float, help="calls/s of the warm-up (default: --rate)")
+    parser.add_argument("--max-time", type=float, default=600)
+    args = parser.parse_args()
+    proto, host, port = parse_leg(args.leg)
+    if proto != "udp" or ":" in host:
+        raise SystemExit("the floor UA speaks UDP over IPv4 only")
+    sdp = SDP.replace(b"{host}", host.encode())
+    reactor.callLater(args.max_time, reactor.stop)
+    if args.mode == "answer":
+        reactor.listenUDP(port, Callee(f"<sip:floor@{host}:{port}>".encode(), sdp), interface=host)
+        emit(event="ready")
+    else:
+        if not args.to:
+            raise SystemExit("--to is required")
+        target_host, _, target_port = args.to.rpartition("@")[2].rpartition(":")
+        ua = FloorCaller(host, port, (target_host, int(target_port)), args.to.encode(), sdp)
+        reactor.listenUDP(port, ua, interface=host)
+        emit(event="ready")
+        phases = (([("warmup", args.warmup, args.warmup_rate or args.rate)] if args.warmup else [])
+                  + [("measure", args.calls, args.rate)])
+        caller = Caller(ua, args.to, phases, reactor.stop)
+        reactor.callWhenRunning(caller.start_phase)
+    reactor.addSystemEventTrigger("after", "shutdown", lambda: emit(event="done"))
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
