@@ -250,6 +250,31 @@ class ClientTests(EndpointCase):
         self.failureResultOf(transaction.deferred, TransactionTimeout)
         self.assertEqual(self.endpoint._clients, {})
 
+    def test_linger_timers_falling_due_together_fire_on_one_wake_up(self) -> None:
+        # Timer K (T4, 5 s) of requests answered at 0.1, 0.2 and 0.3 s: all
+        # three are rounded up to 5.5 s, one wake-up instead of three, and
+        # none ends before its own 5 s
+        for n, when in enumerate((0.1, 0.2, 0.3)):
+            self.clock.advance(when - self.clock.seconds())
+            self.send()
+            (sent, _), = self.leg.take()
+            self.inject(response_to(sent, 200, to_tag=f"r{n}"))
+        pending = [call for call in self.clock.getDelayedCalls() if call.active()]
+        self.assertEqual(len(pending), 3)
+        self.assertEqual({call.getTime() for call in pending}, {5.5})
+        self.clock.advance(5.49 - self.clock.seconds())
+        self.assertEqual(len(self.endpoint._clients), 3)
+        self.clock.advance(0.01)
+        self.assertEqual(self.endpoint._clients, {})
+
+    def test_only_linger_timers_are_rounded(self) -> None:
+        # retransmission (E) and timeout (F) timers keep their exact times
+        self.clock.advance(0.1)
+        self.send()
+        self.leg.take()
+        times = sorted(call.getTime() for call in self.clock.getDelayedCalls())
+        self.assertEqual([round(t, 6) for t in times], [0.6, 32.1])
+
     def test_send_failure_ends_the_transaction_at_once(self) -> None:
         transaction = self.send(target=("224.0.0.1", 5060))
         failure = self.failureResultOf(transaction.deferred, TransportFailure)

@@ -31,6 +31,7 @@ failures reported by the dispatcher end the transaction at once (17.1.4).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from twisted.internet.defer import Deferred
@@ -97,6 +98,16 @@ class TransportFailure(SIPError):
         super().__init__(503, f"Service Unavailable (transport error: {reason})")
 
 
+#: Timers after which a finished transaction is forgotten (RFC 3261 17 and
+#: RFC 6026): they only absorb retransmissions, so a little longer does no
+#: harm, and every call has one or two of them.
+LINGER_TIMERS = frozenset("DIJKLM")
+#: Their deadlines are rounded up to a multiple of this many seconds, so
+#: those falling due in the same half second fire on one wake-up, as a
+#: timer wheel would, instead of one wake-up each.
+LINGER_GRAIN = 0.5
+
+
 def _ignore_timer(name: str) -> None:
     """What released timers call: nothing (their machine has ended)."""
 
@@ -111,6 +122,9 @@ class _Timers:
 
     def start(self, name: str, delay: float) -> None:
         self.cancel(name)
+        if name in LINGER_TIMERS and delay > 0:
+            now = self.clock.seconds()
+            delay = math.ceil((now + delay) / LINGER_GRAIN) * LINGER_GRAIN - now
         self.calls[name] = self.clock.callLater(delay, self._fired, name)
 
     def _fired(self, name: str) -> None:
