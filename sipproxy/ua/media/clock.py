@@ -25,7 +25,11 @@ from typing import Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from sipproxy.observe.logsafe import SafeLogger
+
 __all__ = ["MediaClock", "Due", "clock_for", "EPSILON"]
+
+log = SafeLogger()
 
 #: a deadline this close counts as reached (the Pacer's tolerance)
 EPSILON = 1e-6
@@ -101,7 +105,10 @@ class MediaClock:
             if function is not None:
                 due.function = None
                 self._live -= 1
-                function()
+                try:
+                    function()
+                except Exception:  # one stream's fault must not hold the others' packets
+                    log.failure("media clock: a scheduled call failed")
 
     def _fired(self) -> None:
         self._timer = None
