@@ -2,6 +2,8 @@
 timer, and run_due for the receive path."""
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,9 +15,9 @@ class MediaClockTests(SynchronousTestCase):
         self.reactor = Clock()
         self.reactor.advance(1000.0)
         self.clock = MediaClock(self.reactor)
-        self.ran: list[str] = []
+        self.ran: list[tuple[str, float]] = []
 
-    def record(self, name: str):
+    def record(self, name: str) -> Callable[[], None]:
         return lambda: self.ran.append((name, self.reactor.seconds()))
 
     def test_calls_run_at_their_times_on_one_reactor_timer(self) -> None:

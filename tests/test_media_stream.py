@@ -21,8 +21,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sipproxy.ua.media import g711
-from sipproxy.ua.media.clock import clock_for
 from sipproxy.ua.media.audiofile import PcmSource, RawPayloadSource, WavSink, WavSource, read_wav, write_wav
+from sipproxy.ua.media.clock import clock_for
 from sipproxy.ua.media.dtmf import DtmfDigit, EventPackets, decode_event, tone_frames
 from sipproxy.ua.media.rtcp import ReceiverReport, ReportBlock, SenderReport, build_rr, middle32, parse_rtcp
 from sipproxy.ua.media.rtp import RTPPacket, build_rtp, parse_rtp

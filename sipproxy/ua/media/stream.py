@@ -49,8 +49,8 @@ from twisted.python.failure import Failure
 from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.addresses import is_bare_ip_literal
 from sipproxy.ua.media import g711
-from sipproxy.ua.media.clock import MediaClock, clock_for
 from sipproxy.ua.media.audiofile import FrameSource
+from sipproxy.ua.media.clock import MediaClock, clock_for
 from sipproxy.ua.media.dtmf import (DEFAULT_DURATION_MS, DEFAULT_VOLUME, DtmfDigit, EventPackets, EventReceiver,
                                     ToneDetector, dtmf_plan, tone_frames)
 from sipproxy.ua.media.pacing import Pacer
