@@ -39,6 +39,15 @@ def readme_commands() -> list[list[str]]:
     return [line.split()[1:] for line in block.splitlines() if line.strip().startswith("sipproxy-ctl ")]
 
 
+def control_socket_up(cwd: str) -> Any:
+    """Fires once the proxy's default control socket exists. start_proxy
+    waits for the legs' "listening on" lines, and the control service,
+    added after the legs, binds its socket a moment later: ci18 (PyPy)
+    found it missing in that moment."""
+    path = os.path.join(cwd, "sipproxy.ctl")
+    return wait_until(lambda: os.path.exists(path), 15, what=f"the control socket {path}")
+
+
 def ctl(cwd: str, *args: str) -> ProcessResult:
     """Run C{sipproxy-ctl ARGS} in C{cwd} (so it finds the default socket)."""
     return run_process([sys.executable, "-m", "sipproxy.app.ctl", *args], 20, cwd=cwd, env=child_environment())
@@ -58,6 +67,7 @@ class ControlOverTwistdTests(unittest.TestCase):
             return [f"udp:{A}:{port}", f"tcp:{A}:{port}", f"udp:{B}:{port}"]
 
         self.proxy = yield start_proxy(self, self.cwd, legs, ["--registrar", "--domain", DOMAIN, *args])
+        yield control_socket_up(self.cwd)
         return self.proxy
 
     def ok(self, result: ProcessResult) -> str:
@@ -193,6 +203,7 @@ class ControlOverTwistdTests(unittest.TestCase):
             f.write("alice:wonderland\n")
         self.proxy = yield start_proxy(self, cwd, lambda: [f"udp:{A}:{reserve_port()}"],
                                        ["--registrar", "--domain", DOMAIN, "--users", users])
+        yield control_socket_up(cwd)
         with open(users, "w") as f:
             f.write("alice\n")  # no password: the reload must fail
         failed = ctl(cwd, "reload")
