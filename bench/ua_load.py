@@ -151,8 +151,9 @@ class Caller:
         reactor.callLater(0, self.start_phase)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def load_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every UA of bench/ua_bench.py takes (ua_floor.py too)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--mode", choices=("call", "answer"), default="answer")
     parser.add_argument("--leg", required=True)
     parser.add_argument("--to")
@@ -161,6 +162,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--warmup-rate", type=float, help="calls/s of the warm-up (default: --rate)")
     parser.add_argument("--max-time", type=float, default=600)
+    return parser
+
+
+def caller_phases(args: argparse.Namespace) -> list[tuple[str, int, float]]:
+    """The caller's phases: (name, calls, calls/s), the warm-up if any first."""
+    if not args.to:
+        raise SystemExit("--to is required")
+    return (([("warmup", args.warmup, args.warmup_rate or args.rate)] if args.warmup else [])
+            + [("measure", args.calls, args.rate)])
+
+
+def main() -> None:
+    parser = load_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="write a cProfile of the measured calls here")
     args = parser.parse_args()
     profiler = None
@@ -202,11 +216,7 @@ def main() -> None:
         task.LoopingCall(stats).start(1.0, now=False)
         reactor.addSystemEventTrigger("before", "shutdown", stats)
     else:
-        if not args.to:
-            raise SystemExit("--to is required")
-        phases = (([("warmup", args.warmup, args.warmup_rate or args.rate)] if args.warmup else [])
-                  + [("measure", args.calls, args.rate)])
-        caller = Caller(ua, args.to, phases, reactor.stop)
+        caller = Caller(ua, args.to, caller_phases(args), reactor.stop)
         if profiler is not None:
             start_phase = caller.start_phase
 
