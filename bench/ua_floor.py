@@ -19,8 +19,8 @@ Not a user agent: it assumes a well-behaved sipp on loopback.
 """
 from __future__ import annotations
 
-import argparse
 import random
+import re
 from types import SimpleNamespace
 from typing import Optional
 
@@ -28,7 +28,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 
-from ua_load import Caller, emit, parse_leg
+from ua_load import Caller, caller_phases, emit, load_arguments, parse_leg
 
 SDP = (b"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
        b"m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
@@ -143,7 +143,10 @@ class FloorCaller(DatagramProtocol):
         if cseq.endswith(b"INVITE"):
             if call.to_line:
                 return  # a retransmitted 200
-            call.to_line = next(line for line in lines if line.lower().startswith((b"to:", b"t:")))
+            to_line = next((line for line in lines if line.lower().startswith((b"to:", b"t:"))), None)
+            if to_line is None:
+                return  # not sipp's answer: nothing to build the ACK from
+            call.to_line = to_line
             self.send_in_dialog(call, b"ACK", 1)
             call.established.callback(call)
         elif cseq.endswith(b"BYE"):
@@ -152,17 +155,17 @@ class FloorCaller(DatagramProtocol):
                 call.ended.callback(SimpleNamespace(code=200))
 
 
+def target_of(uri: str) -> tuple[str, int]:
+    """(IPv4 address, port) of a C{sip:user@a.b.c.d:port} URI, the only
+    kind ua_bench passes; anything else is one line and exit status 1."""
+    match = re.fullmatch(r"sip:[^@\s]+@(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", uri)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise SystemExit(f"bad --to {uri!r}: expected sip:user@IPv4:port")
+    return match.group(1), int(match.group(2))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("call", "answer"), default="answer")
-    parser.add_argument("--leg", required=True)
-    parser.add_argument("--to")
-    parser.add_argument("--rate", type=float, default=10)
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=0)
-    parser.add_argument("--warmup-rate", type=float, help="calls/s of the warm-up (default: --rate)")
-    parser.add_argument("--max-time", type=float, default=600)
-    args = parser.parse_args()
+    args = load_arguments(__doc__.split("\n\n")[0]).parse_args()
     proto, host, port = parse_leg(args.leg)
     if proto != "udp" or ":" in host:
         raise SystemExit("the floor UA speaks UDP over IPv4 only")
@@ -172,14 +175,10 @@ def main() -> None:
         reactor.listenUDP(port, Callee(f"<sip:floor@{host}:{port}>".encode(), sdp), interface=host)
         emit(event="ready")
     else:
-        if not args.to:
-            raise SystemExit("--to is required")
-        target_host, _, target_port = args.to.rpartition("@")[2].rpartition(":")
-        ua = FloorCaller(host, port, (target_host, int(target_port)), args.to.encode(), sdp)
+        phases = caller_phases(args)
+        ua = FloorCaller(host, port, target_of(args.to), args.to.encode(), sdp)
         reactor.listenUDP(port, ua, interface=host)
         emit(event="ready")
-        phases = (([("warmup", args.warmup, args.warmup_rate or args.rate)] if args.warmup else [])
-                  + [("measure", args.calls, args.rate)])
         caller = Caller(ua, args.to, phases, reactor.stop)
         reactor.callWhenRunning(caller.start_phase)
     reactor.addSystemEventTrigger("after", "shutdown", lambda: emit(event="done"))
