@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.sip import ids
 from sipproxy.sip.message import MAGIC_COOKIE
+from tests.util import count_urandom_reads
 
 
 class IdentifierTests(SynchronousTestCase):
@@ -29,14 +30,7 @@ class IdentifierTests(SynchronousTestCase):
         # an SDP session id per call was one or two getrandom system calls
         # (secrets.randbelow), the only ones left in a call; now 1000 of
         # them are 8 kB of the pool, read in two or three blocks
-        reads = []
-        real = os.urandom
-
-        def counting(size: int) -> bytes:
-            reads.append(size)
-            return real(size)
-
-        self.patch(os, "urandom", counting)
+        reads = count_urandom_reads(self)
         session_ids = [ids.new_session_id() for _ in range(1000)]
         self.assertTrue(all(0 <= value < 2**62 for value in session_ids))
         self.assertEqual(len(set(session_ids)), 1000)

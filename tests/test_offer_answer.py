@@ -2,9 +2,6 @@
 offers, hold, and reading what was agreed."""
 from __future__ import annotations
 
-import os
-import random
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.sip.offer_answer import (
@@ -17,6 +14,7 @@ from sipproxy.sip.offer_answer import (
     remote_media,
 )
 from sipproxy.sip.sdp import SDPError, parse_sdp
+from tests.util import count_urandom_reads
 
 
 def sdp(*media: str, c: str = "IN IP4 198.51.100.7") -> bytes:
@@ -53,15 +51,7 @@ class OfferTests(SynchronousTestCase):
     def test_a_session_takes_its_id_without_a_system_call(self) -> None:
         # a UA makes one session per call: secrets.randbelow cost one or two
         # getrandom calls each; ids' pool reads 4 KiB for hundreds of them
-        reads = []
-        real = os.urandom
-
-        def counting(size: int) -> bytes:
-            reads.append(size)
-            return real(size)
-
-        self.patch(os, "urandom", counting)
-        self.patch(random, "_urandom", counting)  # what SystemRandom reads through
+        reads = count_urandom_reads(self)
         session_ids = {SdpSession("192.0.2.1", 30000).session_id for _ in range(200)}
         self.assertEqual(len(session_ids), 200)
         self.assertLessEqual(len(reads), 1)

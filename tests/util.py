@@ -186,6 +186,24 @@ def temp_dir(testcase: Any) -> str:
     return path
 
 
+def count_urandom_reads(testcase: Any) -> list[int]:
+    """Make C{os.urandom}, and the alias C{random} keeps of it (what
+    C{secrets} and C{SystemRandom} read), record the size of each read in
+    the list returned, for the test's duration."""
+    import random
+
+    reads: list[int] = []
+    real = os.urandom
+
+    def counting(size: int) -> bytes:
+        reads.append(size)
+        return real(size)
+
+    testcase.patch(os, "urandom", counting)
+    testcase.patch(random, "_urandom", counting)
+    return reads
+
+
 def read_text(path: str) -> str:
     """The content of C{path}, or an empty string if it does not exist."""
     try:
