@@ -177,6 +177,27 @@ class PacingTests(StreamTestCase):
         self.assertEqual(len(self.port_of(sender).sent), 3)  # packet 2 on the grid, at 1000.040
         self.assertAlmostEqual(self.port_of(sender).sent[2][2], 1000.040, places=6)
 
+    def test_junk_arriving_across_a_deadline_still_lets_the_packet_out(self) -> None:
+        # the send-first step runs for every datagram the reactor hands a
+        # stream, whatever it holds: empty, one byte, a cut header, RTCP,
+        # 8 KiB of noise, a stranger's packet
+        sender = self.stream(source=PcmSource(tone_pcm(1.0)))
+        sender.set_remote(PEER)
+        sender.start()
+        reader = self.stream()
+        reader.set_remote(PEER)
+        reader.datagramReceived(build_rtp(0, 1, 160, 77, b"\xff" * 160), PEER)  # latches PEER
+        junk = [(b"", PEER), (b"\x80", PEER), (b"\x80\x00\x00", PEER), (b"\x81\xc9\x00\x01" + b"\x00" * 4, PEER),
+                (bytes(range(256)) * 32, PEER), (build_rtp(0, 9, 1440, 5, b"\xff" * 160), ("198.51.100.99", 4000))]
+        for n, (data, source) in enumerate(junk):
+            self.reactor.rightNow = 1000.015 + 0.002 * n  # the deadline, 1000.020, falls among them
+            reader.datagramReceived(data, source)
+        sent = self.port_of(sender).sent
+        self.assertEqual(len(sent), 2)
+        self.assertAlmostEqual(sent[1][2], 1000.021, places=6)  # with the datagram after the deadline
+        self.assertEqual(reader.malformed, 5)
+        self.assertEqual(reader.foreign, 1)
+
     def test_late_timer_catches_up_then_skips(self) -> None:
         source = PcmSource(b"".join(array("h", [i] * 160).tobytes() for i in range(200)))
         stream = self.stream(source=source)
