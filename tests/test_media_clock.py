@@ -101,7 +101,9 @@ class MediaClockTests(SynchronousTestCase):
         for call in self.reactor.getDelayedCalls():
             call.cancel()
         self.clock.call_at(1000.500, self.record("next"))
-        self.reactor.advance(0.5)
+        self.reactor.advance(0.010)  # re-armed for the earliest entry, not the newest
+        self.assertEqual(self.ran, [("left", 1000.010)])
+        self.reactor.advance(0.490)
         self.assertEqual([name for name, _ in self.ran], ["left", "next"])
 
     def test_a_failing_call_is_logged_and_the_others_still_run(self) -> None:

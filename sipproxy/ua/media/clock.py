@@ -81,7 +81,7 @@ class MediaClock:
         if not self._firing:
             timer = self._timer
             if timer is None or when < self._timer_at or not timer.active():
-                self._arm(when)
+                self._arm(self._heap[0][0])  # the earliest: the timer may have been cancelled from outside
         return due
 
     def _forget(self) -> None:
