@@ -71,6 +71,9 @@ _ENCODED_FRAMES = 500
 #: socket is read by the reactor on arrival, as any other
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform.startswith("linux") else None
 _TIMESPEC = struct.Struct("@qq")
+#: a plain int: C{socket.MSG_TRUNC} is an C{IntFlag}, and C{int & IntFlag}
+#: goes through three enum calls per datagram
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 #: datagrams a stream reads per packet interval. A peer sends one; the
 #: rest covers a burst after a network stall. A flood beyond it stays in
 #: the kernel's buffer, which drops the excess, so one hostile peer costs
@@ -496,7 +499,7 @@ class RTPStream(DatagramProtocol):
                     stamped = seconds + nanoseconds * 1e-9
                     if abs(now - stamped) >= 1.0:  # a reactor on another clock than the kernel's
                         stamped = None
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 self.malformed += 1
                 continue
             source = (addr[0], addr[1])
