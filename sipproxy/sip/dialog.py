@@ -39,6 +39,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from sipproxy.sip.message import Request, Response
 from sipproxy.sip.uac import MAX_FORWARDS, add_via, apply_route_set
+from sipproxy.sip.name_addrs import untagged, uri_text
 from sipproxy.sip.uri import URIError, parse_name_addr
 
 __all__ = [
@@ -64,11 +65,8 @@ class DialogId(NamedTuple):
 def _split_tag(value: str, tag: Optional[str]) -> tuple[str, str]:
     """A From/To value without its tag (the dialog keeps the tags apart),
     and as the dialog's requests carry it with C{tag}: both from one
-    parse."""
-    addr = parse_name_addr(value)
-    untagged = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
-    tagged = untagged.with_param("tag", tag) if tag else untagged
-    return str(untagged), str(tagged.replace(bracketed=True))
+    (remembered) parse."""
+    return untagged(value, tag)
 
 
 def _with_tag(value: str, tag: Optional[str]) -> str:
@@ -83,7 +81,7 @@ def _contact_uri(message: Union[Request, Response]) -> Optional[str]:
     if value is None:
         return None
     try:
-        return str(parse_name_addr(value).uri)
+        return uri_text(value)
     except URIError:
         return None
 

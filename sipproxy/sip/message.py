@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Optional
 
 from sipproxy.sip.grammar import FOLD_RE
+from sipproxy.sip.name_addrs import reading as _reading
 from sipproxy.sip.uri import (
     URI,
     NameAddr,
@@ -685,28 +686,16 @@ class Request(Message):
         return f"<Request {self.method} {self._uri}>"
 
 
-#: From/To value -> its tag: a user agent reads the tags of one message
-#: (and of the next messages of the same call, with the same values) many
-#: times, and each read would parse the name-addr again. Bounded: emptied
-#: when full.
-_TAGS: dict[str, Optional[str]] = {}
-_TAGS_MAX = 1024
-
-
 def tag_of(value: str) -> Optional[str]:
     """The tag parameter of a From or To value (None without one).
 
+    Remembered per value (L{sipproxy.sip.name_addrs}): a user agent reads
+    the tags of one message, and of the next messages of the same call,
+    many times.
+
     @raise URIError: for a value that is not a name-addr (as
         L{parse_name_addr}; such a value is not remembered)."""
-    try:
-        return _TAGS[value]
-    except KeyError:
-        pass
-    tag = parse_name_addr(value).tag
-    if len(_TAGS) >= _TAGS_MAX:
-        _TAGS.clear()
-    _TAGS[value] = tag
-    return tag
+    return _reading(value).tag
 
 
 _RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))

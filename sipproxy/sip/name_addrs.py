@@ -1,0 +1,83 @@
+"""What a user agent reads from From, To and Contact values, remembered
+by value.
+
+Every message of a call repeats the same From, To and Contact values, and
+the user agent reads each several times: the tag (transaction and dialog
+matching), the value without its tag (a dialog's URIs), the Contact's URI
+(a dialog's remote target). Parsing a name-addr is a tenth of what a call
+costs, so each value is parsed once and what was read from it is kept.
+
+Only immutable readings (strings) are handed out: a parsed L{NameAddr} is
+mutable and never leaves this module. A value that does not parse raises
+L{URIError} every time and is not remembered. The table is bounded
+(L{sipproxy.sip.bounded}): it is emptied when full, and overlong values
+are parsed but not kept.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from sipproxy.sip.bounded import BoundedCache
+from sipproxy.sip.uri import NameAddr, parse_name_addr
+
+__all__ = ["Reading", "reading", "tag_of", "untagged", "uri_text", "READINGS"]
+
+#: value -> its L{Reading}
+READINGS = BoundedCache("name-addr readings", 2048, max_key=512)
+_known = READINGS.get
+
+
+class Reading:
+    """One From/To/Contact value, parsed once; the other forms are made
+    when first asked for."""
+
+    __slots__ = ("tag", "_addr", "_untagged", "_uri")
+
+    def __init__(self, addr: NameAddr) -> None:
+        self.tag: Optional[str] = addr.tag
+        self._addr = addr
+        self._untagged: Optional[tuple[str, str]] = None
+        self._uri: Optional[str] = None
+
+    def untagged(self) -> tuple[str, str]:
+        """The value without its tag parameters, as given (URI bracketed
+        or not) and with the URI bracketed (how a tag is appended safely)."""
+        forms = self._untagged
+        if forms is None:
+            addr = self._addr
+            bare = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
+            forms = self._untagged = (str(bare), str(bare.replace(bracketed=True)))
+        return forms
+
+    def uri(self) -> str:
+        """The URI, as text."""
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = str(self._addr.uri)
+        return uri
+
+
+def reading(value: str) -> Reading:
+    """The L{Reading} of C{value}; raises L{URIError} for a value that is
+    not a name-addr."""
+    found = _known(value)
+    if found is None:
+        found = READINGS.store(value, Reading(parse_name_addr(value)))
+    return found
+
+
+def tag_of(value: str) -> Optional[str]:
+    """The tag parameter of C{value} (None without one, or an empty one)."""
+    return reading(value).tag
+
+
+def untagged(value: str, tag: Optional[str] = None) -> tuple[str, str]:
+    """C{value} without its tag, and with the URI bracketed and C{;tag=tag}
+    (no tag when C{tag} is empty): the From or To of a dialog's requests."""
+    bare, bracketed = reading(value).untagged()
+    return bare, (f"{bracketed};tag={tag}" if tag else bracketed)
+
+
+def uri_text(value: str) -> str:
+    """The URI of a name-addr (a Contact's: a dialog's remote target)."""
+    return reading(value).uri()

@@ -1,0 +1,119 @@
+"""The remembered readings of From/To/Contact values
+(L{sipproxy.sip.name_addrs}): the same answers as parsing each time, for
+the first read and every later one, and hostile values refused every
+time without being remembered."""
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sipproxy.sip import name_addrs
+from sipproxy.sip.dialog import Dialog
+from sipproxy.sip.message import tag_of
+from sipproxy.sip.uac import new_request
+from sipproxy.sip.uri import URIError, parse_name_addr
+
+VALUES = [
+    "<sip:alice@atlanta.example.com>",
+    "sip:alice@atlanta.example.com",
+    "sip:alice@atlanta.example.com;tag=1928301774",
+    "Alice <sip:alice@atlanta.example.com>;tag=88sja8x",
+    '"Bob, Jr." <sip:bob@biloxi.example.com;transport=tcp>;tag=a6c85cf;x=y',
+    "<sip:bob@192.0.2.4;lr>;TAG=Upper;other",
+    "<sips:[2001:db8::1]:5061>;tag=",
+    "<sip:carol@chicago.example.com>;tag",
+    "sip:carol@chicago.example.com;tag=a;tag=b",
+    " <sip:space@example.com> ;tag=t ",
+]
+
+HOSTILE = ["<sip:alice@atlanta.example.com", '"unterminated <sip:a@b>', "<sip:a@b> junk", "<sip:a@b>;=x", "",
+           "<sip:a@b:99999>", "<>"]
+
+
+def _parsed_untagged(value: str, tag: Optional[str]) -> tuple[str, str]:
+    """What dialog._split_tag computed before the readings were kept."""
+    addr = parse_name_addr(value)
+    bare = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
+    tagged = bare.with_param("tag", tag) if tag else bare
+    return str(bare), str(tagged.replace(bracketed=True))
+
+
+class ReadingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        name_addrs.READINGS.clear()
+        self.addCleanup(name_addrs.READINGS.clear)
+
+    def test_same_as_parsing(self) -> None:
+        for value in VALUES:
+            for _ in range(2):  # the first read parses, the second is remembered
+                addr = parse_name_addr(value)
+                self.assertEqual(name_addrs.tag_of(value), addr.tag, value)
+                self.assertEqual(tag_of(value), addr.tag, value)
+                self.assertEqual(name_addrs.uri_text(value), str(addr.uri), value)
+                for tag in (None, "", "ours"):
+                    self.assertEqual(name_addrs.untagged(value, tag), _parsed_untagged(value, tag), (value, tag))
+            self.assertIn(value, name_addrs.READINGS)
+
+    def test_hostile_values_raise_every_time_and_are_not_kept(self) -> None:
+        for value in HOSTILE:
+            for _ in range(2):
+                self.assertRaises(URIError, parse_name_addr, value)
+                self.assertRaises(URIError, name_addrs.tag_of, value)
+                self.assertRaises(URIError, name_addrs.untagged, value, "t")
+                self.assertRaises(URIError, name_addrs.uri_text, value)
+            self.assertNotIn(value, name_addrs.READINGS)
+
+    def test_bounded(self) -> None:
+        cache = name_addrs.READINGS
+        for i in range(cache.max_entries + 10):
+            name_addrs.tag_of(f"<sip:u{i}@example.com>;tag={i}")
+        self.assertLessEqual(len(cache), cache.max_entries)
+        long_value = f"<sip:{'a' * cache.max_key}@example.com>"
+        self.assertIsNone(name_addrs.tag_of(long_value))
+        self.assertNotIn(long_value, cache)
+
+    def test_readings_are_not_shared_objects(self) -> None:
+        """Only strings leave the table: changing what a caller got
+        cannot change a later answer."""
+        value = "Alice <sip:alice@atlanta.example.com>;tag=x"
+        first = name_addrs.untagged(value, "t")
+        self.assertIsInstance(first, tuple)
+        self.assertTrue(all(isinstance(text, str) for text in first))
+        self.assertEqual(name_addrs.untagged(value, "t"), first)
+
+    def test_new_request_from_tag(self) -> None:
+        """A From without a tag gets one (the URI bracketed), every time
+        alike; one with a tag keeps it."""
+        for from_ in ("sip:alice@example.com;transport=tcp", "Alice <sip:alice@example.com>;x=1;tag="):
+            for _ in range(2):
+                request = new_request("OPTIONS", "sip:b@example.com", from_, "<sip:b@example.com>", from_tag="ft")
+                expected = str(parse_name_addr(from_).with_param("tag", "ft").replace(bracketed=True))
+                self.assertEqual(request.get("from"), expected)
+        request = new_request("OPTIONS", "sip:b@example.com", "<sip:a@example.com>;tag=keep", "<sip:b@x>")
+        self.assertEqual(request.get("from"), "<sip:a@example.com>;tag=keep")
+
+    def test_dialog_from_a_remembered_value(self) -> None:
+        """Two dialogs from the same From/To values (the second from the
+        remembered readings) carry the same From and To."""
+        built = []
+        for call in range(2):
+            invite = new_request("INVITE", "sip:bob@example.com", "Alice <sip:alice@example.com>",
+                                 "Bob <sip:bob@example.com>;x=1", sent_by="192.0.2.1", call_id=f"c{call}",
+                                 from_tag="atag", contact="<sip:alice@192.0.2.1>")
+            ok = invite.create_response(200, to_tag="btag", headers=[("Contact", "<sip:bob@192.0.2.4;ob>")])
+            dialog = Dialog.from_uac(invite, ok)
+            bye = dialog.new_request("BYE")
+            built.append((dialog.local_uri, dialog.remote_uri, dialog.remote_target, bye.get("from"),
+                           bye.get("to")))
+        self.assertEqual(built[0], built[1])
+        self.assertEqual(built[0], ("Alice <sip:alice@example.com>", "Bob <sip:bob@example.com>;x=1",
+                                    "sip:bob@192.0.2.4;ob", "Alice <sip:alice@example.com>;tag=atag",
+                                    "Bob <sip:bob@example.com>;x=1;tag=btag"))
+
+    def test_malformed_contact_is_no_target(self) -> None:
+        invite = new_request("INVITE", "sip:bob@example.com", "<sip:alice@example.com>", "<sip:bob@example.com>",
+                             sent_by="192.0.2.1", contact="<sip:alice@192.0.2.1>")
+        ok = invite.create_response(200, to_tag="btag", headers=[("Contact", "<sip:broken")])
+        for _ in range(2):
+            self.assertEqual(Dialog.from_uac(invite, ok).remote_target, "sip:bob@example.com")
