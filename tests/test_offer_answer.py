@@ -169,3 +169,52 @@ class RemoteMediaTests(SynchronousTestCase):
         self.assertEqual((at_bob.telephone_event, at_alice.telephone_event), (101, 101))
         hold = alice.offer("sendonly")
         self.assertEqual(remote_media(bob.answer(hold)).direction, "recvonly")
+
+
+class RememberedBodyTests(SynchronousTestCase):
+    """A peer sends the same SDP body call after call: what is read from
+    it is remembered per body, and answers the same as a fresh parse."""
+
+    def setUp(self) -> None:
+        from sipproxy.sip import offer_answer
+
+        for cache in (offer_answer._BODIES, offer_answer._PARAMS):
+            cache.clear()
+            self.addCleanup(cache.clear)
+
+    def test_same_readings_every_time(self) -> None:
+        body = sdp(PCMU_PCMA_DTMF)
+        for codecs in ((PCMU, PCMA), (PCMA,), (PCMA, PCMU)):
+            fresh = remote_media(parse_sdp(body), codecs)
+            for _ in range(3):
+                self.assertEqual(remote_media(body, codecs), fresh)
+        for _ in range(2):
+            ours = SdpSession("192.0.2.1", 30000, session_id=9, version=3)
+            theirs = SdpSession("192.0.2.1", 30000, session_id=9, version=3)
+            self.assertEqual(ours.answer(body, "sendonly"), theirs.answer(parse_sdp(body), "sendonly"))
+
+    def test_refusals_every_time(self) -> None:
+        from sipproxy.sip import offer_answer
+
+        no_common = sdp("m=audio 40000 RTP/AVP 3")
+        hostile = [b"", b"v=1\r\n", b"v=0\r\nm=audio 1 RTP/AVP 0\r\n", b"v=0\r\no=x\x00 1 1 IN IP4 a\r\n",
+                   sdp("m=audio 99999999 RTP/AVP 0"), b"\xff\xfe" * 50]
+        for _ in range(2):
+            self.assertRaises(NoCommonCodec, remote_media, no_common)
+            self.assertRaises(NoCommonCodec, SdpSession("192.0.2.1", 30000).answer, no_common)
+            for body in hostile:
+                self.assertRaises(SDPError, remote_media, body)
+                self.assertRaises(SDPError, SdpSession("192.0.2.1", 30000).answer, body)
+        for body in hostile:
+            self.assertNotIn(body, offer_answer._BODIES)
+
+    def test_bounded(self) -> None:
+        from sipproxy.sip import offer_answer
+
+        for port in range(1000, 1000 + offer_answer._BODIES.max_entries + 5):
+            remote_media(sdp(f"m=audio {port} RTP/AVP 0"))
+        self.assertLessEqual(len(offer_answer._BODIES), offer_answer._BODIES.max_entries)
+        self.assertLessEqual(len(offer_answer._PARAMS), offer_answer._PARAMS.max_entries)
+        big = sdp(f"m=audio 4000 RTP/AVP 0\na=x-pad:{'p' * 5000}")
+        self.assertEqual(remote_media(big).port, 4000)
+        self.assertNotIn(big, offer_answer._BODIES)

@@ -38,6 +38,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
+from sipproxy.sip.bounded import BoundedCache
 from sipproxy.sip.ids import new_session_id
 from sipproxy.sip.sdp import DIRECTIONS, Media, SessionDescription, parse_sdp
 
@@ -199,15 +200,46 @@ def _first_usable(sdp: SessionDescription, codecs: Sequence[Codec]) -> Optional[
     return None
 
 
+#: SDP body -> its parse, only read here and never handed out: a peer
+#: sends the same offer (or answer) call after call. A body that does not
+#: parse raises every time and is not kept.
+_BODIES = BoundedCache("SDP bodies", 256, max_key=4096)
+#: (SDP body, our codecs) -> what L{remote_media} read from it (immutable)
+_PARAMS = BoundedCache("SDP media readings", 256, max_key=4096)
+
+
+def _read(sdp: Union[bytes, str, SessionDescription]) -> SessionDescription:
+    """C{sdp} parsed; a body already seen is not parsed again (the result
+    must only be read)."""
+    if isinstance(sdp, SessionDescription):
+        return sdp
+    if not isinstance(sdp, bytes):
+        return parse_sdp(sdp)
+    parsed = _BODIES.get(sdp)
+    if parsed is None:
+        parsed = _BODIES.store(sdp, parse_sdp(sdp))
+    return parsed
+
+
 def remote_media(sdp: Union[bytes, str, SessionDescription], codecs: Sequence[Codec] = DEFAULT_CODECS
                  ) -> MediaParams:
     """Read the peer's SDP (an offer or an answer) for our one audio stream.
 
+    What is read from an SDP body (bytes) is remembered per body and codecs.
+
     @raise NoCommonCodec: no RTP/AVP audio stream with a codec we speak.
     @raise SDPError: a malformed SDP.
     """
-    if not isinstance(sdp, SessionDescription):
-        sdp = parse_sdp(sdp)
+    if isinstance(sdp, bytes):
+        key = (sdp, tuple(codecs))
+        params = _PARAMS.get(key)
+        if params is None:
+            params = _PARAMS.store(key, _remote_media(_read(sdp), codecs), size=len(sdp))
+        return params
+    return _remote_media(_read(sdp), codecs)
+
+
+def _remote_media(sdp: SessionDescription, codecs: Sequence[Codec]) -> MediaParams:
     media = _first_usable(sdp, codecs)
     if media is None:
         raise NoCommonCodec("no audio stream with a codec in common")
@@ -332,7 +364,7 @@ class SdpSession:
         @raise NoCommonCodec: no audio stream we can accept (send 488).
         @raise SDPError: a malformed offer (send 400).
         """
-        sdp = offer if isinstance(offer, SessionDescription) else parse_sdp(offer)
+        sdp = _read(offer)
         chosen = _first_usable(sdp, self.codecs)
         if chosen is None:
             raise NoCommonCodec("no audio stream with a codec in common")

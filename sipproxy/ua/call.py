@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from sipproxy.observe.logsafe import SafeLogger
 from sipproxy.sip.dialog import Dialog
 from sipproxy.sip.offer_answer import DEFAULT_CODECS, MediaParams, NoCommonCodec, SdpSession, remote_media
-from sipproxy.sip.sdp import SDPError, parse_sdp
+from sipproxy.sip.sdp import SDPError
 from sipproxy.sip.message import Request, Response
 from sipproxy.sip.uac import create_ack, new_request
 from sipproxy.sip.uri import parse_name_addr
@@ -183,12 +183,12 @@ class Call:
         self.remote_sdp = offer
         codecs = getattr(self.media, "codecs", None) or DEFAULT_CODECS
         try:
-            parsed = parse_sdp(offer)  # once, for both readings
-            params = remote_media(parsed, codecs)
+            # both readings of the offer share one parse per distinct body (offer_answer remembers them)
+            params = remote_media(offer, codecs)
             if isinstance(self.sdp, (bytes, str)):
                 body = self._our_sdp()
             else:
-                body = self._session().answer(parsed)
+                body = self._session().answer(offer)
         except NoCommonCodec:
             return None, (488, "Not Acceptable Here (no common codec)")
         except SDPError as e:
