@@ -327,3 +327,22 @@ class ClientTests(EndpointCase):
         (ack, _), = self.inject(response_to(invite, 487, to_tag="b1"))
         self.assertEqual(ack.method, "ACK")
         self.assertEqual(self.successResultOf(transaction.deferred).code, 487)
+
+
+class ActionsFirstTests(SynchronousTestCase):
+    """A machine's actions run before its events (user code), also when
+    an event is listed before an action; an already ordered list is used
+    as it is."""
+
+    def test_order(self) -> None:
+        from sipproxy.sip import transaction as tx
+        from sipproxy.ua.endpoint import _actions_first
+
+        send, start, cancel, done = tx.Send(None), tx.StartTimer("K", 5.0), tx.CancelTimer("E"), tx.Terminated()
+        final, timeout = tx.Final(None), tx.Timeout()
+        ordered = [send, cancel, final, timeout]
+        self.assertIs(_actions_first(ordered), ordered)
+        self.assertEqual(_actions_first([final, cancel, start, done, timeout]), [cancel, start, done, final, timeout])
+        self.assertEqual(_actions_first([timeout, send]), [send, timeout])
+        self.assertEqual(_actions_first(iter([final, send])), [send, final])
+        self.assertEqual(_actions_first([]), [])

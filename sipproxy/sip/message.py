@@ -462,6 +462,17 @@ class Message:
         if name == "via":
             self._via = None
 
+    def _add_all(self, headers: Iterable[tuple[str, str]]) -> None:
+        """L{add} for each (name, value), in order: how a built message
+        gets its headers, without two calls a line."""
+        names, lines, values = self.names, self.lines, self._values
+        for name, value in headers:
+            name = canonical_name(name)
+            names.append(name)
+            lines.append(f"{label(name)}: {value}")
+            values.append([value])
+        self._via = None
+
     def insert(self, name: str, value: str) -> None:
         """Put a header value above every other line (a new top Via or
         Record-Route)."""
@@ -606,8 +617,8 @@ class Request(Message):
         self.version = version
         self._start: Optional[str] = None
         self._parsed_uri = None
-        for name, value in headers:
-            self.add(name, value)
+        if headers:
+            self._add_all(headers)
         self.set_body(body)
 
     @property
@@ -725,8 +736,8 @@ class Response(Message):
         self.reason = REASONS.get(code, "Unknown") if reason is None else reason
         self.version = version
         self._start: Optional[str] = None
-        for name, value in headers:
-            self.add(name, value)
+        if headers:
+            self._add_all(headers)
         if body:
             self.set_body(body)
 

@@ -762,7 +762,16 @@ def _actions_first(outputs: Iterable[Any]) -> list[Any]:
     """A machine's actions (in their order), then its events: an event
     runs user code (a Deferred's callbacks) that may end the user agent,
     and no timer of the machine may start after that."""
-    outputs = list(outputs)
+    outputs = outputs if isinstance(outputs, list) else list(outputs)
+    event_seen = False
+    for out in outputs:  # the machines list their events last: nothing to reorder
+        if isinstance(out, _ACTIONS):
+            if event_seen:
+                break
+        else:
+            event_seen = True
+    else:
+        return outputs
     return [o for o in outputs if isinstance(o, _ACTIONS)] + [o for o in outputs if not isinstance(o, _ACTIONS)]
 
 
