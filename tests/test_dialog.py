@@ -158,3 +158,38 @@ class MatchingTests(SynchronousTestCase):
         self.assertFalse(needs_481(tagged))
         tagged.method = "BYE"
         self.assertTrue(needs_481(tagged))
+
+
+class BuiltRequestLayoutTests(SynchronousTestCase):
+    """Requests built with a body (out of a dialog and in one) carry the
+    lines a request whose body is set after it was built carries, in the
+    same order: Content-Length, then Content-Type, a given one of either
+    replaced in place."""
+
+    def test_same_as_set_body(self) -> None:
+        request = invite()
+        dialog = Dialog.from_uac(request, ok(request))
+        sdp = b"v=0\r\n"
+        cases = [
+            ((), b"", [("Contact", "<sip:alice@192.0.2.1>"), ("Content-Length", "0")]),
+            ((), sdp, [("Content-Length", "5"), ("Content-Type", "application/sdp")]),
+            ([("Content-Type", "text/plain"), ("Subject", "s")], b"",
+             [("Content-Type", "text/plain"), ("Subject", "s"), ("Content-Length", "0")]),
+            ([("Content-Type", "text/plain"), ("Subject", "s")], sdp,
+             [("Content-Type", "application/sdp"), ("Subject", "s"), ("Content-Length", "5")]),
+            ([("Content-Length", "99")], b"", [("Contact", "<sip:alice@192.0.2.1>"), ("Content-Length", "0")]),
+            ([("Content-Length", "99")], sdp, [("Content-Length", "5"), ("Content-Type", "application/sdp")]),
+        ]
+        for headers, body, tail in cases:
+            content_type = "application/sdp" if body else None
+            built = [
+                new_request("INVITE", "sip:bob@biloxi.example.com", "<sip:alice@a.example.com>",
+                            "<sip:bob@biloxi.example.com>", call_id="c", from_tag="f",
+                            contact="<sip:alice@192.0.2.1>", headers=headers, body=body, content_type=content_type),
+                dialog.new_request("INVITE", body=body, content_type=content_type, headers=headers),
+            ]
+            for request in built:
+                lines = [line.split(": ", 1) for _, line in request.header_lines()]
+                self.assertEqual([tuple(line) for line in lines[-len(tail):]], tail, (headers, body))
+                self.assertEqual(request.body, body)
+                self.assertTrue(bytes(request).endswith(b"\r\n\r\n" + body))

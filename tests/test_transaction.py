@@ -383,6 +383,20 @@ class MatchingTests(SynchronousTestCase):
         self.assertNotEqual(client_key(cancel.create_response(200)), txn.key)
         self.assertEqual(client_key(cancel.create_response(200))[0], txn.key[0])
 
+    def test_a_given_key_is_the_one_matched(self) -> None:
+        """receive(response, key): the caller's client_key stands for the
+        response's; the same outputs as computing it, and another key
+        (another transaction's) is ignored."""
+        for kind, method in ((ClientInvite, "INVITE"), (ClientNonInvite, "OPTIONS")):
+            req = request(method)
+            plain, keyed = kind(req), kind(req)
+            plain.start(), keyed.start()
+            for code in (180, 200):
+                response = parse(bytes(req.create_response(code, to_tag="t")))
+                self.assertEqual(keyed.receive(response, ("z9hG4bKother", method)), [])
+                self.assertEqual(keyed.receive(response, client_key(response)), plain.receive(response))
+                self.assertIs(keyed.state, plain.state)
+
     def test_server_key_ack_cancel_and_sent_by(self) -> None:
         req = request("INVITE", branch="z9hG4bKone")
         self.assertEqual(server_key(req), server_key(parse(bytes(req))))

@@ -21,6 +21,7 @@ carried out in order)::
     txn.key                    # == client_key(response) of its responses
     txn.start()                # Send(request), StartTimer("A"|"E"), StartTimer("B"|"F")
     txn.receive(response)      # Provisional | Final | Extra2xx, Send(ACK) for 3xx-6xx
+    txn.receive(response, key) # the same, C{key} being client_key(response) already computed
     txn.timer_fired(name)      # retransmission, or Timeout + Terminated
     txn.transport_error()      # TransportError + Terminated (RFC 3261 17.1.4)
 
@@ -397,8 +398,10 @@ class _Client(_Machine):
         self.key = client_key(request)
         self.final: Optional[Response] = None
 
-    def _matches(self, response: Response) -> bool:
-        return isinstance(response, Response) and client_key(response) == self.key
+    def _matches(self, response: Response, key: Optional[Hashable]) -> bool:
+        if not isinstance(response, Response):
+            return False
+        return (client_key(response) if key is None else key) == self.key
 
 
 class ClientInvite(_Client):
@@ -420,8 +423,10 @@ class ClientInvite(_Client):
         self._start_timer(out, "B", self.timers.timeout)
         return out
 
-    def receive(self, response: Response) -> Output:
-        if not self._matches(response) or self.state in (INITIAL, TERMINATED):
+    def receive(self, response: Response, key: Optional[Hashable] = None) -> Output:
+        """A response; C{key} is its L{client_key} when the caller has it
+        already (it found the transaction by it)."""
+        if not self._matches(response, key) or self.state in (INITIAL, TERMINATED):
             return []
         code = response.code
         state = self.state
@@ -489,8 +494,9 @@ class ClientNonInvite(_Client):
         self._start_timer(out, "F", self.timers.timeout)
         return out
 
-    def receive(self, response: Response) -> Output:
-        if not self._matches(response) or self.state not in (TRYING, PROCEEDING):
+    def receive(self, response: Response, key: Optional[Hashable] = None) -> Output:
+        """A response; C{key} is its L{client_key} when the caller has it."""
+        if not self._matches(response, key) or self.state not in (TRYING, PROCEEDING):
             return []
         out: Output = []
         if response.code < 200:

@@ -173,8 +173,9 @@ def new_request(
     lines += list(headers)
     if body and content_type is None:
         raise ValueError("a body needs a content_type")
-    request = Request(method, request_uri, lines)
-    request.set_body(body, content_type if body else None)
+    request = Request(method, request_uri, lines, body)  # Content-Length last, then Content-Type
+    if body:
+        request.set("content-type", content_type)  # type: ignore[arg-type]
     if sent_by:
         add_via(request, sent_by, transport, branch)
     return request

@@ -202,8 +202,8 @@ class ClientTransaction:
         self.endpoint._clients[self._key] = self
         self._run(self._machine.start())
 
-    def _receive(self, response: Response) -> None:
-        self._run(self._machine.receive(response))
+    def _receive(self, response: Response, key: Any = None) -> None:
+        self._run(self._machine.receive(response, key))
 
     def _timer_fired(self, name: str) -> None:
         self._run(self._machine.timer_fired(name))
@@ -606,10 +606,11 @@ class Endpoint:
     # -- receiving ---------------------------------------------------------------------
     def receive(self, packet: Any, leg: ILeg, addr: tuple[str, int]) -> Any:
         if isinstance(packet, Response):
-            client = self._clients.get(tx.client_key(packet))
+            key = tx.client_key(packet)
+            client = self._clients.get(key)
             if client is None:
                 return False
-            client._receive(packet)
+            client._receive(packet, key)
             return True
         return self._receive_request(packet, leg, addr)
 
