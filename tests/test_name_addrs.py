@@ -55,6 +55,23 @@ class ReadingTests(SynchronousTestCase):
                     self.assertEqual(name_addrs.untagged(value, tag), _parsed_untagged(value, tag), (value, tag))
             self.assertIn(value, name_addrs.READINGS)
 
+    def test_written_from_reads_as_parsed(self) -> None:
+        """with_new_tag: the From we write, rendered as before, and its
+        remembered reading (no parse) the same as parsing it."""
+        for value in VALUES:
+            for tag in ("abc123", "a.b-c", "we ird", "x;y=z"):
+                name_addrs.READINGS.clear()
+                text = name_addrs.with_new_tag(value, tag)
+                self.assertEqual(text, str(parse_name_addr(value).with_param("tag", tag).replace(bracketed=True)))
+                parsed = parse_name_addr(text)
+                self.assertEqual(name_addrs.tag_of(text), parsed.tag, (value, tag))
+                self.assertEqual(name_addrs.uri_text(text), str(parsed.uri), (value, tag))
+                for other in (None, "ours"):
+                    self.assertEqual(name_addrs.untagged(text, other), _parsed_untagged(text, other), (value, tag))
+        self.assertRaises(ValueError, name_addrs.with_new_tag, VALUES[0], "")
+        for value in HOSTILE:
+            self.assertRaises(URIError, name_addrs.with_new_tag, value, "t")
+
     def test_hostile_values_raise_every_time_and_are_not_kept(self) -> None:
         for value in HOSTILE:
             for _ in range(2):

@@ -15,13 +15,16 @@ are parsed but not kept.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from sipproxy.sip.bounded import BoundedCache
 from sipproxy.sip.uri import NameAddr, parse_name_addr
 
-__all__ = ["Reading", "reading", "tag_of", "untagged", "uri_text", "READINGS"]
+__all__ = ["Reading", "reading", "tag_of", "untagged", "uri_text", "with_new_tag", "READINGS"]
 
+#: a tag whose reading after C{;tag=} is the tag itself (a token)
+_PLAIN_TAG = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+\Z")
 #: value -> its L{Reading}
 READINGS = BoundedCache("name-addr readings", 2048, max_key=512)
 _known = READINGS.get
@@ -33,9 +36,9 @@ class Reading:
 
     __slots__ = ("tag", "_addr", "_untagged", "_uri")
 
-    def __init__(self, addr: NameAddr) -> None:
-        self.tag: Optional[str] = addr.tag
-        self._addr = addr
+    def __init__(self, addr: Optional[NameAddr]) -> None:
+        self.tag: Optional[str] = addr.tag if addr is not None else None
+        self._addr = addr  # None for a value this module wrote (every form known)
         self._untagged: Optional[tuple[str, str]] = None
         self._uri: Optional[str] = None
 
@@ -45,6 +48,7 @@ class Reading:
         forms = self._untagged
         if forms is None:
             addr = self._addr
+            assert addr is not None
             bare = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
             forms = self._untagged = (str(bare), str(bare.replace(bracketed=True)))
         return forms
@@ -53,6 +57,7 @@ class Reading:
         """The URI, as text."""
         uri = self._uri
         if uri is None:
+            assert self._addr is not None
             uri = self._uri = str(self._addr.uri)
         return uri
 
@@ -81,3 +86,22 @@ def untagged(value: str, tag: Optional[str] = None) -> tuple[str, str]:
 def uri_text(value: str) -> str:
     """The URI of a name-addr (a Contact's: a dialog's remote target)."""
     return reading(value).uri()
+
+
+def with_new_tag(value: str, tag: str) -> str:
+    """C{value} with its URI bracketed and C{;tag=tag} instead of any tag
+    it had: the From of a request we start. The result is remembered as
+    read (its tag, untagged forms and URI are those of C{value}), so the
+    dialog made from it parses nothing."""
+    if not tag:
+        raise ValueError("an empty tag")
+    base = reading(value)
+    bracketed = base.untagged()[1]
+    text = f"{bracketed};tag={tag}"
+    if _known(text) is None and _PLAIN_TAG.match(tag):
+        written = Reading(None)
+        written.tag = tag
+        written._untagged = (bracketed, bracketed)
+        written._uri = base.uri()
+        READINGS.store(text, written)
+    return text

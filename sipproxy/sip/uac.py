@@ -32,7 +32,7 @@ from typing import Iterable, Optional, Sequence, TYPE_CHECKING
 
 from sipproxy.sip.ids import new_branch, new_call_id, new_tag
 from sipproxy.sip.message import Request, Response
-from sipproxy.sip.name_addrs import tag_of, untagged
+from sipproxy.sip.name_addrs import tag_of, with_new_tag
 from sipproxy.sip.uri import URIError, parse_name_addr, parse_uri, split_host_port
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +156,7 @@ def new_request(
     if method in ("ACK", "CANCEL"):
         raise ValueError(f"{method} is built from its INVITE: use create_ack or create_cancel")
     if tag_of(from_) is None:  # the same From every call: its reading is remembered
-        from_ = untagged(from_, from_tag or new_tag())[1]
+        from_ = with_new_tag(from_, from_tag or new_tag())
     request_uri, routes = apply_route_set(uri, route_set)
     lines: list[tuple[str, str]] = [("Max-Forwards", str(max_forwards))]
     lines += [("Route", value) for value in routes]
