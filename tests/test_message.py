@@ -1179,3 +1179,39 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(len(fastparse._LAYOUTS), 0)
         parse(build())
         self.assertEqual(len(fastparse._LAYOUTS), 1)
+
+
+class UntrackedValuesTests(SynchronousTestCase):
+    """The decoded values of a header line are tuples of strings, which
+    the garbage collector stops tracking: a lingering transaction's
+    messages then cost its full collections three lists each, not one
+    more list per header line. Every way a message gets values keeps it so
+    (parse, validation, building, changing, reading)."""
+
+    def test_values_are_untracked_tuples(self) -> None:
+        import gc
+
+        from sipproxy.sip.message import Request, parse
+
+        data = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa, "
+                b"SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKb\r\nFrom: <sip:a@example.com>;tag=1\r\n"
+                b"To: <sip:bob@example.com>\r\nCall-ID: c1\r\nCSeq: 01 INVITE\r\nMax-Forwards: 70\r\n"
+                b"Supported: timer, 100rel\r\nContact: <sip:a@192.0.2.1>\r\nContent-Length: 0\r\n\r\n")
+        parsed = parse(data)
+        built = Request("OPTIONS", "sip:x@example.com", [("Via", "SIP/2.0/UDP h;branch=z9hG4bKc"),
+                                                         ("Call-ID", "c"), ("CSeq", "1 OPTIONS")])
+        for message in (parsed, built, parsed.create_response(200, to_tag="t"), parsed.copy()):
+            message.get_all("supported")
+            message.insert("Record-Route", "<sip:p;lr>")
+            message.set("subject", "s")
+            message.replace_first("via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKz")
+            message.pop_first("via")
+            message.items() and list(message.items())
+            for i in range(len(message.names)):
+                message._decoded(i)
+            gc.collect()
+            for values in message._values:
+                self.assertIsInstance(values, tuple)
+                self.assertFalse(gc.is_tracked(values), values)
+        self.assertEqual(parsed.cseq, (1, "INVITE"))
+        self.assertEqual(parsed.get_all("supported"), ["timer", "100rel"])

@@ -69,6 +69,7 @@ from sipproxy.sip.message import (
     ParseError,
     Request,
     Response,
+    Values,
     Via,
     _split_value,
     blank,
@@ -301,7 +302,7 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
     if split is None:
         lines, split = _split_headers_slowly(lines, message)
     names, texts = split
-    values: list[Optional[list[str]]] = [None] * len(names)  # decoded when read
+    values: list[Optional[Values]] = [None] * len(names)  # decoded when read
     message.names = names
     message.lines = lines
     message._values = values
@@ -321,7 +322,7 @@ def parse(data: bytes, stream: bool = False) -> Union[Request, Response]:
         message.body = rest
     else:
         length_text = texts[i].strip()
-        values[i] = [length_text]
+        values[i] = (length_text,)
         try:
             length = int(length_text) if length_text.isdigit() and length_text.isascii() else -1
         except ValueError:  # more digits than int() converts
@@ -548,15 +549,15 @@ def validate(message: Message, texts: list[str], layout: Layout) -> None:
     from_ = texts[i_from].strip()
     to = texts[i_to].strip()
     top = texts[i_via].strip()
-    values[i_cseq] = [cseq]
-    values[i_call_id] = [call_id]
-    values[i_from] = [from_]
-    values[i_to] = [to]
+    values[i_cseq] = (cseq,)
+    values[i_call_id] = (call_id,)
+    values[i_from] = (from_,)
+    values[i_to] = (to,)
     if "," in top:  # several Vias on the first line (as sipp answers): the first is checked
         vias = values[i_via] = _split_value("via", top)
         top = vias[0] if vias else ""
     else:
-        values[i_via] = [top] if top else []
+        values[i_via] = (top,) if top else ()
     # a first Via line with no value does not match; ".." is never in a
     # usual From or To (an empty host label: the exact check says so)
     joined = f"{cseq}\n{call_id}\n{from_}\n{to}\n{top}"
@@ -567,7 +568,7 @@ def validate(message: Message, texts: list[str], layout: Layout) -> None:
         unusual = expires or len(message.body) > _MAX_CONTENT_LENGTH
         if i_hops >= 0:
             hops = texts[i_hops].strip()
-            values[i_hops] = [hops]
+            values[i_hops] = (hops,)
             unusual = unusual or hops not in _HOP_COUNTS
         if unusual:
             _check_numbers(message)
@@ -633,7 +634,7 @@ def _check_singletons(message: Message) -> None:
                 raise ParseError(f"conflicting {label(name)} values", message=message)
 
 
-def _check_cseq(values: list[str], message: Message) -> list[str]:
+def _check_cseq(values: Values, message: Message) -> Values:
     cseq = values[0] if values else ""
     number, space, method = cseq.partition(" ")
     if (space and number.isdigit() and number.isascii() and len(number) < 10 and number[0] != "0"
@@ -649,7 +650,7 @@ def _check_cseq(values: list[str], message: Message) -> list[str]:
     if number >= 2**31:
         raise ParseError("CSeq number out of range", message=message)
     canonical = f"{number} {m.group(2)}"
-    return values if canonical == cseq else [canonical]  # normalised for readers; raw kept
+    return values if canonical == cseq else (canonical,)  # normalised for readers; raw kept
 
 
 def _check_number(value: str, name: str, limit: int, message: Message) -> None:
@@ -661,13 +662,13 @@ def _check_number(value: str, name: str, limit: int, message: Message) -> None:
         raise ParseError(f"bad {label(name)} value {value[:30]!r}", message=message)
 
 
-def _check_call_id(values: list[str], message: Message) -> None:
+def _check_call_id(values: Values, message: Message) -> None:
     call_id = values[0] if values else ""
     if not CALLID_RE.match(call_id):
         raise ParseError(f"malformed Call-ID {call_id[:40]!r}", message=message)
 
 
-def _check_name_addr(values: list[str], name: str, message: Message) -> list[str]:
+def _check_name_addr(values: Values, name: str, message: Message) -> Values:
     """The shape of a From or To (RFC 4475 3.1.2.6), and the name-addr
     parsed: what a proxy or registrar reads later (the tag, the URI) must
     not fail then (a port of 99999, an empty or 64-character host label, a

@@ -106,6 +106,13 @@ class ParseError(ValueError):
         self.message = message
 
 
+#: The values of one header line: a tuple of strings, which the garbage
+#: collector stops tracking (a list it would traverse in every collection
+#: for as long as the message lives: a transaction keeps its messages for
+#: the 32 s of its linger timer).
+Values = tuple[str, ...]
+
+
 def split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and C{<>}."""
     if '"' not in value and "<" not in value:
@@ -137,7 +144,7 @@ def split_list(value: str) -> list[str]:
     return items
 
 
-def _decode_line(name: str, raw: str) -> list[str]:
+def _decode_line(name: str, raw: str) -> Values:
     """The values of one raw header line: unfolded, stripped, and split
     on commas for list headers (empty list elements dropped)."""
     text = raw.partition(":")[2]
@@ -146,14 +153,14 @@ def _decode_line(name: str, raw: str) -> list[str]:
     return _split_value(name, text.strip())
 
 
-def _split_value(name: str, value: str) -> list[str]:
+def _split_value(name: str, value: str) -> Values:
     """The values of a stripped header value: one, or for a list header
     its comma-separated elements (none for an empty one)."""
     if name in LIST_HEADERS:
         if "," not in value:
-            return [value] if value else []
-        return [v for v in split_list(value) if v]
-    return [value]
+            return (value,) if value else ()
+        return tuple(v for v in split_list(value) if v)
+    return (value,)
 
 
 def _label_of(raw: str) -> str:
@@ -293,13 +300,13 @@ class Message:
     def __init__(self) -> None:
         self.names: list[str] = []
         self.lines: list[str] = []
-        self._values: list[Optional[list[str]]] = []
+        self._values: list[Optional[Values]] = []
         self.body = b""
         self._via: Optional[Via] = None
         self._start: Optional[str] = None  # the start line as sent, None to render
 
     # reading ------------------------------------------------------------
-    def _decoded(self, i: int) -> list[str]:
+    def _decoded(self, i: int) -> Values:
         values = self._values[i]
         if values is None:
             values = self._values[i] = _decode_line(self.names[i], self.lines[i])
@@ -435,7 +442,7 @@ class Message:
     def _put(self, position: int, name: str, value: str) -> None:
         self.names.insert(position, name)
         self.lines.insert(position, f"{label(name)}: {value}")
-        self._values.insert(position, [value])
+        self._values.insert(position, (value,))
         if name == "via":
             self._via = None
 
@@ -446,7 +453,7 @@ class Message:
         del self.lines[position]
         del self._values[position]
 
-    def _rerender(self, i: int, values: list[str]) -> None:
+    def _rerender(self, i: int, values: Values) -> None:
         self._values[i] = values
         label = self.lines[i].partition(":")[0].strip()
         self.lines[i] = f"{label}: {', '.join(values)}"
@@ -458,7 +465,7 @@ class Message:
         canonical form): for lines a proxy adds to every message."""
         self.names.insert(0, name)
         self.lines.insert(0, line)
-        self._values.insert(0, [value])
+        self._values.insert(0, (value,))
         if name == "via":
             self._via = None
 
@@ -470,7 +477,7 @@ class Message:
             name = canonical_name(name)
             names.append(name)
             lines.append(f"{label(name)}: {value}")
-            values.append([value])
+            values.append((value,))
         self._via = None
 
     def insert(self, name: str, value: str) -> None:
@@ -497,7 +504,7 @@ class Message:
             return
         for i in reversed(positions[1:]):
             self._drop(i)
-        self._rerender(positions[0], [value])
+        self._rerender(positions[0], (value,))
 
     def pop_first(self, name: str) -> Optional[str]:
         """Remove and return the first value of a (list) header."""
@@ -519,12 +526,12 @@ class Message:
         if name not in names:
             name = canonical_name(name)
         if name in names and name not in LIST_HEADERS:  # a one-value line: just re-render it
-            self._rerender(names.index(name), [value])
+            self._rerender(names.index(name), (value,))
             return
         for i in self._positions(name):
             values = self._decoded(i)
             if values:
-                self._rerender(i, [value] + values[1:])
+                self._rerender(i, (value, *values[1:]))
                 return
         self._put(0, name, value)
 
