@@ -243,6 +243,22 @@ class MutationTests(SynchronousTestCase):
         "Route: <sip:p3.example.com;lr>",
     ]
 
+
+    def test_start_line_fields_rerender(self) -> None:
+        """Setting a start-line part (read without a Python frame) changes
+        the line sent, once that line was rendered too."""
+        request = Request("INVITE", "sip:b@h")
+        self.assertTrue(bytes(request).startswith(b"INVITE sip:b@h SIP/2.0\r\n"))
+        self.assertEqual(request.method, "INVITE")
+        request.method = "OPTIONS"
+        request.version = "SIP/2.1"
+        self.assertEqual((request.method, request.version), ("OPTIONS", "SIP/2.1"))
+        self.assertTrue(bytes(request).startswith(b"OPTIONS sip:b@h SIP/2.1\r\n"))
+        response = Response(200)
+        self.assertTrue(bytes(response).startswith(b"SIP/2.0 200 OK\r\n"))
+        response.code, response.reason, response.version = 486, "Busy Here", "SIP/2.1"
+        self.assertEqual((response.code, response.reason), (486, "Busy Here"))
+        self.assertTrue(bytes(response).startswith(b"SIP/2.1 486 Busy Here\r\n"))
     def odd(self):
         data = build(self.ODD)
         return data, parse(data)

@@ -13,6 +13,7 @@ The regular expressions are in L{sipproxy.sip.grammar}, beside the ABNF.
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Iterable, Iterator, Optional
 
 from sipproxy.sip.grammar import FOLD_RE
@@ -585,20 +586,16 @@ class Message:
         other._via = None  # Via objects are mutable: the copy parses its own
 
     # validation ---------------------------------------------------------------
-class _StartLineField:
-    """A part of the start line (method, code, ...), kept in the slot of
-    the same name with a leading underscore; setting it re-renders the
-    line that is sent."""
+def _start_line_field(slot: str) -> property:
+    """A part of the start line (method, code, ...), kept in C{slot};
+    setting it re-renders the line that is sent. Read through
+    C{attrgetter}, so a read (dozens per call) runs no Python frame."""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = "_" + name
-
-    def __get__(self, message: Any, owner: Optional[type] = None) -> Any:
-        return self if message is None else getattr(message, self.slot)
-
-    def __set__(self, message: Any, value: Any) -> None:
-        setattr(message, self.slot, value)
+    def set_field(message: Any, value: Any) -> None:
+        setattr(message, slot, value)
         message._start = None
+
+    return property(attrgetter(slot), set_field)
 
 
 class Request(Message):
@@ -607,8 +604,8 @@ class Request(Message):
 
     __slots__ = ("_method", "_uri", "_version", "_parsed_uri")
 
-    method = _StartLineField()
-    version = _StartLineField()
+    method = _start_line_field("_method")
+    version = _start_line_field("_version")
 
     def __init__(
         self,
@@ -619,10 +616,9 @@ class Request(Message):
         version: str = "SIP/2.0",
     ) -> None:
         super().__init__()
-        self.method = method
+        self._method = method  # the slots, not the properties: no line rendered yet
         self._uri = str(uri)
-        self.version = version
-        self._start: Optional[str] = None
+        self._version = version
         self._parsed_uri = None
         if headers:
             self._add_all(headers)
@@ -654,7 +650,7 @@ class Request(Message):
     def _start_line(self) -> str:
         start = self._start
         if start is None:
-            start = self._start = f"{self.method} {self._uri} {self.version}"
+            start = self._start = f"{self._method} {self._uri} {self._version}"
         return start
 
     def copy(self) -> "Request":
@@ -726,9 +722,9 @@ class Response(Message):
 
     __slots__ = ("_code", "_reason", "_version")
 
-    code = _StartLineField()
-    reason = _StartLineField()
-    version = _StartLineField()
+    code = _start_line_field("_code")
+    reason = _start_line_field("_reason")
+    version = _start_line_field("_version")
 
     def __init__(
         self,
@@ -739,10 +735,9 @@ class Response(Message):
         version: str = "SIP/2.0",
     ) -> None:
         super().__init__()
-        self.code = code
-        self.reason = REASONS.get(code, "Unknown") if reason is None else reason
-        self.version = version
-        self._start: Optional[str] = None
+        self._code = code  # the slots, not the properties: no line rendered yet
+        self._reason = REASONS.get(code, "Unknown") if reason is None else reason
+        self._version = version
         if headers:
             self._add_all(headers)
         if body:
@@ -756,7 +751,7 @@ class Response(Message):
     def _start_line(self) -> str:
         start = self._start
         if start is None:
-            start = self._start = f"{self.version} {self.code} {self.reason}"
+            start = self._start = f"{self._version} {self._code} {self._reason}"
         return start
 
     def copy(self) -> "Response":
