@@ -755,6 +755,19 @@ class CreateResponseTests(SynchronousTestCase):
         self.assertEqual(request.count("via"), 2)
         self.assertIsNone(request.to_tag)
 
+    def test_content_length(self) -> None:
+        """The Content-Length written without set_body()'s search is the
+        one set_body() writes, and one given in C{headers} is replaced."""
+        request = parse(build())
+        for headers in ((), (("Content-Length", "99"),), (("Content-Length", "1"), ("l", "2"))):
+            for body in (b"", b"v=0\r\n"):
+                response = request.create_response(200, headers=headers, body=body, to_tag="t")
+                reference = request.create_response(200, to_tag="t")
+                reference.set_body(body)
+                self.assertEqual(response.get_all("content-length"), [str(len(body))])
+                self.assertEqual(bytes(response), bytes(reference))
+                self.assertEqual(response.body, body)
+
     def test_default_reasons(self) -> None:
         self.assertEqual(Response(200).reason, "OK")
         self.assertEqual(Response(404).reason, "Not Found")

@@ -677,13 +677,14 @@ class Request(Message):
         From, To, Call-ID and CSeq copied as they are (Record-Route too if
         asked), and C{to_tag} added to To when it has none."""
         response = Response(code, reason)
+        names, lines, values = response.names, response.lines, response._values
         copied = _RESPONSE_COPIED_RR if record_route else _RESPONSE_COPIED
-        for i, name in enumerate(self.names):
+        for name, line, value in zip(self.names, self.lines, self._values):
             if name in copied:
-                response.names.append(name)
-                response.lines.append(self.lines[i])
-                response._values.append(self._values[i])
-        if to_tag and code > 100 and "to" in response.names:
+                names.append(name)
+                lines.append(line)
+                values.append(value)
+        if to_tag and code > 100 and "to" in names:
             to = response.get("to") or ""
             try:
                 tagged = tag_of(to) is not None
@@ -691,9 +692,17 @@ class Request(Message):
                 tagged = True
             if not tagged:
                 response.set("to", f"{to};tag={to_tag}")
-        for name, value in headers:
-            response.add(name, value)
-        response.set_body(body)
+        response._add_all(headers)
+        # set_body() without its search: a Content-Length is only there
+        # when C{headers} had one
+        response.body = body
+        length = str(len(body))
+        if "content-length" in names:
+            response.set("content-length", length)
+        else:
+            names.append("content-length")
+            lines.append(f"Content-Length: {length}")
+            values.append((length,))
         return response
 
     def __repr__(self) -> str:
