@@ -1220,6 +1220,8 @@ class UntrackedValuesTests(SynchronousTestCase):
     def test_values_are_untracked_tuples(self) -> None:
         import gc
 
+        is_tracked = getattr(gc, "is_tracked", None)
+
         from sipproxy.sip.message import Request, parse
 
         data = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa, "
@@ -1241,6 +1243,7 @@ class UntrackedValuesTests(SynchronousTestCase):
             gc.collect()
             for values in message._values:
                 self.assertIsInstance(values, tuple)
-                self.assertFalse(gc.is_tracked(values), values)
+                if is_tracked is not None:  # CPython's collector; PyPy's has no such count to shrink
+                    self.assertFalse(is_tracked(values), values)
         self.assertEqual(parsed.cseq, (1, "INVITE"))
         self.assertEqual(parsed.get_all("supported"), ["timer", "100rel"])
