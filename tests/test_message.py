@@ -243,7 +243,6 @@ class MutationTests(SynchronousTestCase):
         "Route: <sip:p3.example.com;lr>",
     ]
 
-
     def test_start_line_fields_rerender(self) -> None:
         """Setting a start-line part (read without a Python frame) changes
         the line sent, once that line was rendered too."""
@@ -259,6 +258,7 @@ class MutationTests(SynchronousTestCase):
         response.code, response.reason, response.version = 486, "Busy Here", "SIP/2.1"
         self.assertEqual((response.code, response.reason), (486, "Busy Here"))
         self.assertTrue(bytes(response).startswith(b"SIP/2.1 486 Busy Here\r\n"))
+
     def odd(self):
         data = build(self.ODD)
         return data, parse(data)

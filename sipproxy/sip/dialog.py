@@ -62,13 +62,6 @@ class DialogId(NamedTuple):
     remote_tag: Optional[str]
 
 
-def _split_tag(value: str, tag: Optional[str]) -> tuple[str, str]:
-    """A From/To value without its tag (the dialog keeps the tags apart),
-    and as the dialog's requests carry it with C{tag}: both from one
-    (remembered) parse."""
-    return untagged(value, tag)
-
-
 def _with_tag(value: str, tag: Optional[str]) -> str:
     addr = parse_name_addr(value)
     if tag:
@@ -144,8 +137,9 @@ class Dialog:
     def _seed(self, local: str, remote: str) -> "Dialog":
         """Remember our requests' From and To, read from the values the
         dialog was made from (one parse each)."""
-        self.local_uri, local_tagged = _split_tag(local, self.local_tag)
-        self.remote_uri, remote_tagged = _split_tag(remote, self.remote_tag)
+        # without their tags (the dialog keeps those apart), and as our requests carry them
+        self.local_uri, local_tagged = untagged(local, self.local_tag)
+        self.remote_uri, remote_tagged = untagged(remote, self.remote_tag)
         self._tagged[(self.local_uri, self.local_tag)] = local_tagged
         self._tagged[(self.remote_uri, self.remote_tag)] = remote_tagged
         return self

@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any, Iterable, Iterator, Optional
 
 from sipproxy.sip.grammar import FOLD_RE
-from sipproxy.sip.name_addrs import reading as _reading
+from sipproxy.sip.name_addrs import tag_of  # re-exported: message.tag_of is public
 from sipproxy.sip.uri import (
     URI,
     NameAddr,
@@ -499,10 +499,11 @@ class Message:
         """Replace every value of a header with one value, keeping the
         position of its first line (and the spelling of its name)."""
         name = canonical_name(name)
-        positions = self._positions(name)
-        if not positions:
-            self._put(len(self.names), name, value)
+        names = self.names
+        if name not in names:  # a new line (a built message's Content-Length): no search
+            self._put(len(names), name, value)
             return
+        positions = self._positions(name)
         for i in reversed(positions[1:]):
             self._drop(i)
         self._rerender(positions[0], (value,))
@@ -581,7 +582,7 @@ class Message:
     def _copy_into(self, other: "Message") -> None:
         other.names = list(self.names)
         other.lines = list(self.lines)
-        other._values = list(self._values)  # value lists are replaced, never mutated
+        other._values = list(self._values)  # value tuples are replaced, never mutated
         other.body = self.body
         other._via = None  # Via objects are mutable: the copy parses its own
 
@@ -693,32 +694,11 @@ class Request(Message):
             if not tagged:
                 response.set("to", f"{to};tag={to_tag}")
         response._add_all(headers)
-        # set_body() without its search: a Content-Length is only there
-        # when C{headers} had one
-        response.body = body
-        length = str(len(body))
-        if "content-length" in names:
-            response.set("content-length", length)
-        else:
-            names.append("content-length")
-            lines.append(f"Content-Length: {length}")
-            values.append((length,))
+        response.set_body(body)
         return response
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri}>"
-
-
-def tag_of(value: str) -> Optional[str]:
-    """The tag parameter of a From or To value (None without one).
-
-    Remembered per value (L{sipproxy.sip.name_addrs}): a user agent reads
-    the tags of one message, and of the next messages of the same call,
-    many times.
-
-    @raise URIError: for a value that is not a name-addr (as
-        L{parse_name_addr}; such a value is not remembered)."""
-    return _reading(value).tag
 
 
 _RESPONSE_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))

@@ -72,7 +72,11 @@ def reading(value: str) -> Reading:
 
 
 def tag_of(value: str) -> Optional[str]:
-    """The tag parameter of C{value} (None without one, or an empty one)."""
+    """The tag parameter of a From or To value (None without one, or an
+    empty one); remembered per value, as a user agent reads the tags of
+    every message of a call many times.
+
+    @raise URIError: for a value that is not a name-addr (not remembered)."""
     return reading(value).tag
 
 
