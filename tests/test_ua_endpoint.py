@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.access.chain import ReceiveChain
 from sipproxy.sip.message import Request, Response, parse
-from sipproxy.sip.uac import new_request
+from sipproxy.sip.uac import create_ack, new_request
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from sipproxy.ua.endpoint import Endpoint, ServerTransaction, TransactionTimeout, TransportFailure
 
@@ -157,6 +157,60 @@ class AnswersTests(EndpointCase):
     def test_cancel_for_no_transaction_gets_481(self) -> None:
         self.assertEqual(self.codes(self.inject(request("CANCEL", US))), [481])
 
+    def test_answered_request_is_answered_again_from_a_record(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_request = lambda t: taken.append(t) or t.respond(202, "Accepted") or True
+        message = request("MESSAGE", US, body="hi", headers=[("Content-Type", "text/plain")])
+        (first, _), = self.inject(message)
+        self.assertEqual((self.endpoint._servers, len(self.endpoint._finished_servers)), ({}, 1))
+        self.clock.advance(20)
+        (again, address), = self.inject(message)
+        self.assertEqual((bytes(again), address), (bytes(first), PEER))
+        self.assertEqual(len(taken), 1)  # the application saw it once
+        self.clock.advance(12.5)  # Timer J (64*T1) has run out: the record is gone
+        self.assertEqual(len(self.endpoint._finished_servers), 0)
+        (fresh, _), = self.inject(message)
+        self.assertEqual(len(taken), 2)
+        self.assertNotEqual(fresh.to_tag, first.to_tag)
+
+    def test_an_answered_transaction_is_not_kept_alive(self) -> None:
+        import gc
+        import weakref
+
+        refs: list[Any] = []
+        self.endpoint.on_request = lambda t: refs.append(weakref.ref(t)) or t.respond(200) or True
+        self.inject(request("MESSAGE", US))
+        gc.collect()  # PyPy frees only in a collection
+        self.assertIsNone(refs[0]())
+
+    def test_retransmitted_invite_after_2xx_is_absorbed_until_the_ack(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        invite = request("INVITE", US)
+        self.inject(invite)
+        taken[0].respond(200)
+        (ok, _), = self.leg.take()
+        self.assertEqual(self.endpoint._servers, {})
+        self.assertEqual(self.inject(invite), [])  # absorbed: the UA core repeats the 2xx itself
+        self.clock.advance(0.5)
+        self.assertEqual(self.codes(self.leg.take()), [200])
+        # an ACK with the INVITE's branch (RFC 2543 peers, Net::SIP) ends the repeats
+        self.assertEqual(self.inject(request("ACK", US, cseq_method="ACK", to=ok.get("to"))), [])
+        self.successResultOf(taken[0].acked)
+        self.clock.advance(4)
+        self.assertEqual(self.leg.take(), [])
+        self.assertEqual(len(taken), 1)
+
+    def test_cancel_after_the_final_answer_gets_200_and_nothing_else(self) -> None:
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        self.inject(request("INVITE", US))
+        taken[0].respond(200)
+        self.leg.take()
+        sent = self.inject(request("CANCEL", US, cseq_method="CANCEL"))
+        self.assertEqual([(m.code, m.cseq_method) for m, _ in sent], [(200, "CANCEL")])
+        self.assertFalse(taken[0].cancelled)
+
     def test_requests_not_ours_go_down_the_chain(self) -> None:
         self.endpoint.owns = lambda req: req.parsed_uri().user == "bob"
         self.assertEqual(self.inject(request("OPTIONS", "sip:carol@192.0.2.1")), [])
@@ -250,22 +304,68 @@ class ClientTests(EndpointCase):
         self.failureResultOf(transaction.deferred, TransactionTimeout)
         self.assertEqual(self.endpoint._clients, {})
 
-    def test_linger_timers_falling_due_together_fire_on_one_wake_up(self) -> None:
-        # Timer K (T4, 5 s) of requests answered at 0.1, 0.2 and 0.3 s: all
-        # three are rounded up to 5.5 s, one wake-up instead of three, and
-        # none ends before its own 5 s
+    def test_answered_requests_linger_as_records_expiring_on_one_wake_up(self) -> None:
+        # Timer K (T4, 5 s) of requests answered at 0.1, 0.2 and 0.3 s: the
+        # transactions are gone at once, their keys kept in one table on one
+        # timer rounded up to 5.5 s, and none is forgotten before its own 5 s
+        sent_requests = []
         for n, when in enumerate((0.1, 0.2, 0.3)):
             self.clock.advance(when - self.clock.seconds())
             self.send()
             (sent, _), = self.leg.take()
+            sent_requests.append(sent)
             self.inject(response_to(sent, 200, to_tag=f"r{n}"))
-        pending = [call for call in self.clock.getDelayedCalls() if call.active()]
-        self.assertEqual(len(pending), 3)
-        self.assertEqual({call.getTime() for call in pending}, {5.5})
-        self.clock.advance(5.49 - self.clock.seconds())
-        self.assertEqual(len(self.endpoint._clients), 3)
-        self.clock.advance(0.01)
         self.assertEqual(self.endpoint._clients, {})
+        pending = [call for call in self.clock.getDelayedCalls() if call.active()]
+        self.assertEqual([call.getTime() for call in pending], [5.5])
+        self.clock.advance(5.49 - self.clock.seconds())
+        self.assertEqual(len(self.endpoint._finished_clients), 3)
+        # a repeated final answer is still ours: absorbed, not passed down the chain
+        self.assertEqual(self.inject(response_to(sent_requests[0], 200, to_tag="r0")), [])
+        self.assertEqual(self.after.seen, [])
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.endpoint._finished_clients), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # after that it is a stray response, for whoever follows in the chain
+        self.inject(response_to(sent_requests[0], 200, to_tag="r0"))
+        self.assertEqual(len(self.after.seen), 1)
+
+    def test_invite_answered_2xx_lingers_as_a_record_that_acks_and_ends_forks(self) -> None:
+        transaction = self.send("INVITE")
+        (invite, _), = self.leg.take()
+        contact = [("Contact", "<sip:bob@192.0.2.10>")]
+        ok = response_to(invite, 200, contact, to_tag="first")
+        self.inject(ok)
+        self.assertEqual(self.successResultOf(transaction.deferred).to_tag, "first")
+        self.assertEqual(self.endpoint._clients, {})  # the transaction is gone, a record stays
+        transaction.ack(create_ack(invite, parse(ok)))
+        self.assertEqual([m.method for m, _ in self.leg.take()], ["ACK"])
+        # our ACK was lost: the repeated 2xx gets it again
+        self.assertEqual([(m.method, m.to_tag) for m, _ in self.inject(ok)], [("ACK", "first")])
+        # another fork answered too: ACKed and ended at once, once
+        other = response_to(invite, 200, contact, to_tag="fork")
+        sent = [(m.method, m.to_tag) for m, _ in self.inject(other)]
+        self.assertEqual(sent, [("ACK", "fork"), ("BYE", "fork")])
+        self.assertEqual([m.method for m, _ in self.inject(other)], [])
+        # a fork's 2xx that creates no dialog (no To tag): one log line, nothing sent
+        self.assertEqual(self.inject(response_to(invite, 200, contact)), [])
+        self.assertEqual(self.after.seen, [])
+        self.clock.advance(32.5)  # Timer M: the record is gone, a late 2xx is not ours
+        self.inject(ok)
+        self.assertEqual(len(self.after.seen), 1)
+
+    def test_a_broken_fork_answer_is_ignored_without_a_traceback(self) -> None:
+        self.send("INVITE")
+        (invite, _), = self.leg.take()
+        self.inject(response_to(invite, 200, [("Contact", "<sip:bob@192.0.2.10>")], to_tag="first"))
+        # another fork's 2xx whose Record-Route is no name-addr: its dialog
+        # cannot be reached; one warning, no traceback, nothing sent
+        broken = response_to(invite, 200, [("Contact", "<sip:bob@192.0.2.10>"), ("Record-Route", "<<sip:")],
+                             to_tag="bad")
+        self.assertEqual(self.inject(broken), [])
+        self.assertEqual(self.inject(broken), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.after.seen, [])
 
     def test_only_linger_timers_are_rounded(self) -> None:
         # retransmission (E) and timeout (F) timers keep their exact times

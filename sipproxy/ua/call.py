@@ -123,7 +123,6 @@ class Call:
         self._sdp_session: Optional[SdpSession] = None
         self._answer_in_ack = False
         self._reinviting = False
-        self._forks: set = set()
         self.media: Any = None
         self.ended: Deferred = Deferred()
         self.end: Optional[CallEnd] = None
@@ -275,7 +274,6 @@ class Call:
             self.call_id = request.call_id
             self.simple._calls[self.call_id] = self
             self._invite = self.endpoint.send_request(request, target, on_provisional=self._provisional)
-            self._invite.on_fork = self._fork_answered
             # a peer's answer we cannot use (a 2xx without To tag, ...) fails the call, not the reactor
             self._invite.deferred.addCallbacks(self._invite_final, self._invite_failed).addErrback(
                 self._invite_failed)
@@ -286,29 +284,6 @@ class Call:
 
         d.addCallback(send)
         d.addErrback(self._invite_failed)
-
-    def _fork_answered(self, response: Response) -> None:
-        """Another fork of our INVITE answered too: we keep one call, so
-        the other dialog is ACKed and ended at once (RFC 6026 7.2, RFC
-        3261 13.2.2.4)."""
-        if response.to_tag in self._forks or self._invite is None:
-            return
-        self._forks.add(response.to_tag)
-        invite = self._invite.request
-        fork = Dialog.from_uac(invite, response)
-        ack = create_ack(invite, response, fork)
-        bye = fork.new_request("BYE")
-        hop = str(parse_name_addr(fork.route_set[0]).uri) if fork.route_set else fork.remote_target
-        log.info("call {call_id}: a second fork answered ({tag}); ending it", call_id=self.call_id,
-                 tag=response.to_tag)
-
-        def send(target: Any) -> None:
-            self.endpoint._send(ack, target)
-            self.endpoint.send_request(bye, target).deferred.addErrback(lambda f: None)
-
-        self.endpoint.resolve(hop).addCallback(send).addErrback(
-            lambda f: log.warn("call {call_id}: cannot end the fork: {e}", call_id=self.call_id,
-                               e=f.getErrorMessage()))
 
     def _provisional(self, response: Response) -> None:
         if response.code > 100:

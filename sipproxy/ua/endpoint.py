@@ -32,7 +32,7 @@ failures reported by the dispatcher end the transaction at once (17.1.4).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -45,10 +45,13 @@ from sipproxy.interfaces import IDispatcher, ILeg, IReceiver
 from sipproxy.proxy.routing import RoutingError, response_hop
 from sipproxy.sip import transaction as tx
 from sipproxy.sip.client_auth import Credentials, with_credentials
-from sipproxy.sip.dialog import dialog_id_of_request
+from sipproxy.sip.dialog import Dialog, dialog_id_of_request
+from sipproxy.sip.fastparse import parse
 from sipproxy.sip.ids import new_tag
-from sipproxy.sip.message import Request, Response
-from sipproxy.sip.uac import add_via, create_cancel
+from sipproxy.sip.message import ParseError, Request, Response
+from sipproxy.sip.uac import add_via, create_ack, create_cancel
+from sipproxy.sip.uri import parse_name_addr
+from sipproxy.ua.lingering import LingerTable
 
 __all__ = [
     "Endpoint",
@@ -98,14 +101,51 @@ class TransportFailure(SIPError):
         super().__init__(503, f"Service Unavailable (transport error: {reason})")
 
 
-#: Timers after which a finished transaction is forgotten (RFC 3261 17 and
-#: RFC 6026): they only absorb retransmissions, so a little longer does no
-#: harm, and every call has one or two of them.
-LINGER_TIMERS = frozenset("DIJKLM")
+#: Timers after which a finished transaction is forgotten (RFC 3261 17:
+#: D after a 3xx-6xx to our INVITE, I after the ACK of ours): they only
+#: absorb retransmissions, so a little longer does no harm. (J, K, L and M
+#: never start here: the endpoint keeps a record instead, in a
+#: L{LingerTable} on the same grain.)
+LINGER_TIMERS = frozenset("DI")
 #: Their deadlines are rounded up to a multiple of this many seconds, so
 #: those falling due in the same half second fire on one wake-up, as a
 #: timer wheel would, instead of one wake-up each.
 LINGER_GRAIN = 0.5
+#: The timers of a server transaction that has sent its final answer
+#: (non-INVITE: J; INVITE answered 2xx: L, RFC 6026): the endpoint then
+#: keeps a small record instead of the transaction (L{LingerTable}).
+SERVER_LINGER = frozenset("JL")
+#: The timers of a client transaction that has its final response
+#: (non-INVITE: K; INVITE answered 2xx: M, RFC 6026): the endpoint then
+#: keeps a small record instead of the transaction.
+CLIENT_LINGER = frozenset("KM")
+
+
+class _Answered(NamedTuple):
+    """What is left of a server transaction that has answered: a
+    retransmitted request gets C{data} (our final answer) again, sent
+    as the transaction sent it; None for an INVITE answered 2xx, whose
+    repeats are absorbed (the UA core repeats the 2xx until the ACK)."""
+
+    method: str
+    data: Optional[bytes]
+    leg: ILeg
+    addr: tuple[str, int]
+
+
+class _AcceptedInvite:
+    """What is left of an INVITE answered 2xx for RFC 6026's Timer M: a
+    repeated 2xx gets our ACK again, another fork's 2xx is ACKed and
+    ended with a BYE (RFC 3261 13.2.2.4), as one call is all we keep."""
+
+    __slots__ = ("invite", "tag", "ack", "ack_target", "ended")
+
+    def __init__(self, invite: Request) -> None:
+        self.invite = invite
+        self.tag: Optional[str] = None  # the To tag of the 2xx we took
+        self.ack: Optional[Request] = None
+        self.ack_target: Any = None
+        self.ended: Optional[set[str]] = None  # the To tags of the forks we ended
 
 
 def _ignore_timer(name: str) -> None:
@@ -178,10 +218,7 @@ class ClientTransaction:
         self._cancel_wanted = False
         self._cancel: Optional[ClientTransaction] = None
         self._ack: Optional[Request] = None
-        #: called with the 2xx of another fork of our INVITE (a second
-        #: dialog), which the caller ACKs and ends (RFC 6026 7.2)
-        self.on_fork: Optional[Callable[[Response], Any]] = None
-        self._ack_target: Any = None
+        self._accepted: Optional[_AcceptedInvite] = None
         self._machine: Any = None
         self._key: Any = None
         self._timers = _Timers(endpoint.clock, self._timer_fired)
@@ -220,15 +257,16 @@ class ClientTransaction:
                 if isinstance(out, tx.Send):
                     self.endpoint._send(out.message, self.target, self._transport_error)
                 elif isinstance(out, tx.StartTimer):
-                    self._timers.start(out.name, out.delay)
+                    if out.name in CLIENT_LINGER and not self._machine.terminated:
+                        self._retire(out.delay)
+                    else:
+                        self._timers.start(out.name, out.delay)
                 elif isinstance(out, tx.CancelTimer):
                     self._timers.cancel(out.name)
                 elif isinstance(out, tx.Provisional):
                     self._provisional(out.response)
                 elif isinstance(out, tx.Final):
                     self._final_response(out.response)
-                elif isinstance(out, tx.Extra2xx):
-                    self._extra_2xx(out.response)
                 elif isinstance(out, tx.Timeout):
                     self._fail(TransactionTimeout(self.request.method))
                 elif isinstance(out, tx.TransportError):
@@ -240,13 +278,23 @@ class ClientTransaction:
         if self._ended and not self._depth:
             # nothing reaches an ended transaction any more: drop the
             # owner's callbacks (bound methods of the call: a cycle)
-            self.on_provisional = self.on_retry = self.on_fork = None
+            self.on_provisional = self.on_retry = None
 
     def _terminated(self) -> None:
         self._ended = True
         self._timers.release()
         if self.endpoint._clients.get(self._key) is self:
             del self.endpoint._clients[self._key]
+
+    def _retire(self, delay: float) -> None:
+        """The final response is in (Timer K or M starts): for C{delay}
+        seconds the endpoint only absorbs its repeats (non-INVITE) or
+        answers them with our ACK (INVITE), from a record of the key."""
+        self._terminated()
+        record: object = self.request.method
+        if self.request.method == "INVITE":
+            record = self._accepted = _AcceptedInvite(self.request)
+        self.endpoint._finished_clients.add(self._key, record, delay)
 
     # -- what comes back ------------------------------------------------------------
     def _provisional(self, response: Response) -> None:
@@ -256,14 +304,6 @@ class ClientTransaction:
         if self.on_provisional is not None:
             _call(self.on_provisional, response)
 
-    def _extra_2xx(self, response: Response) -> None:
-        """A 2xx again: a retransmission (our ACK was lost) gets our ACK
-        again; another fork's 2xx (another To tag) goes to C{on_fork}."""
-        if self._ack is not None and response.to_tag == self._ack.to_tag:
-            self.endpoint._send(self._ack, self._ack_target)
-        elif self.on_fork is not None:
-            _call(self.on_fork, response)
-
     def _final_response(self, response: Response) -> None:
         if response.code in (401, 407) and self.credentials is not None and not self._cancel_wanted \
                 and self.retries < MAX_AUTH_RETRIES:
@@ -272,6 +312,8 @@ class ClientTransaction:
                 self._retry(retry)
                 return
         self.final = response
+        if self._accepted is not None:
+            self._accepted.tag = response.to_tag
         if not self.deferred.called:
             self.deferred.callback(response)
 
@@ -283,7 +325,6 @@ class ClientTransaction:
         child = ClientTransaction(self.endpoint, request, self.target, self.credentials, self.on_provisional,
                                   self.on_retry)
         child.retries = self.retries + 1
-        child.on_fork = self.on_fork
         self.request = request
         if self.on_retry is not None:
             _call(self.on_retry, request)
@@ -318,7 +359,9 @@ class ClientTransaction:
             leg = target[0]
             add_via(ack, leg.sent_by, leg.proto.upper())
         self._ack = ack
-        self._ack_target = target
+        if self._accepted is not None:  # a repeated 2xx gets this ACK again
+            self._accepted.ack = ack
+            self._accepted.ack_target = target
         self.endpoint._send(ack, target)
 
     def cancel(self) -> None:
@@ -420,7 +463,10 @@ class ServerTransaction:
             if isinstance(out, tx.Send):
                 self.endpoint._send_response(out.message, self.leg, self.addr, self._transport_error)
             elif isinstance(out, tx.StartTimer):
-                self._timers.start(out.name, out.delay)
+                if out.name in SERVER_LINGER and not self._machine.terminated:
+                    self._retire(out.delay)
+                else:
+                    self._timers.start(out.name, out.delay)
             elif isinstance(out, tx.CancelTimer):
                 self._timers.cancel(out.name)
             elif isinstance(out, tx.Terminated):
@@ -441,6 +487,19 @@ class ServerTransaction:
         self.on_cancel = None  # no CANCEL finds an ended transaction; the call's method was a cycle
         if self.endpoint._servers.get(self._key) is self:
             del self.endpoint._servers[self._key]
+        else:  # a transport error after the final answer: nothing is repeated any more
+            self.endpoint._finished_servers.pop(self._key)
+
+    def _retire(self, delay: float) -> None:
+        """The final answer is out (Timer J or L starts): only
+        retransmissions can come now. The endpoint keeps a record that
+        answers them for C{delay} seconds instead of this object (whose
+        2xx retransmission, if any, goes on until the ACK)."""
+        self._terminated()
+        final = self.final
+        data = bytes(final) if final is not None and self.request.method != "INVITE" else None
+        self.endpoint._finished_servers.add(self._key, _Answered(self.request.method, data, self.leg, self.addr),
+                                            delay)
 
     # -- 2xx to INVITE: retransmitted by the UA core until the ACK (13.3.1.4) -------------
     def _retransmit_2xx(self, response: Response) -> None:
@@ -542,6 +601,10 @@ class Endpoint:
         self._servers: dict[Any, ServerTransaction] = {}
         self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
         self._dialogs: dict[Any, Any] = {}
+        #: server transactions that have answered, as records (L{ServerTransaction._retire})
+        self._finished_servers = LingerTable(reactor)
+        #: client transactions that have their final answer (L{ClientTransaction._retire})
+        self._finished_clients = LingerTable(reactor)
 
     # -- dialogs ---------------------------------------------------------------------
     def add_dialog(self, dialog: Any, owner: Any) -> None:
@@ -608,8 +671,13 @@ class Endpoint:
         if isinstance(packet, Response):
             key = tx.client_key(packet)
             client = self._clients.get(key)
-            if client is None:
-                return False
+            if client is None:  # ours still when it repeats an answer we had
+                record = self._finished_clients.get(key)
+                if record is None:
+                    return False
+                if isinstance(record, _AcceptedInvite) and 200 <= packet.code < 300:
+                    self._extra_2xx(record, packet)
+                return True
             client._receive(packet, key)
             return True
         return self._receive_request(packet, leg, addr)
@@ -619,6 +687,8 @@ class Endpoint:
         server = self._servers.get(tx.server_key(request))
         if server is not None:  # a retransmission, or the ACK of a non-2xx answer
             server._receive(request)
+            return True
+        if self._finished_servers and self._repeat_answer(request):
             return True
         if method == "ACK":
             return self._ack(request)
@@ -641,6 +711,65 @@ class Endpoint:
             self._refuse(transaction)
         return True
 
+    def _extra_2xx(self, record: _AcceptedInvite, response: Response) -> None:
+        """A 2xx after the first (RFC 6026 7.2): the same one again (our
+        ACK was lost) gets the ACK again; another fork's is ended."""
+        tag = response.to_tag
+        if tag == record.tag:
+            if record.ack is not None:
+                self._send(record.ack, record.ack_target)
+            return
+        if tag is None or (record.ended is not None and tag in record.ended):
+            return
+        if record.ended is None:
+            record.ended = set()
+        record.ended.add(tag)
+        try:
+            self._end_fork(record.invite, response)
+        except ValueError as e:  # the peer's 2xx makes no dialog we could reach (ParseError too)
+            log.warn("call {call_id}: cannot end the fork {tag}: {error}", call_id=record.invite.call_id,
+                     tag=tag, error=e)
+
+    def _end_fork(self, invite: Request, response: Response) -> None:
+        """ACK another fork's 2xx and end its dialog with BYE at once."""
+        fork = Dialog.from_uac(invite, response)
+        ack = create_ack(invite, response, fork)
+        bye = fork.new_request("BYE")
+        hop = str(parse_name_addr(fork.route_set[0]).uri) if fork.route_set else fork.remote_target
+        log.info("call {call_id}: a second fork answered ({tag}); ending it", call_id=invite.call_id,
+                 tag=response.to_tag)
+
+        def send(target: Any) -> None:
+            self._send(ack, target)
+            self.send_request(bye, target).deferred.addErrback(lambda f: None)
+
+        self.resolve(hop).addCallback(send).addErrback(
+            lambda f: log.warn("call {call_id}: cannot end the fork: {e}", call_id=invite.call_id,
+                               e=f.getErrorMessage()))
+
+    def _repeat_answer(self, request: Request) -> bool:
+        """A request for a transaction that has answered (L{LingerTable}):
+        a retransmission gets the same final answer again (non-INVITE) or
+        is absorbed (INVITE answered 2xx, whose 2xx the UA core repeats);
+        an ACK with the INVITE's branch (RFC 2543 peers, Net::SIP) goes to
+        the dialog like any 2xx ACK. False when no record matches."""
+        record = self._finished_servers.get(tx.server_key(request))
+        if not isinstance(record, _Answered):
+            return False
+        if request.method == "ACK" and record.method == "INVITE":
+            if not self._ack(request):
+                waiting = self._awaiting_ack.get((request.call_id, request.cseq[0]))
+                if waiting is not None:
+                    waiting._ack_received(request)
+        elif request.method == record.method and record.data is not None:
+            try:
+                response = parse(record.data)
+            except ParseError as e:  # our own answer: it parsed when the peer got it first
+                log.warn("cannot repeat our answer to {method}: {error}", method=record.method, error=e)
+                return True
+            self._send_response(response, record.leg, record.addr)
+        return True
+
     def _ack(self, ack: Request) -> bool:
         waiting = self._awaiting_ack.get((ack.call_id, ack.cseq[0]))
         entry = self._dialogs.get(dialog_id_of_request(ack))
@@ -653,10 +782,15 @@ class Endpoint:
         return True
 
     def _cancel(self, cancel: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
-        invite = self._servers.get(tx.server_key(cancel, method="INVITE"))
-        if invite is None and self.owns is not None and not self.owns(cancel):
+        invite_key = tx.server_key(cancel, method="INVITE")
+        invite = self._servers.get(invite_key)
+        answered = invite is None and self._finished_servers.get(invite_key) is not None
+        if invite is None and not answered and self.owns is not None and not self.owns(cancel):
             return False
         transaction = ServerTransaction(self, cancel, leg, addr)
+        if answered:  # too late: the INVITE has its final answer (RFC 3261 9.2)
+            transaction.respond(200)
+            return True
         if invite is None:
             transaction.respond(481, "Call/Transaction Does Not Exist")
             return True
@@ -751,9 +885,11 @@ class Endpoint:
         """Stop every timer (after the calls were ended)."""
         for client in list(self._clients.values()):
             client._terminated()
-        for server in list(self._servers.values()):
+        for server in list(self._servers.values()) + list(self._awaiting_ack.values()):
             server._stop_2xx()
             server._terminated()
+        self._finished_servers.clear()
+        self._finished_clients.clear()
 
 
 _ACTIONS = (tx.Send, tx.StartTimer, tx.CancelTimer, tx.Terminated)
