@@ -173,6 +173,16 @@ class AnswersTests(EndpointCase):
         self.assertEqual(len(taken), 2)
         self.assertNotEqual(fresh.to_tag, first.to_tag)
 
+    def test_a_kept_answer_that_does_not_parse_is_a_warning_not_a_traceback(self) -> None:
+        self.endpoint.on_request = lambda t: t.respond(200) or True
+        message = request("MESSAGE", US)
+        self.inject(message)
+        (key, (deadline, record)), = self.endpoint._finished_servers._records.items()
+        # as if the application had added a header our parser refuses
+        self.endpoint._finished_servers._records[key] = (deadline, record._replace(data=b"SIP/2.0 200\r\n\r\n"))
+        self.assertEqual(self.inject(message), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_an_answered_transaction_is_not_kept_alive(self) -> None:
         import gc
         import weakref

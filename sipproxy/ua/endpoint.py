@@ -136,14 +136,17 @@ class _Answered(NamedTuple):
 class _AcceptedInvite:
     """What is left of an INVITE answered 2xx for RFC 6026's Timer M: a
     repeated 2xx gets our ACK again, another fork's 2xx is ACKed and
-    ended with a BYE (RFC 3261 13.2.2.4), as one call is all we keep."""
+    ended with a BYE (RFC 3261 13.2.2.4), as one call is all we keep.
+    The INVITE and the ACK are kept as bytes, which the garbage collector
+    does not walk, and parsed again only when one is needed (a lost ACK,
+    a second fork)."""
 
     __slots__ = ("invite", "tag", "ack", "ack_target", "ended")
 
-    def __init__(self, invite: Request) -> None:
+    def __init__(self, invite: bytes) -> None:
         self.invite = invite
         self.tag: Optional[str] = None  # the To tag of the 2xx we took
-        self.ack: Optional[Request] = None
+        self.ack: Optional[bytes] = None
         self.ack_target: Any = None
         self.ended: Optional[set[str]] = None  # the To tags of the forks we ended
 
@@ -293,7 +296,7 @@ class ClientTransaction:
         self._terminated()
         record: object = self.request.method
         if self.request.method == "INVITE":
-            record = self._accepted = _AcceptedInvite(self.request)
+            record = self._accepted = _AcceptedInvite(bytes(self.request))
         self.endpoint._finished_clients.add(self._key, record, delay)
 
     # -- what comes back ------------------------------------------------------------
@@ -360,7 +363,7 @@ class ClientTransaction:
             add_via(ack, leg.sent_by, leg.proto.upper())
         self._ack = ack
         if self._accepted is not None:  # a repeated 2xx gets this ACK again
-            self._accepted.ack = ack
+            self._accepted.ack = bytes(ack)
             self._accepted.ack_target = target
         self.endpoint._send(ack, target)
 
@@ -716,19 +719,23 @@ class Endpoint:
         ACK was lost) gets the ACK again; another fork's is ended."""
         tag = response.to_tag
         if tag == record.tag:
-            if record.ack is not None:
-                self._send(record.ack, record.ack_target)
+            ack = _ours(record.ack) if record.ack is not None else None
+            if ack is not None:
+                self._send(ack, record.ack_target)
             return
         if tag is None or (record.ended is not None and tag in record.ended):
             return
         if record.ended is None:
             record.ended = set()
         record.ended.add(tag)
+        invite = _ours(record.invite)
+        if invite is None:
+            return
         try:
-            self._end_fork(record.invite, response)
+            self._end_fork(invite, response)
         except ValueError as e:  # the peer's 2xx makes no dialog we could reach (ParseError too)
-            log.warn("call {call_id}: cannot end the fork {tag}: {error}", call_id=record.invite.call_id,
-                     tag=tag, error=e)
+            log.warn("call {call_id}: cannot end the fork {tag}: {error}", call_id=response.call_id, tag=tag,
+                     error=e)
 
     def _end_fork(self, invite: Request, response: Response) -> None:
         """ACK another fork's 2xx and end its dialog with BYE at once."""
@@ -762,12 +769,9 @@ class Endpoint:
                 if waiting is not None:
                     waiting._ack_received(request)
         elif request.method == record.method and record.data is not None:
-            try:
-                response = parse(record.data)
-            except ParseError as e:  # our own answer: it parsed when the peer got it first
-                log.warn("cannot repeat our answer to {method}: {error}", method=record.method, error=e)
-                return True
-            self._send_response(response, record.leg, record.addr)
+            response = _ours(record.data)
+            if response is not None:
+                self._send_response(response, record.leg, record.addr)
         return True
 
     def _ack(self, ack: Request) -> bool:
@@ -910,6 +914,17 @@ def _actions_first(outputs: Iterable[Any]) -> list[Any]:
     else:
         return outputs
     return [o for o in outputs if isinstance(o, _ACTIONS)] + [o for o in outputs if not isinstance(o, _ACTIONS)]
+
+
+def _ours(data: bytes) -> Any:
+    """A message we sent before, kept as bytes, parsed again to be used
+    again; None (and a warning) when it does not parse, which can only
+    be a header the application added that our parser refuses."""
+    try:
+        return parse(data)
+    except ParseError as e:
+        log.warn("cannot use our own message again: {error}", error=e)
+        return None
 
 
 def _call(function: Callable[..., Any], *args: Any) -> Any:
