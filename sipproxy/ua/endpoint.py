@@ -22,7 +22,13 @@ What it answers by itself (RFC 3261 and Net::SIP's habits):
 - a method it knows but does not do: 405 with Allow; an unknown one: 501;
 - NOTIFY and INFO inside a dialog: 200 (after telling the dialog's owner);
 - a request older than the dialog's remote CSeq: 500 (12.2.2);
-- a Require we do not support: 420; an INVITE body that is not SDP: 415.
+- a Require we do not support: 420; an INVITE body that is not SDP: 415;
+- a 2xx from a second fork of our INVITE: ACK, then BYE (one call per INVITE).
+
+A transaction that has its final answer is not kept for its linger timer
+(J, K, L, M); a small record of it is (L{sipproxy.ua.lingering}), which
+repeats our answer or ACK to a retransmission: the collector would walk
+the whole transaction, and the call it holds, for those 32 s.
 
 Client side, a 401/407 is answered once per challenge with the
 credentials given (L{sipproxy.sip.client_auth.with_credentials} refuses a
