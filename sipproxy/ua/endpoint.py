@@ -38,7 +38,7 @@ failures reported by the dispatcher end the transaction at once (17.1.4).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -735,7 +735,7 @@ class Endpoint:
             record.ended = set()
         record.ended.add(tag)
         invite = _ours(record.invite)
-        if invite is None:
+        if not isinstance(invite, Request):
             return
         try:
             self._end_fork(invite, response)
@@ -922,7 +922,7 @@ def _actions_first(outputs: Iterable[Any]) -> list[Any]:
     return [o for o in outputs if isinstance(o, _ACTIONS)] + [o for o in outputs if not isinstance(o, _ACTIONS)]
 
 
-def _ours(data: bytes) -> Any:
+def _ours(data: bytes) -> Optional[Union[Request, Response]]:
     """A message we sent before, kept as bytes, parsed again to be used
     again; None (and a warning) when it does not parse, which can only
     be a header the application added that our parser refuses."""
