@@ -357,7 +357,7 @@ class ClientTests(EndpointCase):
         sent = [(m.method, m.to_tag) for m, _ in self.inject(other)]
         self.assertEqual(sent, [("ACK", "fork"), ("BYE", "fork")])
         self.assertEqual([m.method for m, _ in self.inject(other)], [])
-        # a fork's 2xx that creates no dialog (no To tag): one log line, nothing sent
+        # a 2xx without a To tag makes no dialog: ignored, nothing sent
         self.assertEqual(self.inject(response_to(invite, 200, contact)), [])
         self.assertEqual(self.after.seen, [])
         self.clock.advance(32.5)  # Timer M: the record is gone, a late 2xx is not ours
