@@ -166,7 +166,11 @@ def _kill(pid: int, sig: int) -> None:
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
     """SIGTERM C{proc} by its PID, SIGKILL it if it has not exited after
-    C{timeout} seconds; its exit status."""
+    C{timeout} seconds; its exit status. Then SIGKILL whatever is left in
+    its process group (L{start_process} makes it a group's leader): a
+    peer's workers (Kamailio forks several) outlive a leader that was
+    killed, or that died without ending them, and were seen still running
+    hours after their test."""
     if proc.poll() is None:
         _kill(proc.pid, signal.SIGTERM)
         try:
@@ -174,6 +178,10 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
         except subprocess.TimeoutExpired:
             _kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # no group of that ID (not a leader): nothing to do
+    except (ProcessLookupError, PermissionError):
+        pass
     return proc.returncode
 
 
