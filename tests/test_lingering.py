@@ -46,6 +46,15 @@ class LingerTableTests(SynchronousTestCase):
         self.clock.advance(4.0)
         self.assertIsNone(self.table.get("k"))
 
+    def test_update_keeps_the_time_and_needs_the_key(self) -> None:
+        self.table.add("k", "old", 5.0)
+        self.clock.advance(4.0)
+        self.table.update("k", "new")
+        self.table.update("gone", "x")  # no record: nothing is added
+        self.assertEqual((self.table.get("k"), self.table.get("gone"), len(self.table)), ("new", None, 1))
+        self.clock.advance(1.0 + GRAIN)  # the first add's time
+        self.assertIsNone(self.table.get("k"))
+
     def test_pop_and_clear(self) -> None:
         self.table.add("a", 1, 5.0)
         self.table.add("b", 2, 5.0)

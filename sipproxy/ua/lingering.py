@@ -12,6 +12,9 @@ stops the reactor for longer than T1, so peers retransmit.
 A L{LingerTable} keeps what is needed instead: a key and a small record
 of plain values (the response as bytes), and expires them in batches on
 one reactor timer, rounded up to L{GRAIN} seconds as a timer wheel would.
+Keys and records that are tuples of strings, bytes and numbers cost a
+full collection nothing: the collector stops tracking such a tuple (and
+the table's own entry holding it) once it has looked at it.
 """
 from __future__ import annotations
 
@@ -60,6 +63,13 @@ class LingerTable:
         queue.append((deadline, key))
         if deadline < self._timer_at:
             self._arm(deadline)
+
+    def update(self, key: Hashable, record: object) -> None:
+        """Give C{key} a new record for the rest of its time; nothing when
+        it has none (any more)."""
+        entry = self._records.get(key)
+        if entry is not None:
+            self._records[key] = (entry[0], record)
 
     def pop(self, key: Hashable) -> Optional[object]:
         """Drop C{key}'s record now (its queue entry is skipped later)."""
