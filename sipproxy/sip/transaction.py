@@ -27,11 +27,12 @@ carried out in order)::
 
     # server side: the request arrived and matched no transaction
     txn = ServerInvite(request, timers, reliable=False)
-    txn = ServerNonInvite(request, timers, reliable=False)
+    txn = ServerNonInvite(request, timers, reliable=False, key=key)  # key: server_key(request), if computed
     txn.key, txn.ack_key       # server_key() of its retransmissions and of its ACK
     txn.start()                # RequestReceived (+ StartTimer("trying") for INVITE)
     txn.receive(request)       # retransmission: the last response again;
                                # ACK: absorbed (non-2xx) or AckReceived (2xx)
+    txn.receive(request, key)  # the same, C{key} being server_key(request) already computed
     txn.respond(response)      # Send; 3xx-6xx starts G/H (INVITE) or J
     txn.timer_fired(name)
     txn.transport_error()
@@ -533,15 +534,16 @@ class ClientNonInvite(_Client):
 
 
 class _Server(_Machine):
-    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False) -> None:
+    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False,
+                 key: Optional[Hashable] = None) -> None:
         super().__init__(timers, reliable)
         self.request = request
-        self.key = server_key(request)
+        self.key = server_key(request) if key is None else key
         self.last_response: Optional[Response] = None
 
-    def _is_retransmission(self, request: Request) -> bool:
+    def _is_retransmission(self, request: Request, key: Optional[Hashable]) -> bool:
         return isinstance(request, Request) and request.method == self.request.method \
-            and server_key(request) == self.key
+            and (server_key(request) if key is None else key) == self.key
 
     def _check_response(self, response: Response) -> None:
         if not isinstance(response, Response):
@@ -553,10 +555,11 @@ class _Server(_Machine):
 class ServerInvite(_Server):
     """The INVITE server transaction (RFC 3261 17.2.1, RFC 6026 7.1)."""
 
-    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False) -> None:
+    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False,
+                 key: Optional[Hashable] = None) -> None:
         if request.method != "INVITE":
             raise ValueError(f"ServerInvite for a {request.method}")
-        super().__init__(request, timers, reliable)
+        super().__init__(request, timers, reliable, key)
         self.final: Optional[Response] = None
         #: server_key() of the ACK to our final response: the same as
         #: C{key} for an RFC 3261 branch; for an RFC 2543 request, known
@@ -605,11 +608,13 @@ class ServerInvite(_Server):
         self._start_timer(out, "H", self.timers.timeout)
         return out
 
-    def receive(self, request: Request) -> Output:
+    def receive(self, request: Request, key: Optional[Hashable] = None) -> Output:
+        """A request for this transaction; C{key} is its L{server_key}
+        when the caller has it."""
         if not isinstance(request, Request) or self.state in (INITIAL, TERMINATED):
             return []
         if request.method == "ACK":
-            if server_key(request) != self.ack_key:
+            if (server_key(request) if key is None else key) != self.ack_key:
                 return []
             if self.state is COMPLETED:
                 out: Output = []
@@ -619,7 +624,7 @@ class ServerInvite(_Server):
             if self.state is ACCEPTED:
                 return [AckReceived(request)]
             return []
-        if not self._is_retransmission(request):
+        if not self._is_retransmission(request, key):
             return []
         if self.state in (PROCEEDING, COMPLETED) and self.last_response is not None:
             return [Send(self.last_response)]
@@ -644,10 +649,11 @@ class ServerInvite(_Server):
 class ServerNonInvite(_Server):
     """The non-INVITE server transaction (RFC 3261 17.2.2)."""
 
-    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False) -> None:
+    def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False,
+                 key: Optional[Hashable] = None) -> None:
         if request.method in ("INVITE", "ACK"):
             raise ValueError(f"ServerNonInvite for a {request.method}")
-        super().__init__(request, timers, reliable)
+        super().__init__(request, timers, reliable, key)
         self.ack_key = None
 
     def start(self) -> Output:
@@ -667,8 +673,10 @@ class ServerNonInvite(_Server):
             return out
         return self._wait_or_terminate(out, COMPLETED, "J", 0 if self.reliable else self.timers.timeout)
 
-    def receive(self, request: Request) -> Output:
-        if not self._is_retransmission(request) or self.state not in (PROCEEDING, COMPLETED):
+    def receive(self, request: Request, key: Optional[Hashable] = None) -> Output:
+        """A request for this transaction; C{key} is its L{server_key}
+        when the caller has it."""
+        if not self._is_retransmission(request, key) or self.state not in (PROCEEDING, COMPLETED):
             return []  # absorbed while trying (nothing to repeat) and after
         return [Send(self.last_response)] if self.last_response is not None else []
 

@@ -414,7 +414,8 @@ class ServerTransaction:
         ends the dialog with BYE, RFC 3261 13.3.1.4).
     """
 
-    def __init__(self, endpoint: "Endpoint", request: Request, leg: ILeg, addr: tuple[str, int]) -> None:
+    def __init__(self, endpoint: "Endpoint", request: Request, leg: ILeg, addr: tuple[str, int],
+                 key: Optional[Any] = None) -> None:
         self.endpoint = endpoint
         self.request = request
         self.leg = leg
@@ -427,9 +428,9 @@ class ServerTransaction:
         reliable = leg.proto != "udp"
         timers = endpoint.timers
         if request.method == "INVITE":
-            self._machine: Any = tx.ServerInvite(request, timers, reliable=reliable)
+            self._machine: Any = tx.ServerInvite(request, timers, reliable=reliable, key=key)
         else:
-            self._machine = tx.ServerNonInvite(request, timers, reliable=reliable)
+            self._machine = tx.ServerNonInvite(request, timers, reliable=reliable, key=key)
         self._key = self._machine.key
         self._timers = _Timers(endpoint.clock, self._timer_fired)
         self._retransmitter: Any = None
@@ -468,8 +469,8 @@ class ServerTransaction:
             self._retransmit_2xx(response)
         return response
 
-    def _receive(self, request: Request) -> None:
-        self._run(self._machine.receive(request))
+    def _receive(self, request: Request, key: Any = None) -> None:
+        self._run(self._machine.receive(request, key))
 
     def _timer_fired(self, name: str) -> None:
         self._run(self._machine.timer_fired(name))
@@ -703,23 +704,24 @@ class Endpoint:
 
     def _receive_request(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
         method = request.method
-        server = self._servers.get(tx.server_key(request))
+        key = tx.server_key(request)  # once: every lookup and the new transaction use it
+        server = self._servers.get(key)
         if server is not None:  # a retransmission, or the ACK of a non-2xx answer
-            server._receive(request)
+            server._receive(request, key)
             return True
-        if self._finished_servers and self._repeat_answer(request):
+        if self._finished_servers and self._repeat_answer(request, key):
             return True
         if method == "ACK":
             return self._ack(request)
         if method == "CANCEL":
-            return self._cancel(request, leg, addr)
+            return self._cancel(request, leg, addr, key)
         if request.to_tag is not None:
-            return self._in_dialog(request, leg, addr)
+            return self._in_dialog(request, leg, addr, key)
         if self.owns is not None and not self.owns(request):
             return False
         if method == "INVITE":
-            return self._invite(request, leg, addr)
-        transaction = ServerTransaction(self, request, leg, addr)
+            return self._invite(request, leg, addr, key)
+        transaction = ServerTransaction(self, request, leg, addr, key)
         if self._unacceptable(transaction):
             return True
         if method == "OPTIONS":
@@ -768,13 +770,13 @@ class Endpoint:
             lambda f: log.warn("call {call_id}: cannot end the fork: {e}", call_id=invite.call_id,
                                e=f.getErrorMessage()))
 
-    def _repeat_answer(self, request: Request) -> bool:
+    def _repeat_answer(self, request: Request, key: Any) -> bool:
         """A request for a transaction that has answered (L{LingerTable}):
         a retransmission gets the same final answer again (non-INVITE) or
         is absorbed (INVITE answered 2xx, whose 2xx the UA core repeats);
         an ACK with the INVITE's branch (RFC 2543 peers, Net::SIP) goes to
         the dialog like any 2xx ACK. False when no record matches."""
-        record = self._finished_servers.get(tx.server_key(request))
+        record = self._finished_servers.get(key)
         if record is None:
             return False
         method, data, leg_index, addr = record
@@ -800,13 +802,13 @@ class Endpoint:
             _call(entry[1].dialog_ack, ack)
         return True
 
-    def _cancel(self, cancel: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+    def _cancel(self, cancel: Request, leg: ILeg, addr: tuple[str, int], key: Any) -> bool:
         invite_key = tx.server_key(cancel, method="INVITE")
         invite = self._servers.get(invite_key)
         answered = invite is None and self._finished_servers.get(invite_key) is not None
         if invite is None and not answered and self.owns is not None and not self.owns(cancel):
             return False
-        transaction = ServerTransaction(self, cancel, leg, addr)
+        transaction = ServerTransaction(self, cancel, leg, addr, key)
         if answered:  # too late: the INVITE has its final answer (RFC 3261 9.2)
             transaction.respond(200)
             return True
@@ -817,15 +819,15 @@ class Endpoint:
         invite._cancelled()
         return True
 
-    def _in_dialog(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+    def _in_dialog(self, request: Request, leg: ILeg, addr: tuple[str, int], key: Any) -> bool:
         entry = self._dialogs.get(dialog_id_of_request(request))
         if entry is None:
             if self.owns is not None and not self.owns(request):
                 return False
-            ServerTransaction(self, request, leg, addr).respond(481, "Call/Transaction Does Not Exist")
+            ServerTransaction(self, request, leg, addr, key).respond(481, "Call/Transaction Does Not Exist")
             return True
         dialog, owner = entry
-        transaction = ServerTransaction(self, request, leg, addr)
+        transaction = ServerTransaction(self, request, leg, addr, key)
         if self._unacceptable(transaction):
             return True
         refused = dialog.receive_request(request)
@@ -851,18 +853,19 @@ class Endpoint:
                 self._refuse(transaction)
         return True
 
-    def _invite(self, request: Request, leg: ILeg, addr: tuple[str, int]) -> bool:
+    def _invite(self, request: Request, leg: ILeg, addr: tuple[str, int], key: Any) -> bool:
         if self.on_invite is None:
             if self.last_in_chain:
-                ServerTransaction(self, request, leg, addr).respond(480, "Temporarily Unavailable (not listening)")
+                transaction = ServerTransaction(self, request, leg, addr, key)
+                transaction.respond(480, "Temporarily Unavailable (not listening)")
                 return True
             return False
         if self.accept_invite is not None and not _call(self.accept_invite, request, leg, addr):
             if self.last_in_chain:
-                ServerTransaction(self, request, leg, addr).respond(403, "Forbidden (refused by filter)")
+                ServerTransaction(self, request, leg, addr, key).respond(403, "Forbidden (refused by filter)")
                 return True
             return False
-        transaction = ServerTransaction(self, request, leg, addr)
+        transaction = ServerTransaction(self, request, leg, addr, key)
         if self._unacceptable(transaction):
             return True
         transaction.respond(100, "Trying")
