@@ -128,11 +128,12 @@ CLIENT_LINGER = frozenset("KM")
 
 
 # The records below are plain tuples of strings, bytes and numbers (a leg
-# by its index in the dispatcher's list), never objects of ours: the
-# garbage collector stops tracking such a tuple after its first look at
-# it, so the tens of thousands that linger at a high call rate cost a
-# full collection nothing (an object of a class, even a NamedTuple, is
-# walked again in every one: 200-300 ms pauses at 1900 calls/s).
+# by its index in the dispatcher's list), never objects of ours: CPython's
+# collector stops tracking such a tuple once it has looked at it (and at
+# the tuples inside it first), so the tens of thousands that linger at a
+# high call rate cost full collections nothing. An object of a class,
+# even a NamedTuple, is walked again in every one: 150-320 ms pauses at
+# 1900 calls/s (bench/README.md).
 
 #: What is left of a server transaction that has answered:
 #: (method, our final answer as bytes, index of the leg, (host, port)).
@@ -143,7 +144,7 @@ _Answered = tuple  # tuple[str, Optional[bytes], int, tuple[str, int]]
 
 
 def _answered(method: str, data: Optional[bytes], leg: ILeg, addr: tuple[str, int]) -> _Answered:
-    return (method, data, leg.index, (str(addr[0]), int(addr[1])))
+    return (method, data, leg.index, tuple(addr))
 
 
 #: What is left of an INVITE answered 2xx for RFC 6026's Timer M:
@@ -380,7 +381,7 @@ class ClientTransaction:
         self._ack = ack
         if self._accepted:  # a repeated 2xx gets this ACK again
             leg, addr = target
-            self._amend(_ACK, bytes(ack), leg.index, (str(addr[0]), int(addr[1])))
+            self._amend(_ACK, bytes(ack), leg.index, tuple(addr))
         self.endpoint._send(ack, target)
 
     def cancel(self) -> None:
