@@ -12,9 +12,10 @@ stops the reactor for longer than T1, so peers retransmit.
 A L{LingerTable} keeps what is needed instead: a key and a small record
 of plain values (the response as bytes), and expires them in batches on
 one reactor timer, rounded up to L{GRAIN} seconds as a timer wheel would.
-Keys and records that are tuples of strings, bytes and numbers cost a
-full collection nothing: the collector stops tracking such a tuple (and
-the table's own entry holding it) once it has looked at it.
+Keys and records that are tuples of strings, bytes and numbers cost
+full collections nothing: CPython's collector stops tracking such a
+tuple, and then the table's own entry holding it, within a collection
+or two.
 """
 from __future__ import annotations
 
