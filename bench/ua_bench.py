@@ -57,6 +57,23 @@ REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
 
 
+#: bounds of --sipp-buff-size, in bytes: below a few datagrams sipp drops
+#: everything; above this the kernel caps it anyway (net.core.rmem_max)
+SIPP_BUFFER_RANGE = (4096, 1 << 30)
+
+
+def sipp_buffer_size(text: Optional[str]) -> Optional[int]:
+    """--sipp-buff-size as a number of bytes (None: sipp's default); a bad
+    value is one line naming the option, and exit status 1."""
+    if text is None:
+        return None
+    low, high = SIPP_BUFFER_RANGE
+    value = text.strip()
+    if len(value) > 12 or not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise SystemExit(f"--sipp-buff-size {text[:40]!r}: expected a number of bytes from {low} to {high}")
+    return int(value)
+
+
 @dataclass
 class Result:
     ua: str
@@ -374,10 +391,11 @@ def main() -> None:
     parser.add_argument("--min-calls", type=int, default=200)
     parser.add_argument("--max-time", type=int, default=300, help="hard limit for each UA process, seconds")
     parser.add_argument("--pypy", default="/work/venv-pypy/bin/python")
-    parser.add_argument("--sipp-buff-size", type=int, default=None,
+    parser.add_argument("--sipp-buff-size", default=None,
                         help="sipp -buff_size in bytes, for every UA (sipp default: 65535)")
     parser.add_argument("--out", default=str(BENCH_DIR / "results" / time.strftime("ua-%Y%m%d-%H%M%S")))
     args = parser.parse_args()
+    args.sipp_buff_size = sipp_buffer_size(args.sipp_buff_size)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,43 @@
+"""bench/ua_bench.py refuses a bad --sipp-buff-size in one line, before it
+starts any process or writes any result."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.util import PROJECT_ROOT, child_environment, run_process
+
+BENCH = os.path.join(PROJECT_ROOT, "bench", "ua_bench.py")
+sys.path.insert(0, os.path.join(PROJECT_ROOT, "bench"))
+
+from ua_bench import SIPP_BUFFER_RANGE, sipp_buffer_size  # noqa: E402
+
+
+class SippBufferSizeTests(SynchronousTestCase):
+    def test_sizes_in_range_are_taken(self) -> None:
+        low, high = SIPP_BUFFER_RANGE
+        self.assertEqual([sipp_buffer_size(text) for text in (None, "4194304", " 4096 ", str(high))],
+                         [None, 4194304, low, high])
+
+    def test_hostile_sizes_are_one_line_and_a_nonzero_exit(self) -> None:
+        hostile = ["-1", "0", "4095", str((1 << 30) + 1), "9" * 5000, "4e6", "0x400000", "", "12\n34",
+                   "\u0664\u0660\u0669\u0666"]  # Arabic-Indic digits: isdigit() but not bytes we mean
+        for text in hostile:
+            with self.subTest(text=text[:20]):
+                with tempfile.TemporaryDirectory() as out:
+                    # were the value taken, a real step would start: --max-time
+                    # bounds its sipp and UA to 5 s should this test ever fail
+                    result = run_process(
+                        [sys.executable, BENCH, "--uas", "floor", "--rates", "1", "--calls", "1",
+                         "--max-time", "5", "--sipp-buff-size", text, "--out", os.path.join(out, "results")],
+                        timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
+                    self.assertEqual(result.returncode, 1, result.stderr[:500])
+                    lines = result.stderr.splitlines()
+                    self.assertEqual(len(lines), 1, result.stderr[:500])
+                    self.assertTrue(lines[0].startswith("--sipp-buff-size "), lines[0][:200])
+                    self.assertLess(len(lines[0]), 200)
+                    self.assertEqual(result.stdout, "")
+                    self.assertFalse(os.path.exists(os.path.join(out, "results")))
