@@ -61,6 +61,16 @@ class EndpointCase(SynchronousTestCase):
     def codes(self, sent: list) -> list[int]:
         return [m.code for m, _ in sent if isinstance(m, Response)]
 
+    def invite_answered(self, code: int) -> list[ServerTransaction]:
+        """An INVITE taken and answered C{code}: the transactions taken,
+        and what the answer sent in C{self.answers}."""
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        self.inject(request("INVITE", US))
+        taken[0].respond(code)
+        self.answers = self.leg.take()
+        return taken
+
 
 class AnswersTests(EndpointCase):
     def test_options_gets_200_with_allow_accept_supported(self) -> None:
@@ -130,11 +140,7 @@ class AnswersTests(EndpointCase):
                          [(180, list(routes)), (200, list(routes))])
 
     def test_retransmitted_invite_gets_the_last_answer_again(self) -> None:
-        taken: list[ServerTransaction] = []
-        self.endpoint.on_invite = lambda t: taken.append(t) or True
-        self.inject(request("INVITE", US))
-        taken[0].respond(180)
-        self.leg.take()
+        taken = self.invite_answered(180)
         self.assertEqual(self.codes(self.inject(request("INVITE", US))), [180])
         self.assertEqual(len(taken), 1)
 
@@ -209,14 +215,10 @@ class AnswersTests(EndpointCase):
         self.assertIsNone(refs[0]())
 
     def test_retransmitted_invite_after_2xx_is_absorbed_until_the_ack(self) -> None:
-        taken: list[ServerTransaction] = []
-        self.endpoint.on_invite = lambda t: taken.append(t) or True
-        invite = request("INVITE", US)
-        self.inject(invite)
-        taken[0].respond(200)
-        (ok, _), = self.leg.take()
+        taken = self.invite_answered(200)
+        (ok, _), = self.answers
         self.assertEqual(self.endpoint._servers, {})
-        self.assertEqual(self.inject(invite), [])  # absorbed: the UA core repeats the 2xx itself
+        self.assertEqual(self.inject(request("INVITE", US)), [])  # absorbed: the UA core repeats the 2xx itself
         self.clock.advance(0.5)
         self.assertEqual(self.codes(self.leg.take()), [200])
         # an ACK with the INVITE's branch (RFC 2543 peers, Net::SIP) ends the repeats
@@ -227,11 +229,7 @@ class AnswersTests(EndpointCase):
         self.assertEqual(len(taken), 1)
 
     def test_cancel_after_the_final_answer_gets_200_and_nothing_else(self) -> None:
-        taken: list[ServerTransaction] = []
-        self.endpoint.on_invite = lambda t: taken.append(t) or True
-        self.inject(request("INVITE", US))
-        taken[0].respond(200)
-        self.leg.take()
+        taken = self.invite_answered(200)
         sent = self.inject(request("CANCEL", US, cseq_method="CANCEL"))
         self.assertEqual([(m.code, m.cseq_method) for m, _ in sent], [(200, "CANCEL")])
         self.assertFalse(taken[0].cancelled)

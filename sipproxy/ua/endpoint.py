@@ -158,6 +158,12 @@ _AcceptedInvite = tuple  # tuple[bytes, Optional[str], Optional[bytes], int, Opt
 _INVITE, _TAG, _ACK, _ACK_LEG, _ACK_ADDR, _ENDED = range(6)
 
 
+def _amended(record: tuple, field: int, *values: Any) -> tuple:
+    """C{record} with its fields from C{field} on replaced by C{values}: a
+    new tuple, so that it stays one the collector does not track."""
+    return record[:field] + values + record[field + len(values):]
+
+
 def _ignore_timer(name: str) -> None:
     """What released timers call: nothing (their machine has ended)."""
 
@@ -308,13 +314,11 @@ class ClientTransaction:
         self.endpoint._finished_clients.add(self._key, record, delay)
 
     def _amend(self, field: int, *values: Any) -> None:
-        """Change fields of our L{_AcceptedInvite} record, from C{field}
-        on: a new tuple, so that it stays one the garbage collector does
-        not track."""
+        """Change fields of our L{_AcceptedInvite} record (L{_amended})."""
         table = self.endpoint._finished_clients
         record = table.get(self._key)
         if isinstance(record, tuple):
-            table.update(self._key, record[:field] + values + record[field + len(values):])
+            table.update(self._key, _amended(record, field, *values))
 
     # -- what comes back ------------------------------------------------------------
     def _provisional(self, response: Response) -> None:
@@ -744,7 +748,7 @@ class Endpoint:
             return
         if tag is None or tag in record[_ENDED]:
             return
-        self._finished_clients.update(key, record[:_ENDED] + (record[_ENDED] + (tag,),))
+        self._finished_clients.update(key, _amended(record, _ENDED, record[_ENDED] + (tag,)))
         invite = _ours(record[_INVITE])
         if not isinstance(invite, Request):
             return
