@@ -136,11 +136,11 @@ CLIENT_LINGER = frozenset("KM")
 # 1900 calls/s (bench/README.md).
 
 #: What is left of a server transaction that has answered:
-#: (method, our final answer as bytes, index of the leg, (host, port)).
+#: (method, our final answer as bytes, index of the leg, the peer's address).
 #: A retransmitted request gets the answer again, sent as the
 #: transaction sent it; the answer is None for an INVITE answered 2xx,
 #: whose repeats are absorbed (the UA core repeats the 2xx until the ACK).
-_Answered = tuple  # tuple[str, Optional[bytes], int, tuple[str, int]]
+_Answered = tuple  # tuple[str, Optional[bytes], int, tuple[Union[str, int], ...]]
 
 
 def _answered(method: str, data: Optional[bytes], leg: ILeg, addr: tuple[str, int]) -> _Answered:
@@ -149,7 +149,7 @@ def _answered(method: str, data: Optional[bytes], leg: ILeg, addr: tuple[str, in
 
 #: What is left of an INVITE answered 2xx for RFC 6026's Timer M:
 #: (the INVITE as bytes, the To tag of the 2xx we took, our ACK as bytes,
-#: the ACK's leg index, the ACK's (host, port), the To tags of the forks
+#: the ACK's leg index, the ACK's address, the To tags of the forks
 #: we ended). A repeated 2xx gets our ACK again, another fork's 2xx is
 #: ACKed and ended with a BYE (RFC 3261 13.2.2.4), as one call is all we
 #: keep. The messages are parsed again only when one is needed (a lost
