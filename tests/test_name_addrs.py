@@ -72,6 +72,42 @@ class ReadingTests(SynchronousTestCase):
         for value in HOSTILE:
             self.assertRaises(URIError, name_addrs.with_new_tag, value, "t")
 
+    def test_tagged_to_reads_as_parsed(self) -> None:
+        """tagged: the To of our responses is the request's To with the tag
+        appended as it is, and its remembered reading (no parse) is the
+        same as parsing it; a To that has a tag parameter already, even an
+        empty one, is not remembered with a second one."""
+        for value in VALUES + [" <sip:space@example.com> ", "Bob <sip:bob@b.example.com;user=phone>;x=y"]:
+            for tag in ("abc123", "a.b-c", "we ird"):
+                name_addrs.READINGS.clear()
+                text = name_addrs.tagged(value, tag)
+                self.assertEqual(text, f"{value};tag={tag}")
+                remembered = text in name_addrs.READINGS
+                self.assertEqual(remembered, tag != "we ird" and "tag" not in value.lower(), (value, tag))
+                parsed = parse_name_addr(text)
+                self.assertEqual(name_addrs.tag_of(text), parsed.tag, (value, tag))
+                self.assertEqual(name_addrs.uri_text(text), str(parsed.uri), (value, tag))
+                for other in (None, "ours"):
+                    self.assertEqual(name_addrs.untagged(text, other), _parsed_untagged(text, other), (value, tag))
+        self.assertRaises(ValueError, name_addrs.tagged, VALUES[0], "")
+        for value in HOSTILE:
+            self.assertRaises(URIError, name_addrs.tagged, value, "t")
+            self.assertNotIn(f"{value};tag=t", name_addrs.READINGS)
+
+    def test_response_to_tag_is_remembered(self) -> None:
+        """create_response tags the To through L{name_addrs.tagged}: the ACK
+        and BYE that echo it find it read already."""
+        request = new_request("INVITE", "sip:b@example.com", "<sip:a@example.com>", "Bob <sip:b@example.com>",
+                              from_tag="ft")
+        response = request.create_response(200, to_tag="tt")
+        self.assertEqual(response.get("to"), "Bob <sip:b@example.com>;tag=tt")
+        self.assertIn("Bob <sip:b@example.com>;tag=tt", name_addrs.READINGS)
+        self.assertEqual(response.to_tag, "tt")
+        self.assertEqual(request.create_response(100, to_tag="tt").get("to"), "Bob <sip:b@example.com>")
+        tagged = new_request("BYE", "sip:b@example.com", "<sip:a@example.com>", "<sip:b@example.com>;tag=old",
+                             from_tag="ft")
+        self.assertEqual(tagged.create_response(200, to_tag="tt").get("to"), "<sip:b@example.com>;tag=old")
+
     def test_hostile_values_raise_every_time_and_are_not_kept(self) -> None:
         for value in HOSTILE:
             for _ in range(2):

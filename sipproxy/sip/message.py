@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any, Iterable, Iterator, Optional
 
 from sipproxy.sip.grammar import FOLD_RE
-from sipproxy.sip.name_addrs import tag_of  # re-exported: message.tag_of is public
+from sipproxy.sip.name_addrs import tag_of, tagged  # tag_of re-exported: message.tag_of is public
 from sipproxy.sip.uri import (
     URI,
     NameAddr,
@@ -688,11 +688,10 @@ class Request(Message):
         if to_tag and code > 100 and "to" in names:
             to = response.get("to") or ""
             try:
-                tagged = tag_of(to) is not None
+                if tag_of(to) is None:
+                    response.set("to", tagged(to, to_tag))
             except URIError:
-                tagged = True
-            if not tagged:
-                response.set("to", f"{to};tag={to_tag}")
+                pass  # not a name-addr: left as it came
         response._add_all(headers)
         response.set_body(body)
         return response

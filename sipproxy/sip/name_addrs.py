@@ -21,7 +21,7 @@ from typing import Optional
 from sipproxy.sip.bounded import BoundedCache
 from sipproxy.sip.uri import NameAddr, parse_name_addr
 
-__all__ = ["Reading", "reading", "tag_of", "untagged", "uri_text", "with_new_tag", "READINGS"]
+__all__ = ["Reading", "reading", "tag_of", "tagged", "untagged", "uri_text", "with_new_tag", "READINGS"]
 
 #: a tag whose reading after C{;tag=} is the tag itself (a token)
 _PLAIN_TAG = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+\Z")
@@ -107,5 +107,27 @@ def with_new_tag(value: str, tag: str) -> str:
         written.tag = tag
         written._untagged = (bracketed, bracketed)
         written._uri = base.uri()
+        READINGS.store(text, written)
+    return text
+
+
+def tagged(value: str, tag: str) -> str:
+    """C{value}, a To without a tag, with C{;tag=tag} appended as it is:
+    the To of a user agent server's responses. The result is remembered
+    as read (the tag given, every other form that of C{value}), so the
+    ACK and BYE that echo it parse nothing.
+
+    @raise URIError: for a value that is not a name-addr."""
+    if not tag:
+        raise ValueError("an empty tag")
+    base = reading(value)
+    text = f"{value};tag={tag}"
+    addr = base._addr  # None when this module wrote C{value}: it has a tag
+    if (addr is not None and _known(text) is None and _PLAIN_TAG.match(tag)
+            and not any(name.lower() == "tag" for name, _ in addr.params)):  # not even an empty one
+        written = Reading(addr)  # what it reads without a tag is C{value}'s
+        written.tag = tag
+        written._untagged = base._untagged
+        written._uri = base._uri
         READINGS.store(text, written)
     return text
