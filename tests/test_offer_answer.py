@@ -178,7 +178,7 @@ class RememberedBodyTests(SynchronousTestCase):
     def setUp(self) -> None:
         from sipproxy.sip import offer_answer
 
-        for cache in (offer_answer._BODIES, offer_answer._PARAMS):
+        for cache in (offer_answer._BODIES, offer_answer._PARAMS, offer_answer._ANSWERS):
             cache.clear()
             self.addCleanup(cache.clear)
 
@@ -192,6 +192,40 @@ class RememberedBodyTests(SynchronousTestCase):
             ours = SdpSession("192.0.2.1", 30000, session_id=9, version=3)
             theirs = SdpSession("192.0.2.1", 30000, session_id=9, version=3)
             self.assertEqual(ours.answer(body, "sendonly"), theirs.answer(parse_sdp(body), "sendonly"))
+
+    def test_remembered_answers_as_fresh(self) -> None:
+        """An answer made from a remembered plan is byte for byte the one
+        made from a fresh parse, for each port, codec list, telephone-event,
+        ptime and direction, and the o= version still rises."""
+        offers = [
+            sdp(PCMU_PCMA_DTMF),
+            sdp("m=video 5000 RTP/AVP 31", "m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 8 0",
+                "m=audio 40002 RTP/AVP 8", "m=image 6000/2 udptl t38"),
+            sdp("m=audio 40000 RTP/AVP 0 101\na=rtpmap:101 telephone-event/16000\na=sendonly"),
+            sdp("m=audio 40000 RTP/AVP 96 8\na=rtpmap:96 PCMU/8000\na=ptime:30", c="IN IP4 0.0.0.0"),
+        ]
+        profiles = [dict(), dict(codecs=(PCMA,)), dict(telephone_event=None), dict(ptime=30),
+                    dict(codecs=(PCMA, PCMU), telephone_event=Codec(100, "telephone-event", fmtp="0-11"))]
+        refused = 0
+        for offer in offers:
+            accepted = [m.port for m in parse_sdp(offer).media].index(40000)  # each offer's usable stream
+            for profile in profiles:
+                for port in (30000, 30002):
+                    for direction in ("sendrecv", "sendonly", "inactive"):
+                        ours = SdpSession("192.0.2.1", port, session_id=9, **profile)
+                        fresh = SdpSession("192.0.2.1", port, session_id=9, **profile)
+                        try:
+                            expected = [fresh.answer(parse_sdp(offer), direction) for _ in range(2)]
+                        except NoCommonCodec:
+                            self.assertRaises(NoCommonCodec, ours.answer, offer, direction)
+                            self.assertRaises(NoCommonCodec, ours.answer, offer, direction)
+                            refused += 1
+                            continue
+                        for answer in expected:  # the second answer raises the version
+                            self.assertEqual(ours.answer(offer, direction), answer)
+                            self.assertEqual(parse_sdp(answer).media[accepted].port, port)
+                        self.assertEqual(ours.version, 1)
+        self.assertEqual(refused, 2 * 3)  # PCMA alone for the PCMU offer
 
     def test_refusals_every_time(self) -> None:
         from sipproxy.sip import offer_answer
@@ -207,6 +241,7 @@ class RememberedBodyTests(SynchronousTestCase):
                 self.assertRaises(SDPError, SdpSession("192.0.2.1", 30000).answer, body)
         for body in hostile:
             self.assertNotIn(body, offer_answer._BODIES)
+        self.assertEqual(len(offer_answer._ANSWERS), 0)  # nothing remembered for a refusal
 
     def test_bounded(self) -> None:
         from sipproxy.sip import offer_answer
@@ -215,6 +250,11 @@ class RememberedBodyTests(SynchronousTestCase):
             remote_media(sdp(f"m=audio {port} RTP/AVP 0"))
         self.assertLessEqual(len(offer_answer._BODIES), offer_answer._BODIES.max_entries)
         self.assertLessEqual(len(offer_answer._PARAMS), offer_answer._PARAMS.max_entries)
+        for port in range(1000, 1000 + offer_answer._ANSWERS.max_entries + 5):
+            SdpSession("192.0.2.1", 30000).answer(sdp(f"m=audio {port} RTP/AVP 0"))
+        self.assertLessEqual(len(offer_answer._ANSWERS), offer_answer._ANSWERS.max_entries)
         big = sdp(f"m=audio 4000 RTP/AVP 0\na=x-pad:{'p' * 5000}")
         self.assertEqual(remote_media(big).port, 4000)
+        self.assertEqual(parse_sdp(SdpSession("192.0.2.1", 30000).answer(big)).media[0].port, 30000)
+        self.assertFalse(any(key[0] == big for key in offer_answer._ANSWERS._table))
         self.assertNotIn(big, offer_answer._BODIES)

@@ -206,6 +206,9 @@ def _first_usable(sdp: SessionDescription, codecs: Sequence[Codec]) -> Optional[
 _BODIES = BoundedCache("SDP bodies", 256, max_key=4096)
 #: (SDP body, our codecs) -> what L{remote_media} read from it (immutable)
 _PARAMS = BoundedCache("SDP media readings", 256, max_key=4096)
+#: (offer body, our codecs, telephone-event, ptime, direction) -> our
+#: answer's m= sections around our port (L{SdpSession.answer})
+_ANSWERS = BoundedCache("SDP answer plans", 256, max_key=4096)
 
 
 def _read(sdp: Union[bytes, str, SessionDescription]) -> SessionDescription:
@@ -317,26 +320,19 @@ class SdpSession:
         self.version = version
         self._produced = 0
 
-    def _head(self) -> list[str]:
+    def _head(self) -> bytes:
         if self._produced:
             self.version += 1
         self._produced += 1
         addrtype = _addrtype(self.address)
-        return [
-            "v=0",
-            f"o={self.username} {self.session_id} {self.version} IN {addrtype} {self.address}",
-            "s=-",
-            f"c=IN {addrtype} {self.address}",
-            "t=0 0",
-        ]
+        return (f"v=0\r\no={self.username} {self.session_id} {self.version} IN {addrtype} {self.address}\r\n"
+                f"s=-\r\nc=IN {addrtype} {self.address}\r\nt=0 0\r\n").encode("utf-8")
 
-    @staticmethod
-    def _text(lines: list[str]) -> bytes:
-        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
-
-    def _audio(self, formats: list[tuple[int, Codec]], event_pt: Optional[int], direction: str) -> list[str]:
+    def _audio(self, formats: list[tuple[int, Codec]], event_pt: Optional[int], direction: str) -> str:
+        """Our audio m= section without its first four octets and port
+        (C{"m=audio <port>"}), which the caller puts in front."""
         pts = [str(pt) for pt, _ in formats] + ([str(event_pt)] if event_pt is not None else [])
-        lines = [f"m=audio {self.port} {_PROTO} {' '.join(pts)}"]
+        lines = [f" {_PROTO} {' '.join(pts)}"]
         for pt, codec in formats:
             lines.append(f"a=rtpmap:{pt} {codec.name}/{codec.rate}")
             if codec.fmtp:
@@ -347,7 +343,10 @@ class SdpSession:
             lines.append(f"a=fmtp:{event_pt} {event.fmtp if event and event.fmtp else '0-15'}")
         lines.append(f"a=ptime:{self.ptime}")
         lines.append(f"a={direction}")
-        return lines
+        return "\r\n".join(lines) + "\r\n"
+
+    def _with_port(self, before: str, audio: str) -> bytes:
+        return self._head() + f"{before}m=audio {self.port}{audio}".encode("utf-8")
 
     def offer(self, direction: str = "sendrecv") -> bytes:
         """A new offer; C{direction="sendonly"} puts the call on hold
@@ -356,27 +355,45 @@ class SdpSession:
             raise ValueError(f"unknown direction {direction!r}")
         formats = [(codec.payload_type, codec) for codec in self.codecs]
         event_pt = self.telephone_event.payload_type if self.telephone_event is not None else None
-        return self._text(self._head() + self._audio(formats, event_pt, direction))
+        return self._with_port("", self._audio(formats, event_pt, direction))
 
     def answer(self, offer: Union[bytes, str, SessionDescription], direction: str = "sendrecv") -> bytes:
         """The answer to the peer's offer (rules in the module docstring).
 
+        What an answer says besides our o= line and port is remembered per
+        offer body (bytes), codecs and direction: a peer makes the same
+        offer call after call.
+
         @raise NoCommonCodec: no audio stream we can accept (send 488).
         @raise SDPError: a malformed offer (send 400).
         """
-        sdp = _read(offer)
+        if not isinstance(offer, bytes):
+            return self._with_port(*self._answer_plan(_read(offer), direction))
+        key = (offer, self.codecs, self.telephone_event, self.ptime, direction)
+        plan = _ANSWERS.get(key)
+        if plan is None:
+            plan = _ANSWERS.store(key, self._answer_plan(_read(offer), direction), size=len(offer))
+        return self._with_port(*plan)
+
+    def _answer_plan(self, sdp: SessionDescription, direction: str) -> tuple[str, str]:
+        """The answer's m= sections as text: those before our audio port,
+        and those after it."""
         chosen = _first_usable(sdp, self.codecs)
         if chosen is None:
             raise NoCommonCodec("no audio stream with a codec in common")
-        lines = self._head()
+        before: list[str] = []
+        after: list[str] = []
+        refused = before
+        audio = ""
         for media in sdp.media:
             if media is not chosen:
                 port = f"0/{media.port_count}" if media.port_count > 1 else "0"
-                lines.append(f"m={media.kind} {port} {media.proto} {' '.join(media.formats) or '0'}")
+                refused.append(f"m={media.kind} {port} {media.proto} {' '.join(media.formats) or '0'}\r\n")
                 continue
             formats = _common(media, self.codecs)
             event_pt = None
             if self.telephone_event is not None:
                 event_pt = _telephone_event(media, formats[0][1].rate)
-            lines += self._audio(formats, event_pt, answer_direction(_effective_direction(media), direction))
-        return self._text(lines)
+            audio = self._audio(formats, event_pt, answer_direction(_effective_direction(media), direction))
+            refused = after
+        return "".join(before), audio + "".join(after)
