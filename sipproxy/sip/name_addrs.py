@@ -49,8 +49,7 @@ class Reading:
         if forms is None:
             addr = self._addr
             assert addr is not None
-            bare = addr.replace(params=[(n, v) for n, v in addr.params if n.lower() != "tag"])
-            forms = self._untagged = (str(bare), str(bare.replace(bracketed=True)))
+            forms = self._untagged = addr.texts_without("tag")
         return forms
 
     def uri(self) -> str:

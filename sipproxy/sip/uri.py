@@ -416,17 +416,27 @@ class NameAddr:
         params.append((name, value))
         return self.replace(params=params)
 
+    def _head(self, bracketed: bool) -> str:
+        """The display name and URI, the URI in brackets when asked or
+        when its parameters, headers, a comma or a question mark need them."""
+        uri = str(self.uri)
+        if self.display is not None:
+            return f"{self.display} <{uri}>"
+        if bracketed or self.uri.params or self.uri.headers or "," in uri or "?" in uri:
+            return f"<{uri}>"
+        return uri
+
     def __str__(self) -> str:
         if self._text is not None:
             return self._text
-        uri = str(self.uri)
-        if self.display is not None:
-            head = f"{self.display} <{uri}>"
-        elif self.bracketed or self.uri.params or self.uri.headers or "," in uri or "?" in uri:
-            head = f"<{uri}>"
-        else:
-            head = uri
-        return head + format_params(self.params)
+        return self._head(self.bracketed) + format_params(self.params)
+
+    def texts_without(self, name: str) -> tuple[str, str]:
+        """This value as text without the parameter C{name} (lower case):
+        as it was bracketed, and with the URI bracketed. What
+        C{str(self.replace(params=...))} gives, without the copies."""
+        params = format_params([(n, v) for n, v in self.params if n.lower() != name])
+        return self._head(self.bracketed) + params, self._head(True) + params
 
     def __repr__(self) -> str:
         return f"NameAddr({str(self)!r})"
