@@ -257,6 +257,12 @@ class ServerInviteTests(SynchronousTestCase):
         quiet = ServerInvite(self.req)
         quiet.start()
         self.assertEqual(quiet.receive(self.req), [])
+        now = ServerInvite(self.req, trying_now=True)  # one transaction, the timers as configured
+        out = now.start()
+        self.assertEqual([m.code for m in sent(out)], [100])
+        self.assertFalse([o for o in out if isinstance(o, StartTimer)])
+        self.assertEqual([m.code for m in sent(now.receive(self.req))], [100])
+        self.assertNotIn(CancelTimer("trying"), now.respond(self.req.create_response(200, to_tag="t")))
 
     def test_failure_g_h_then_ack_confirms_and_i(self) -> None:
         self.txn.respond(self.req.create_response(180, to_tag="t"))

@@ -91,7 +91,8 @@ class AnswersTests(EndpointCase):
         self.assertEqual(answer.get("allow-events"), "talk")
 
     def test_unsupported_extension_gets_420_and_other_bodies_415(self) -> None:
-        self.endpoint.on_invite = lambda t: True
+        """Refused at once: no 100 Trying first, and the listener never sees them."""
+        self.endpoint.on_invite = lambda t: self.fail("an unacceptable INVITE reached the listener")
         (answer, _), = self.inject(request("INVITE", US, headers=[("Require", "100rel, timer")]))
         self.assertEqual(answer.code, 420)
         self.assertEqual(answer.get_all("unsupported"), ["100rel", "timer"])
@@ -121,9 +122,14 @@ class AnswersTests(EndpointCase):
     def test_invite_gets_100_then_the_listener_decides(self) -> None:
         taken: list[ServerTransaction] = []
         self.endpoint.on_invite = lambda t: taken.append(t) or True
+        delays: list[float] = []
+        call_later = self.clock.callLater
+        self.clock.callLater = lambda delay, *rest, **kw: delays.append(delay) or call_later(delay, *rest, **kw)
         sent = self.inject(request("INVITE", US))
         self.assertEqual(self.codes(sent), [100])
         self.assertEqual(len(taken), 1)
+        # sent as the transaction started: no 200 ms "trying" timer was started (and cancelled at once)
+        self.assertNotIn(0.2, delays)
         taken[0].respond(180)
         taken[0].respond(486, "Busy Here")
         self.assertEqual(self.codes(self.leg.take()), [180, 486])

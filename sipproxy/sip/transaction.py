@@ -69,7 +69,8 @@ Decisions:
     an ACK matching it is passed up as L{AckReceived}.
   - The server INVITE transaction sends 100 Trying itself when the TU has
     sent nothing 200 ms after the request arrived (RFC 3261 17.2.1;
-    C{TimerConfig.trying}); C{trying=0} sends it at once.
+    C{TimerConfig.trying}); C{trying=0}, or C{trying_now=True} for one
+    transaction (a TU that always sends it first), sends it at once.
   - Timer B is cancelled by a provisional response (17.1.1.2: a
     proceeding INVITE waits for a final response as long as it takes; the
     UAC cancels it when it no longer wants to wait).
@@ -556,10 +557,13 @@ class ServerInvite(_Server):
     """The INVITE server transaction (RFC 3261 17.2.1, RFC 6026 7.1)."""
 
     def __init__(self, request: Request, timers: TimerConfig = TimerConfig(), reliable: bool = False,
-                 key: Optional[Hashable] = None) -> None:
+                 key: Optional[Hashable] = None, trying_now: bool = False) -> None:
         if request.method != "INVITE":
             raise ValueError(f"ServerInvite for a {request.method}")
         super().__init__(request, timers, reliable, key)
+        #: send 100 Trying at start, not after C{timers.trying}: for a TU
+        #: that sends it first anyway, no timer is started and cancelled
+        self.trying_now = trying_now
         self.final: Optional[Response] = None
         #: server_key() of the ACK to our final response: the same as
         #: C{key} for an RFC 3261 branch; for an RFC 2543 request, known
@@ -571,7 +575,7 @@ class ServerInvite(_Server):
         self._check_started()
         self._goto(PROCEEDING)
         out: Output = [RequestReceived(self.request)]
-        if self.timers.trying <= 0:
+        if self.trying_now or self.timers.trying <= 0:
             out += self._send(self.request.create_response(100))
         else:
             self._start_timer(out, "trying", self.timers.trying)

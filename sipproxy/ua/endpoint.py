@@ -420,7 +420,7 @@ class ServerTransaction:
     """
 
     def __init__(self, endpoint: "Endpoint", request: Request, leg: ILeg, addr: tuple[str, int],
-                 key: Optional[Any] = None) -> None:
+                 key: Optional[Any] = None, trying: bool = False) -> None:
         self.endpoint = endpoint
         self.request = request
         self.leg = leg
@@ -433,7 +433,7 @@ class ServerTransaction:
         reliable = leg.proto != "udp"
         timers = endpoint.timers
         if request.method == "INVITE":
-            self._machine: Any = tx.ServerInvite(request, timers, reliable=reliable, key=key)
+            self._machine: Any = tx.ServerInvite(request, timers, reliable=reliable, key=key, trying_now=trying)
         else:
             self._machine = tx.ServerNonInvite(request, timers, reliable=reliable, key=key)
         self._key = self._machine.key
@@ -870,31 +870,40 @@ class Endpoint:
                 ServerTransaction(self, request, leg, addr, key).respond(403, "Forbidden (refused by filter)")
                 return True
             return False
-        transaction = ServerTransaction(self, request, leg, addr, key)
-        if self._unacceptable(transaction):
+        refusal = self._refusal(request)
+        # 100 Trying goes out as the transaction starts, unless it is refused at once
+        transaction = ServerTransaction(self, request, leg, addr, key, trying=refusal is None)
+        if refusal is not None:
+            transaction.respond(*refusal)
             return True
-        transaction.respond(100, "Trying")
         if not _call(self.on_invite, transaction) and transaction.final is None:
             transaction.respond(603, "Decline")
         return True
 
     def _unacceptable(self, transaction: ServerTransaction) -> bool:
-        """Refuse what we cannot honour before anyone acts on it: an
-        extension we do not support in Require (420, RFC 3261 8.2.2.3),
-        a body of an INVITE that is not SDP (415, 8.2.3)."""
-        request = transaction.request
-        if request.method in ("ACK", "CANCEL"):
+        """Refuse what we cannot honour before anyone acts on it (see
+        L{_refusal}); true when refused."""
+        refusal = self._refusal(transaction.request)
+        if refusal is None:
             return False
+        transaction.respond(*refusal)
+        return True
+
+    @staticmethod
+    def _refusal(request: Request) -> Optional[tuple[int, str, list[tuple[str, str]]]]:
+        """The answer to a request we cannot honour, or None: an extension
+        we do not support in Require (420, RFC 3261 8.2.2.3), a body of an
+        INVITE that is not SDP (415, 8.2.3)."""
+        if request.method in ("ACK", "CANCEL"):
+            return None
         required = [tag.strip() for tag in request.get_all("require") if tag.strip()]
         if required:
-            transaction.respond(420, "Bad Extension", [("Unsupported", ", ".join(required))])
-            return True
+            return 420, "Bad Extension", [("Unsupported", ", ".join(required))]
         if request.method == "INVITE" and request.body:
             kind = (request.get("content-type") or "").split(";")[0].strip().lower()
             if kind != "application/sdp":
-                transaction.respond(415, "Unsupported Media Type", [("Accept", "application/sdp")])
-                return True
-        return False
+                return 415, "Unsupported Media Type", [("Accept", "application/sdp")]
+        return None
 
     def _options(self, transaction: ServerTransaction) -> None:
         headers = [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"), ("Supported", "")]
