@@ -358,17 +358,34 @@ class TwoXXRetransmitterTests(SynchronousTestCase):
 
     def test_doubles_to_t2_until_ack(self) -> None:
         machine = TwoXXRetransmitter(self.ok)
-        self.assertEqual(timers(machine.start()), [("retransmit", 0.5), ("give_up", 32.0)])
+        self.assertEqual(timers(machine.start()), [("retransmit", 0.5)])  # one timer: it gives up too
         self.assertEqual(fire_schedule(machine, "retransmit", 0.5, 5), [0.5, 1.0, 2.0, 4.0, 4.0, 4.0])
         out = machine.ack_received()
-        self.assertEqual((out[0], set(out[1:3]), out[3:]),
-                         (AckReceived(None), {CancelTimer("retransmit"), CancelTimer("give_up")}, [Terminated()]))
+        self.assertEqual(out, [AckReceived(None), CancelTimer("retransmit"), Terminated()])
         self.assertEqual(machine.ack_received(), [])
 
     def test_gives_up_after_64_t1(self) -> None:
-        machine = TwoXXRetransmitter(self.ok)
-        machine.start()
-        out = machine.timer_fired("give_up")
+        """Retransmitted at T1, 2*T1, ... T2, and the last timer is cut to
+        end the wait at exactly 64*T1, whatever T1 is."""
+        # copies at 0.5, 1.5, 3.5, 7.5, ... 31.5 s; at 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 s; at 0.3, 0.9, then every 0.7 s
+        for config, sends in ((TimerConfig(), 10), (TimerConfig(t1=0.1, t2=4.0), 6),
+                              (TimerConfig(t1=0.3, t2=0.7), 28)):
+            machine = TwoXXRetransmitter(self.ok, config)
+            (_, delay), = timers(machine.start())
+            waited, sent_copies, out = 0.0, 0, []
+            while not of(AckTimeout, out):
+                self.assertGreater(delay, 0)
+                waited += delay
+                out = machine.timer_fired("retransmit")
+                sent_copies += len(sent(out))
+                delay = dict(timers(out)).get("retransmit", 0.0)
+            self.assertAlmostEqual(waited, config.timeout, places=9)
+            self.assertEqual(sent_copies, sends, config)
+            self.assertEqual(out, [AckTimeout(), Terminated()])
+            self.assertEqual(machine.timer_fired("retransmit"), [])
+        reliable = TwoXXRetransmitter(self.ok, reliable=True)
+        reliable.start()
+        out = reliable.timer_fired("give_up")
         self.assertEqual(of(AckTimeout, out), [AckTimeout()])
         self.assertEqual(out[-1], Terminated())
 

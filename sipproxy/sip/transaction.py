@@ -695,7 +695,12 @@ class TwoXXRetransmitter(_Machine):
     copy went out through L{ServerInvite.respond}; this sends the others,
     at T1, 2*T1, ... capped at T2, until L{ack_received}. After 64*T1
     without an ACK it reports L{AckTimeout} (send a BYE). Over a reliable
-    transport nothing is retransmitted, but the ACK is still awaited."""
+    transport nothing is retransmitted, but the ACK is still awaited.
+
+    Over UDP one timer does both: each C{retransmit} is started for the
+    next interval or what is left of the 64*T1, whichever is shorter, and
+    the one that ends the wait gives up instead of sending. An answered
+    call (nearly every one) then starts and cancels one timer, not two."""
 
     def __init__(self, response: Response, timers: TimerConfig = TimerConfig(), reliable: bool = False) -> None:
         if not 200 <= response.code < 300:
@@ -703,14 +708,17 @@ class TwoXXRetransmitter(_Machine):
         super().__init__(timers, reliable)
         self.response = response
         self._interval = timers.t1
+        self._next = 0.0  # the delay the running retransmit timer was started with
+        self._waited = 0.0  # the delays of the retransmit timers that fired
 
     def start(self) -> Output:
         self._check_started()
         self._goto(_WAITING)
         out: Output = []
-        if not self.reliable:
-            self._start_timer(out, "retransmit", self._interval)
-        self._start_timer(out, "give_up", self.timers.timeout)
+        if self.reliable:
+            self._start_timer(out, "give_up", self.timers.timeout)
+        else:
+            self._retransmit_in(out, min(self._interval, self.timers.timeout))
         return out
 
     def ack_received(self, ack: Optional[Request] = None) -> Output:
@@ -718,12 +726,20 @@ class TwoXXRetransmitter(_Machine):
             return []
         return self._terminate([AckReceived(ack)])
 
+    def _retransmit_in(self, out: Output, delay: float) -> None:
+        self._next = delay
+        self._start_timer(out, "retransmit", delay)
+
     def _on_timer(self, name: str) -> Output:
         out: Output = []
         if name == "retransmit":
+            self._waited += self._next
+            left = self.timers.timeout - self._waited
+            if left <= 1e-9:  # 64*T1 are over (a sum of floats: not compared exactly)
+                return self._terminate([AckTimeout()])
             self._interval = min(2 * self._interval, self.timers.t2)
             out.append(Send(self.response))
-            self._start_timer(out, "retransmit", self._interval)
+            self._retransmit_in(out, min(self._interval, left))
             return out
         if name == "give_up":
             return self._terminate([AckTimeout()])
