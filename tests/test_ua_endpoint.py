@@ -234,6 +234,27 @@ class AnswersTests(EndpointCase):
         self.assertEqual(self.leg.take(), [])
         self.assertEqual(len(taken), 1)
 
+    def test_failure_answer_repeated_until_its_ack(self) -> None:
+        """A 486 over UDP: Timer G repeats it (the transaction's timers are
+        made when the first one starts) until the ACK."""
+        self.invite_answered(486)
+        (busy, _), = self.answers
+        self.assertEqual(busy.code, 486)
+        for wait in (0.5, 1.0):
+            self.clock.advance(wait)
+            self.assertEqual(self.codes(self.leg.take()), [486])
+        self.assertEqual(self.inject(request("ACK", US, cseq_method="ACK", to=busy.get("to"))), [])
+        self.clock.advance(4)
+        self.assertEqual(self.leg.take(), [])
+
+    def test_failure_answer_without_ack_ends_at_timer_h(self) -> None:
+        self.invite_answered(486)
+        self.clock.pump([0.1] * 319)  # 31.9 s
+        self.assertEqual(len(self.endpoint._servers), 1)
+        self.assertEqual(self.codes(self.leg.take()), [486] * 10)  # at 0.5, 1.5, 3.5, 7.5, then every 4 s
+        self.clock.pump([0.1] * 2)
+        self.assertEqual(self.endpoint._servers, {})
+
     def test_cancel_after_the_final_answer_gets_200_and_nothing_else(self) -> None:
         taken = self.invite_answered(200)
         sent = self.inject(request("CANCEL", US, cseq_method="CANCEL"))

@@ -425,7 +425,9 @@ class ServerTransaction:
         self.request = request
         self.leg = leg
         self.addr = addr
-        self.to_tag = request.to_tag or new_tag()
+        tag = request.to_tag
+        self.to_tag = tag or new_tag()
+        self._creates_dialog = tag is None and request.method == "INVITE"  # its 101-299 answers do
         self.final: Optional[Response] = None
         self.cancelled = False
         self.on_cancel: Optional[Callable[[], Any]] = None
@@ -437,7 +439,9 @@ class ServerTransaction:
         else:
             self._machine = tx.ServerNonInvite(request, timers, reliable=reliable, key=key)
         self._key = self._machine.key
-        self._timers = _Timers(endpoint.clock, self._timer_fired)
+        #: made when a timer first starts: a UDP transaction that answers
+        #: at once hands its Timer J or L to the endpoint's records instead
+        self._timers: Optional[_Timers] = None
         self._retransmitter: Any = None
         self._2xx_timers: Optional[_Timers] = None  # only for a 2xx to an INVITE
         endpoint._servers[self._key] = self
@@ -455,11 +459,9 @@ class ServerTransaction:
         # RFC 3261 12.1.1: a response that creates a dialog carries the
         # request's Record-Route, or the caller's route set stays empty and
         # its ACK and BYE bypass the proxies that asked to stay on the path
-        creates_dialog = (self.request.method == "INVITE" and 100 < code < 300
-                          and self.request.to_tag is None)
         response = self.request.create_response(code, reason, headers, body,
                                                 to_tag=self.to_tag if code > 100 else None,
-                                                record_route=creates_dialog)
+                                                record_route=self._creates_dialog and 100 < code < 300)
         if content_type is not None and body:
             response.set("content-type", content_type)
         try:
@@ -491,9 +493,12 @@ class ServerTransaction:
                 if out.name in SERVER_LINGER and not self._machine.terminated:
                     self._retire(out.delay)
                 else:
+                    if self._timers is None:
+                        self._timers = _Timers(self.endpoint.clock, self._timer_fired)
                     self._timers.start(out.name, out.delay)
             elif isinstance(out, tx.CancelTimer):
-                self._timers.cancel(out.name)
+                if self._timers is not None:
+                    self._timers.cancel(out.name)
             elif isinstance(out, tx.Terminated):
                 self._terminated()
             elif isinstance(out, tx.AckReceived):
@@ -508,7 +513,8 @@ class ServerTransaction:
             # RequestReceived: the endpoint hands the request on itself
 
     def _terminated(self) -> None:
-        self._timers.release()
+        if self._timers is not None:
+            self._timers.release()
         self.on_cancel = None  # no CANCEL finds an ended transaction; the call's method was a cycle
         if self.endpoint._servers.get(self._key) is self:
             del self.endpoint._servers[self._key]
