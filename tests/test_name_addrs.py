@@ -55,6 +55,14 @@ class ReadingTests(SynchronousTestCase):
                     self.assertEqual(name_addrs.untagged(value, tag), _parsed_untagged(value, tag), (value, tag))
             self.assertIn(value, name_addrs.READINGS)
 
+    def assert_reads_as_parsed(self, text: str, context: object) -> None:
+        """Every reading of C{text} (remembered or not) is what parsing it gives."""
+        parsed = parse_name_addr(text)
+        self.assertEqual(name_addrs.tag_of(text), parsed.tag, context)
+        self.assertEqual(name_addrs.uri_text(text), str(parsed.uri), context)
+        for other in (None, "ours"):
+            self.assertEqual(name_addrs.untagged(text, other), _parsed_untagged(text, other), context)
+
     def test_written_from_reads_as_parsed(self) -> None:
         """with_new_tag: the From we write, rendered as before, and its
         remembered reading (no parse) the same as parsing it."""
@@ -63,11 +71,7 @@ class ReadingTests(SynchronousTestCase):
                 name_addrs.READINGS.clear()
                 text = name_addrs.with_new_tag(value, tag)
                 self.assertEqual(text, str(parse_name_addr(value).with_param("tag", tag).replace(bracketed=True)))
-                parsed = parse_name_addr(text)
-                self.assertEqual(name_addrs.tag_of(text), parsed.tag, (value, tag))
-                self.assertEqual(name_addrs.uri_text(text), str(parsed.uri), (value, tag))
-                for other in (None, "ours"):
-                    self.assertEqual(name_addrs.untagged(text, other), _parsed_untagged(text, other), (value, tag))
+                self.assert_reads_as_parsed(text, (value, tag))
         self.assertRaises(ValueError, name_addrs.with_new_tag, VALUES[0], "")
         for value in HOSTILE:
             self.assertRaises(URIError, name_addrs.with_new_tag, value, "t")
@@ -84,11 +88,7 @@ class ReadingTests(SynchronousTestCase):
                 self.assertEqual(text, f"{value};tag={tag}")
                 remembered = text in name_addrs.READINGS
                 self.assertEqual(remembered, tag != "we ird" and "tag" not in value.lower(), (value, tag))
-                parsed = parse_name_addr(text)
-                self.assertEqual(name_addrs.tag_of(text), parsed.tag, (value, tag))
-                self.assertEqual(name_addrs.uri_text(text), str(parsed.uri), (value, tag))
-                for other in (None, "ours"):
-                    self.assertEqual(name_addrs.untagged(text, other), _parsed_untagged(text, other), (value, tag))
+                self.assert_reads_as_parsed(text, (value, tag))
         self.assertRaises(ValueError, name_addrs.tagged, VALUES[0], "")
         for value in HOSTILE:
             self.assertRaises(URIError, name_addrs.tagged, value, "t")
