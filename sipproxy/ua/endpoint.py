@@ -417,6 +417,8 @@ class ServerTransaction:
     @ivar acked: for an INVITE answered 2xx, fires with the ACK, or
         fails with L{TransactionTimeout} when none came (the caller then
         ends the dialog with BYE, RFC 3261 13.3.1.4).
+    @param trying: for an INVITE, send 100 Trying as the transaction
+        starts (else its machine sends one if nothing was sent in 200 ms).
     """
 
     def __init__(self, endpoint: "Endpoint", request: Request, leg: ILeg, addr: tuple[str, int],
