@@ -101,12 +101,7 @@ def with_new_tag(value: str, tag: str) -> str:
     base = reading(value)
     bracketed = base.untagged()[1]
     text = f"{bracketed};tag={tag}"
-    if _known(text) is None and _PLAIN_TAG.match(tag):
-        written = Reading(None)
-        written.tag = tag
-        written._untagged = (bracketed, bracketed)
-        written._uri = base.uri()
-        READINGS.store(text, written)
+    _remember_written(text, tag, None, (bracketed, bracketed), base.uri())
     return text
 
 
@@ -122,11 +117,20 @@ def tagged(value: str, tag: str) -> str:
     base = reading(value)
     text = f"{value};tag={tag}"
     addr = base._addr  # None when this module wrote C{value}: it has a tag
-    if (addr is not None and _known(text) is None and _PLAIN_TAG.match(tag)
-            and not any(name.lower() == "tag" for name, _ in addr.params)):  # not even an empty one
-        written = Reading(addr)  # what it reads without a tag is C{value}'s
-        written.tag = tag
-        written._untagged = base._untagged
-        written._uri = base._uri
-        READINGS.store(text, written)
+    if addr is not None and not any(name.lower() == "tag" for name, _ in addr.params):  # not even an empty one
+        # what it reads without a tag is C{value}'s (the forms made from C{addr} when first asked for)
+        _remember_written(text, tag, addr, base._untagged, base._uri)
     return text
+
+
+def _remember_written(text: str, tag: str, addr: Optional[NameAddr], untagged_forms: Optional[tuple[str, str]],
+                      uri: Optional[str]) -> None:
+    """Keep C{text}, a value we wrote by adding C{tag} to one already read,
+    as read: its tag, its forms without the tag and its URI, with no
+    parse. Only a plain token tag reads back as itself."""
+    if _known(text) is None and _PLAIN_TAG.match(tag):
+        written = Reading(addr)
+        written.tag = tag
+        written._untagged = untagged_forms
+        written._uri = uri
+        READINGS.store(text, written)
