@@ -93,6 +93,14 @@ class ReadingTests(SynchronousTestCase):
         for value in HOSTILE:
             self.assertRaises(URIError, name_addrs.tagged, value, "t")
             self.assertNotIn(f"{value};tag=t", name_addrs.READINGS)
+        # too long to keep (a peer's 600-character To): read right, remembered neither way
+        long_value = f"<sip:{'a' * name_addrs.READINGS.max_key}@example.com>"
+        name_addrs.READINGS.clear()
+        text = name_addrs.tagged(long_value, "t1")
+        self.assertEqual(text, f"{long_value};tag=t1")
+        self.assertEqual(len(name_addrs.READINGS), 0)
+        self.assert_reads_as_parsed(text, "long")
+        self.assertEqual(name_addrs.tag_of(text), "t1")
 
     def test_response_to_tag_is_remembered(self) -> None:
         """create_response tags the To through L{name_addrs.tagged}: the ACK
