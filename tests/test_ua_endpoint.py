@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any, Callable
 from unittest import SkipTest
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.access.chain import ReceiveChain
+from sipproxy.proxy.routing import RoutingError
 from sipproxy.sip.message import Request, Response, parse
 from sipproxy.sip.uac import create_ack, new_request
 from sipproxy.testing import MemoryLeg, memory_dispatcher
-from sipproxy.ua.endpoint import Endpoint, ServerTransaction, TransactionTimeout, TransportFailure
+from sipproxy.ua.endpoint import Endpoint, ServerTransaction, SIPError, TransactionTimeout, TransportFailure
 
 from tests.sip import request
 
@@ -489,6 +491,37 @@ class ClientTests(EndpointCase):
         (ack, _), = self.inject(response_to(invite, 487, to_tag="b1"))
         self.assertEqual(ack.method, "ACK")
         self.assertEqual(self.successResultOf(transaction.deferred).code, 487)
+
+
+class ResolveTests(EndpointCase):
+    """C{Endpoint.resolve}: the first target, whether the dispatcher has it
+    at once (an IP address) or later (a lookup), and L{SIPError} without
+    one."""
+
+    def test_an_ip_address_resolves_at_once_to_the_first_target(self) -> None:
+        target = self.successResultOf(self.endpoint.resolve("sip:carol@192.0.2.10:5070"))
+        self.assertEqual(target, (self.leg, ("192.0.2.10", 5070)))
+
+    def test_a_pending_lookup_fires_with_its_first_target(self) -> None:
+        pending: Deferred = Deferred()
+        self.dispatcher.resolve = lambda uri, leg_hint=None: pending  # type: ignore[method-assign]
+        d = self.endpoint.resolve("sip:carol@example.test")
+        self.assertNoResult(d)
+        pending.callback([(self.leg, ("192.0.2.20", 5060)), (self.leg, ("192.0.2.21", 5060))])
+        self.assertEqual(self.successResultOf(d), (self.leg, ("192.0.2.20", 5060)))
+
+    def test_no_route_fails_with_a_sip_error(self) -> None:
+        for ready in (True, False):
+            pending: Deferred = Deferred()
+            if ready:
+                pending.errback(RoutingError(404, "cannot resolve example.test"))
+            self.dispatcher.resolve = lambda uri, leg_hint=None: pending  # type: ignore[method-assign]
+            d = self.endpoint.resolve("sip:carol@example.test")
+            if not ready:
+                pending.errback(RoutingError(404, "cannot resolve example.test"))
+            error = self.failureResultOf(d, SIPError).value
+            self.assertEqual(error.code, 404)
+            self.assertIn("No route to sip:carol@example.test", str(error))
 
 
 class ActionsFirstTests(SynchronousTestCase):

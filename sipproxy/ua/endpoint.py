@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from twisted.python.failure import Failure
@@ -653,6 +653,14 @@ class Endpoint:
         """The (leg, address) a request to C{uri} (its top Route or its
         Request-URI) goes to; fails with L{SIPError} when there is none."""
         d = self.dispatcher.resolve(uri)
+        if d.called and not d.paused:
+            # an IP address or a cached name: the targets are here already,
+            # and taking the first directly spares the two callbacks below
+            # (a third of this method's time; a caller resolves three times
+            # a call: INVITE, ACK, BYE)
+            targets = d.result
+            if isinstance(targets, list) and targets:
+                return succeed(targets[0])
 
         def first(targets: list) -> Any:
             return targets[0]
