@@ -324,7 +324,8 @@ class JSONLogOptionTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_a_daemon_writes_json_to_its_log_file(self) -> Any:
-        leg = f"udp:127.0.0.1:{reserve_port()}"
+        port = reserve_port()
+        leg = f"udp:127.0.0.1:{port}"
         pidfile = os.path.join(self.cwd, "twistd.pid")
         logfile = os.path.join(self.cwd, "proxy.log")
         result = run_process([*twistd_command(), f"--pidfile={pidfile}", f"--logfile={logfile}", "sipproxy",
@@ -335,6 +336,12 @@ class JSONLogOptionTests(unittest.TestCase):
         pid = int(read_text(pidfile).strip())
         self.addCleanup(_kill_quietly, pid)
         yield wait_until(lambda: f"listening on {leg}" in read_text(logfile), 40, what="the daemon to listen")
+        # twistd starts the services (and logs "listening") before its
+        # reactor runs and takes over SIGTERM: a signal sent in between
+        # kills the daemon before it can log its shut-down. An answer to
+        # OPTIONS comes from the running reactor, after that.
+        probe = UDPProbe("127.0.0.1", port, lambda local: sip_options("127.0.0.1", port, local), self)
+        yield wait_until(probe, 40, interval=0.1, what="the daemon to answer OPTIONS")
         os.kill(pid, signal.SIGTERM)
         yield wait_until(lambda: "Server Shut Down." in read_text(logfile), 40, what="the daemon to stop")
         records = json_records(read_text(logfile), self)
