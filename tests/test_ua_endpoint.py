@@ -14,6 +14,7 @@ from sipproxy.access.chain import ReceiveChain
 from sipproxy.proxy.routing import RoutingError
 from sipproxy.sip.message import Request, Response, parse
 from sipproxy.sip.uac import create_ack, new_request
+from sipproxy.sip.uri import parse_uri
 from sipproxy.testing import MemoryLeg, memory_dispatcher
 from sipproxy.ua.endpoint import Endpoint, ServerTransaction, SIPError, TransactionTimeout, TransportFailure
 
@@ -496,15 +497,25 @@ class ClientTests(EndpointCase):
 class ResolveTests(EndpointCase):
     """C{Endpoint.resolve}: the first target, whether the dispatcher has it
     at once (an IP address) or later (a lookup), and L{SIPError} without
-    one."""
+    one, also for the URIs a hostile peer may put in its Contact."""
 
     def test_an_ip_address_resolves_at_once_to_the_first_target(self) -> None:
         target = self.successResultOf(self.endpoint.resolve("sip:carol@192.0.2.10:5070"))
         self.assertEqual(target, (self.leg, ("192.0.2.10", 5070)))
 
-    def test_a_pending_lookup_fires_with_its_first_target(self) -> None:
+    def test_the_next_hop_is_the_dispatchers(self) -> None:
+        """An outgoing proxy takes the request, whatever its URI."""
+        self.dispatcher.outgoing_proxy = parse_uri("sip:192.0.2.99:5080")
+        target = self.successResultOf(self.endpoint.resolve("sip:carol@192.0.2.10:5070"))
+        self.assertEqual(target, (self.leg, ("192.0.2.99", 5080)))
+
+    def _pending_lookup(self) -> Deferred:
         pending: Deferred = Deferred()
-        self.dispatcher.resolve = lambda uri, leg_hint=None: pending  # type: ignore[method-assign]
+        self.dispatcher.targets_for_hop = lambda hop, leg_hint=None, request=None: pending  # type: ignore
+        return pending
+
+    def test_a_pending_lookup_fires_with_its_first_target(self) -> None:
+        pending = self._pending_lookup()
         d = self.endpoint.resolve("sip:carol@example.test")
         self.assertNoResult(d)
         pending.callback([(self.leg, ("192.0.2.20", 5060)), (self.leg, ("192.0.2.21", 5060))])
@@ -512,16 +523,28 @@ class ResolveTests(EndpointCase):
 
     def test_no_route_fails_with_a_sip_error(self) -> None:
         for ready in (True, False):
-            pending: Deferred = Deferred()
+            pending = self._pending_lookup()
             if ready:
                 pending.errback(RoutingError(404, "cannot resolve example.test"))
-            self.dispatcher.resolve = lambda uri, leg_hint=None: pending  # type: ignore[method-assign]
             d = self.endpoint.resolve("sip:carol@example.test")
             if not ready:
                 pending.errback(RoutingError(404, "cannot resolve example.test"))
             error = self.failureResultOf(d, SIPError).value
             self.assertEqual(error.code, 404)
             self.assertIn("No route to sip:carol@example.test", str(error))
+
+    def test_hostile_uris_fail_with_a_short_sip_error(self) -> None:
+        """A peer's Contact becomes the URI of our ACK and BYE: malformed,
+        out of range or megabytes long, it is a failed Deferred with a
+        bounded message, never an exception."""
+        uris = ["", "sip:", "garbage", "sip:a@[::1", "sip:a@192.0.2.10:99999",
+                "sip:a@" + "x" * 100_000, "sip:a@192.0.2.10;transport=sctp", "sips:a@192.0.2.10",
+                "sip:a@192.0.2.10\r\nVia: x", "sip:a@\udcff.example"]
+        for uri in uris:
+            error = self.failureResultOf(self.endpoint.resolve(uri), SIPError).value
+            self.assertIn(error.code, (400, 404, 503), uri[:40])
+            self.assertTrue(error.reason.startswith("No route to "), uri[:40])
+            self.assertLessEqual(len(error.reason), 303, uri[:40])
 
 
 class ActionsFirstTests(SynchronousTestCase):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from twisted.python.failure import Failure
@@ -166,6 +166,29 @@ def _amended(record: tuple, field: int, *values: Any) -> tuple:
 
 def _ignore_timer(name: str) -> None:
     """What released timers call: nothing (their machine has ended)."""
+
+
+#: how much of a routing failure a L{SIPError} repeats: the URI may be a
+#: peer's Contact, as long as its message
+_NO_ROUTE_CHARS = 300
+
+
+def _no_route_error(error: RoutingError, uri: str) -> "SIPError":
+    """A routing failure as the L{SIPError} the user agent reports."""
+    text = f"No route to {uri} ({error.reason})"
+    if len(text) > _NO_ROUTE_CHARS:
+        text = text[:_NO_ROUTE_CHARS] + "..."
+    return SIPError(error.code, text)
+
+
+def _first_target(targets: list) -> Any:
+    """The target a request goes to: the first the dispatcher found."""
+    return targets[0]
+
+
+def _no_route(failure: Failure, uri: str) -> Any:
+    failure.trap(RoutingError)
+    raise _no_route_error(failure.value, uri)
 
 
 class _Timers:
@@ -652,24 +675,17 @@ class Endpoint:
     def resolve(self, uri: str) -> Deferred:
         """The (leg, address) a request to C{uri} (its top Route or its
         Request-URI) goes to; fails with L{SIPError} when there is none."""
-        d = self.dispatcher.resolve(uri)
-        if d.called and not d.paused:
-            # an IP address or a cached name: the targets are here already,
-            # and taking the first directly spares the two callbacks below
-            # (a third of this method's time; a caller resolves three times
-            # a call: INVITE, ACK, BYE)
-            targets = d.result
-            if isinstance(targets, list) and targets:
-                return succeed(targets[0])
-
-        def first(targets: list) -> Any:
-            return targets[0]
-
-        def no_route(failure: Failure) -> Any:
-            error = failure.trap(RoutingError) and failure.value
-            raise SIPError(error.code, f"No route to {uri} ({error.reason})")
-
-        return d.addCallbacks(first, no_route)
+        dispatcher = self.dispatcher
+        try:
+            targets = dispatcher.targets_for_hop(dispatcher.hop_for(uri))
+        except RoutingError as error:
+            return fail(_no_route_error(error, uri))
+        if isinstance(targets, list) and targets:
+            # an IP address: the targets are here at once (the caller
+            # resolves three times a call: INVITE, ACK, BYE)
+            return succeed(targets[0])
+        d = targets if isinstance(targets, Deferred) else succeed(targets)
+        return d.addCallbacks(_first_target, _no_route, errbackArgs=(uri,))
 
     def send_request(self, request: Request, target: Any, credentials: Any = "default",
                      on_provisional: Optional[Callable[[Response], Any]] = None,
