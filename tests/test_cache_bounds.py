@@ -103,3 +103,38 @@ class CacheBoundsTests(SynchronousTestCase):
         self.assertLess(grown, RSS_GROWTH_BOUND, caches.stats())
         # and the caches still work for what is worth keeping
         self.assertGreater(len(fastparse._LAYOUTS), 0)
+
+
+class BuildCacheTests(SynchronousTestCase):
+    """The CSeq readings and the line prefixes of built messages are
+    remembered by value: a peer (or an application) that sends a new value
+    each time empties them, never grows them."""
+
+    def test_cseq_values(self) -> None:
+        from sipproxy.sip.message import Request
+
+        cache = fastparse._CSEQS
+        for number in range(cache.max_entries + 100):
+            request = Request("BYE", "sip:bob@127.0.0.1", [("CSeq", f"{number} BYE")])
+            self.assertEqual(request.cseq, (number, "BYE"))
+        self.assertLessEqual(len(cache), cache.max_entries)
+        long_value = f"{'9' * 80} BYE"
+        self.assertEqual(Request("BYE", "sip:b@h", [("CSeq", long_value)]).cseq, (int("9" * 80), "BYE"))
+        self.assertNotIn(long_value, cache)  # too long to keep: read again each time
+        bad = Request("BYE", "sip:b@h", [("CSeq", "x BYE")])
+        for _ in range(2):  # a value that does not read is not remembered
+            self.assertRaises(ValueError, lambda: bad.cseq)
+        self.assertNotIn("x BYE", cache)
+        self.assertEqual(Request("BYE", "sip:b@h", [("CSeq", "7  BYE ")]).cseq, (7, "BYE"))
+
+    def test_line_prefixes(self) -> None:
+        from sipproxy.sip.message import Request
+
+        cache = fastparse._PREFIXES
+        for i in range(cache.max_entries + 100):
+            request = Request("MESSAGE", "sip:bob@127.0.0.1", [(f"X-Header-{i}", "v"), ("i", "c@h")])
+            self.assertEqual(request.names[:2], [f"x-header-{i}", "call-id"])
+            self.assertEqual(request.lines[:2], [f"X-Header-{i}: v", "Call-ID: c@h"])
+        self.assertLessEqual(len(cache), cache.max_entries)
+        self.assertEqual(fastparse.line_prefix("cseq"), ("cseq", "CSeq: "))
+        self.assertEqual(fastparse.line_prefix(" V "), ("via", "Via: "))

@@ -76,7 +76,8 @@ from sipproxy.sip.message import (
 )
 from sipproxy.sip.uri import URI, URIError, parse_name_addr, parse_params, parse_uri
 
-__all__ = ["parse", "parse_via", "canonical_name", "label", "cached_uri", "CACHES", "Layout"]
+__all__ = ["parse", "parse_via", "canonical_name", "label", "line_prefix", "read_cseq", "cached_uri", "CACHES",
+           "Layout"]
 
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
@@ -90,6 +91,11 @@ _NAMES = CACHES.add(BoundedCache("header name spellings", 4096, max_key=64))
 _STR_NAMES = CACHES.add(BoundedCache("header names", 4096, max_key=64))
 #: canonical name -> how we spell a header we add
 _LABELS = CACHES.add(BoundedCache("header labels", 4096, max_key=64))
+#: a header name given to the API as str -> (canonical name, "Label: "):
+#: how a built message's lines start, one lookup a line
+_PREFIXES = CACHES.add(BoundedCache("header line prefixes", 4096, max_key=64))
+#: CSeq value -> (number, method), for values already read once
+_CSEQS = CACHES.add(BoundedCache("CSeq values", 4096, max_key=64))
 #: Via text -> the Via parsed from it, a template (never handed out)
 _VIAS = CACHES.add(BoundedCache("Vias", 8192, max_key=512))
 #: Request-URI text -> URI (shared: read it, never change it in place)
@@ -104,6 +110,8 @@ _known_name = _NAMES.get
 _known_via = _VIAS.get
 _known_uri = _URIS.get
 _known_layout = _LAYOUTS.get
+known_prefix = _PREFIXES.get
+known_cseq = _CSEQS.get
 
 #: How new headers are spelled when we write them.
 _CANONICAL_LABELS = {
@@ -148,6 +156,28 @@ def label(name: str) -> str:
         spelled = _LABELS.store(
             name, _CANONICAL_LABELS.get(name) or "-".join(p.capitalize() for p in name.split("-")))
     return spelled
+
+
+def line_prefix(name: str) -> tuple[str, str]:
+    """The canonical name of C{name} and the start of a line we write for
+    it (C{"call-id"}, C{"Call-ID: "}), remembered by C{name}."""
+    found = known_prefix(name)
+    if found is None:
+        canonical = canonical_name(name)
+        found = _PREFIXES.store(name, (canonical, f"{label(canonical)}: "))
+    return found
+
+
+def read_cseq(text: str) -> tuple[int, str]:
+    """(number, method) of a CSeq value, remembered by value: a call's
+    messages repeat a few CSeqs, each read several times.
+
+    @raise ValueError: for a number that is not one."""
+    found = known_cseq(text)
+    if found is None:
+        number, _, method = text.partition(" ")
+        found = _CSEQS.store(text, (int(number), method.strip()))
+    return found
 
 
 def _learn_name(spelled: str) -> str:

@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any, Iterable, Iterator, Optional
 
 from sipproxy.sip.grammar import FOLD_RE
-from sipproxy.sip.name_addrs import tag_of, tagged  # tag_of re-exported: message.tag_of is public
+from sipproxy.sip.name_addrs import READINGS, tag_of, tagged  # tag_of re-exported: message.tag_of is public
 from sipproxy.sip.uri import (
     URI,
     NameAddr,
@@ -402,8 +402,9 @@ class Message:
     @property
     def cseq(self) -> tuple[int, str]:
         """(number, method) of CSeq."""
-        num, _, method = (self.get("cseq") or "0 ").partition(" ")
-        return int(num), method.strip()
+        text = self.get("cseq") or "0 "
+        found = known_cseq(text)
+        return found if found is not None else read_cseq(text)
 
     @property
     def cseq_method(self) -> str:
@@ -432,12 +433,18 @@ class Message:
     @property
     def from_tag(self) -> Optional[str]:
         value = self.get("from")
-        return tag_of(value) if value is not None else None
+        if value is None:
+            return None
+        found = known_reading(value)  # the tag_of() of a value read before, without two calls
+        return found.tag if found is not None else tag_of(value)
 
     @property
     def to_tag(self) -> Optional[str]:
         value = self.get("to")
-        return tag_of(value) if value is not None else None
+        if value is None:
+            return None
+        found = known_reading(value)
+        return found.tag if found is not None else tag_of(value)
 
     # changing -------------------------------------------------------------
     def _put(self, position: int, name: str, value: str) -> None:
@@ -475,9 +482,10 @@ class Message:
         gets its headers, without two calls a line."""
         names, lines, values = self.names, self.lines, self._values
         for name, value in headers:
-            name = canonical_name(name)
+            found = known_prefix(name)
+            name, prefix = found if found is not None else line_prefix(name)
             names.append(name)
-            lines.append(f"{label(name)}: {value}")
+            lines.append(prefix + value)
             values.append((value,))
         self._via = None
 
@@ -677,8 +685,17 @@ class Request(Message):
         """A response to this request (RFC 3261 8.2.6): the Via lines,
         From, To, Call-ID and CSeq copied as they are (Record-Route too if
         asked), and C{to_tag} added to To when it has none."""
-        response = Response(code, reason)
-        names, lines, values = response.names, response.lines, response._values
+        response = blank(Response)  # the slots filled here: Response() would render and check again
+        response._code = code
+        response._reason = REASONS.get(code, "Unknown") if reason is None else reason
+        response._version = "SIP/2.0"
+        response._start = None
+        response._via = None
+        response.body = b""
+        names: list[str] = []
+        lines: list[str] = []
+        values: list[Optional[Values]] = []
+        response.names, response.lines, response._values = names, lines, values
         copied = _RESPONSE_COPIED_RR if record_route else _RESPONSE_COPIED
         for name, line, value in zip(self.names, self.lines, self._values):
             if name in copied:
@@ -692,8 +709,16 @@ class Request(Message):
                     response.set("to", tagged(to, to_tag))
             except URIError:
                 pass  # not a name-addr: left as it came
-        response._add_all(headers)
-        response.set_body(body)
+        if headers:
+            response._add_all(headers)
+        if "content-length" in names:  # given in C{headers}: set_body replaces it
+            response.set_body(body)
+        else:
+            response.body = body
+            length = str(len(body))
+            names.append("content-length")
+            lines.append("Content-Length: " + length)
+            values.append((length,))
         return response
 
     def __repr__(self) -> str:
@@ -763,7 +788,13 @@ from sipproxy.sip.fastparse import (  # noqa: E402
     _known_uri,
     cached_uri,
     canonical_name,
+    known_cseq,
+    known_prefix,
     label,
+    line_prefix,
     parse,
     parse_via,
+    read_cseq,
 )
+
+known_reading = READINGS.get
