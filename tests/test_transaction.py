@@ -240,7 +240,7 @@ class ServerInviteTests(SynchronousTestCase):
         self.start = self.txn.start()
 
     def test_trying_after_200ms_unless_the_tu_answers(self) -> None:
-        self.assertEqual(self.start, [RequestReceived(self.req), StartTimer("trying", 0.2)])
+        self.assertEqual(self.start, [StartTimer("trying", 0.2), RequestReceived(self.req)])
         out = self.txn.timer_fired("trying")
         self.assertEqual([m.code for m in sent(out)], [100])
         self.assertEqual([m.code for m in sent(self.txn.receive(self.req))], [100])
@@ -395,6 +395,37 @@ class TwoXXRetransmitterTests(SynchronousTestCase):
 
     def test_only_2xx(self) -> None:
         self.assertRaises(ValueError, TwoXXRetransmitter, request("INVITE").create_response(486))
+
+
+class OrderTests(SynchronousTestCase):
+    """The machines list their actions before their events on the paths
+    every call takes, so the endpoint runs them as they come (its
+    reordering, for the rest, copies the list)."""
+
+    def assert_actions_first(self, out: list) -> None:
+        kinds = [isinstance(o, (Send, StartTimer, CancelTimer)) for o in out]
+        self.assertEqual(kinds, sorted(kinds, reverse=True), out)
+        self.assertTrue(any(kinds) and not all(kinds), out)  # both kinds there: the check checked something
+
+    def test_usual_paths(self) -> None:
+        invite = request("INVITE")
+        server = ServerInvite(invite, trying_now=True)
+        self.assert_actions_first(server.start())
+        self.assert_actions_first(ServerInvite(request("INVITE")).start())  # Trying later: its timer
+        client = ClientInvite(invite)
+        client.start()
+        self.assert_actions_first(client.receive(invite.create_response(180, to_tag="t")))
+        self.assert_actions_first(client.receive(invite.create_response(200, to_tag="t")))
+        bye = request("BYE")
+        client = ClientNonInvite(bye)
+        client.start()
+        out = client.receive(bye.create_response(200))
+        self.assert_actions_first(out)
+        self.assertEqual((timers(out), of(Final, out)[0].response.code), ([("K", 5.0)], 200))
+        reliable = ClientNonInvite(bye, reliable=True)
+        reliable.start()
+        self.assertEqual([type(o) for o in reliable.receive(bye.create_response(200))],
+                         [CancelTimer, Final, Terminated])
 
 
 class MatchingTests(SynchronousTestCase):

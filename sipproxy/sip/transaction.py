@@ -48,7 +48,10 @@ carried out in order)::
 Actions: L{Send}(message), L{StartTimer}(name, delay) (replacing a running
 timer of that name), L{CancelTimer}(name). Events for the TU:
 L{Provisional}, L{Final}, L{Extra2xx}, L{Timeout}, L{TransportError},
-L{Terminated}, L{RequestReceived}, L{AckReceived}, L{AckTimeout}. A timer
+L{Terminated}, L{RequestReceived}, L{AckReceived}, L{AckTimeout}. On the
+usual paths a list gives its actions before its events, so a caller that
+runs the TU's code (which may end everything) after the actions need not
+reorder it. A timer
 that fires after it was cancelled or replaced, or one the machine does not
 know, is ignored, so the caller need not win races against its own clock.
 
@@ -445,9 +448,9 @@ class ClientInvite(_Client):
             self._cancel_timer(out, "B")
             self.final = response
             if code < 300:
-                out.append(Final(response))
                 self._goto(ACCEPTED)
                 self._start_timer(out, "M", self.timers.timeout)
+                out.append(Final(response))
                 return out
             self.ack = create_ack(self.request, response)
             out += [Send(self.ack), Final(response)]
@@ -509,8 +512,13 @@ class ClientNonInvite(_Client):
         self.final = response
         self._cancel_timer(out, "E")
         self._cancel_timer(out, "F")
+        if self.reliable:  # no Timer K: over at once
+            out.append(Final(response))
+            return self._terminate(out)
+        self._goto(COMPLETED)
+        self._start_timer(out, "K", self.timers.t4)
         out.append(Final(response))
-        return self._wait_or_terminate(out, COMPLETED, "K", 0 if self.reliable else self.timers.t4)
+        return out
 
     def _on_timer(self, name: str) -> Output:
         out: Output = []
@@ -574,11 +582,12 @@ class ServerInvite(_Server):
     def start(self) -> Output:
         self._check_started()
         self._goto(PROCEEDING)
-        out: Output = [RequestReceived(self.request)]
+        out: Output = []
         if self.trying_now or self.timers.trying <= 0:
             out += self._send(self.request.create_response(100))
         else:
             self._start_timer(out, "trying", self.timers.trying)
+        out.append(RequestReceived(self.request))
         return out
 
     def _send(self, response: Response) -> Output:
