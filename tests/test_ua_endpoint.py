@@ -547,6 +547,27 @@ class ResolveTests(EndpointCase):
             self.assertLessEqual(len(error.reason), 303, uri[:40])
 
 
+class RouteTests(ResolveTests):
+    """C{Endpoint.route}: the target itself for an IP address (no
+    Deferred: a caller routes three times a call), a Deferred as from
+    C{resolve} for a lookup and for no route; C{resolve}'s tests hold for
+    it too."""
+
+    def test_an_ip_address_is_routed_without_a_deferred(self) -> None:
+        self.assertEqual(self.endpoint.route("sip:carol@192.0.2.10:5070"), (self.leg, ("192.0.2.10", 5070)))
+
+    def test_a_lookup_and_no_route_are_deferreds(self) -> None:
+        pending = self._pending_lookup()
+        d = self.endpoint.route("sip:carol@example.test")
+        self.assertIsInstance(d, Deferred)
+        pending.callback([(self.leg, ("192.0.2.20", 5060))])
+        self.assertEqual(self.successResultOf(d), (self.leg, ("192.0.2.20", 5060)))
+        for uri in ("garbage", "sip:a@" + "x" * 100_000):
+            routed = self.endpoint.route(uri)
+            self.assertIsInstance(routed, Deferred)
+            self.failureResultOf(routed, SIPError)
+
+
 class ActionsFirstTests(SynchronousTestCase):
     """A machine's actions run before its events (user code), also when
     an event is listed before an action; an already ordered list is used

@@ -57,6 +57,39 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(self.alice.calls, [])
         self.assertEqual(self.bob.calls, [])
 
+    def test_a_send_that_fails_fails_the_call_not_its_caller(self) -> None:
+        """With the target known at once the INVITE and the BYE are sent
+        without a Deferred in between; an exception while sending still
+        reaches the call's Deferreds, never the code that called."""
+        self.listen()
+        sending = self.alice.endpoint.send_request
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("leg is gone")
+
+        self.alice.endpoint.send_request = broken  # type: ignore[method-assign]
+        d = self.alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.assertEqual(str(self.failureResultOf(d, RuntimeError).value), "leg is gone")
+        self.assertEqual(self.alice.calls, [])
+        self.alice.endpoint.send_request = sending  # type: ignore[method-assign]
+        d = self.alice.invite("sip:bob@192.0.2.2", sdp=None)
+        self.net.run()
+        call = self.successResultOf(d)
+        self.alice.endpoint.send_request = broken  # type: ignore[method-assign]
+        end = self.successResultOf(call.bye())
+        self.assertEqual((end.by, end.code), ("local", None))
+        self.assertIn("leg is gone", end.reason)
+
+    def test_an_unroutable_target_fails_the_deferred(self) -> None:
+        """No route at once (a malformed or overlong URI): invite() still
+        returns its Deferred, failed (it once returned None)."""
+        for target in ("sip:bob@192.0.2.2:99999", "sip:bob@" + "x" * 100_000):
+            d = self.alice.invite(target, sdp=None)
+            self.assertIsNotNone(d, target[:30])
+            error = self.failureResultOf(d, SIPError).value
+            self.assertTrue(error.reason.startswith("No route to "), error.reason[:60])
+        self.assertEqual(self.alice.calls, [])
+
     def test_an_ended_call_is_freed_without_the_garbage_collector(self) -> None:
         # once its transactions have ended (32 s of Timer M/L/J), nothing
         # holds a call in a reference cycle: a full collection would

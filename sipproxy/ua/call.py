@@ -251,16 +251,15 @@ class Call:
         """Send the first INVITE; the Deferred fires with this call once
         established."""
         self._ring_time = ring_time
-        self._result = Deferred()
+        result = self._result = Deferred()  # a failure while sending fires it and drops self._result
         self._uri = uri
         self._from = from_
         self._route_set = list(self.simple.route)
         self._send_invite(uri, cseq=1, call_id=None, from_tag=None)
-        return self._result
+        return result
 
     def _send_invite(self, uri: str, cseq: int, call_id: Optional[str], from_tag: Optional[str]) -> None:
-        hop = self._route_set[0] if self._route_set else uri
-        d = self.endpoint.resolve(str(parse_name_addr(hop).uri) if self._route_set else uri)
+        hop = str(parse_name_addr(self._route_set[0]).uri) if self._route_set else uri
 
         def send(target: Any) -> None:
             self.target = target
@@ -282,8 +281,7 @@ class Call:
             if self._cancelled:
                 self._invite.cancel()
 
-        d.addCallback(send)
-        d.addErrback(self._invite_failed)
+        self._when_routed(hop, send, self._invite_failed)
 
     def _provisional(self, response: Response) -> None:
         if response.code > 100:
@@ -488,21 +486,32 @@ class Call:
         return False
 
     # -- what the user may do -----------------------------------------------------------------
-    def _first_hop(self) -> Deferred:
-        """(leg, address) of the dialog's next hop: its first route, or
-        the peer's Contact (RFC 3261 12.2.1.1)."""
+    def _first_hop(self) -> str:
+        """The URI of the dialog's next hop: its first route, or the
+        peer's Contact (RFC 3261 12.2.1.1)."""
         dialog = self.dialog
         assert dialog is not None
-        uri = str(parse_name_addr(dialog.route_set[0]).uri) if dialog.route_set else dialog.remote_target
-        return self.endpoint.resolve(uri)
+        return str(parse_name_addr(dialog.route_set[0]).uri) if dialog.route_set else dialog.remote_target
+
+    def _when_routed(self, uri: str, then: Callable[[Any], Any], on_error: Callable[[Failure], Any]) -> None:
+        """C{then(target)} with the (leg, address) of C{uri}: at once when
+        the endpoint knows it (no Deferred), else once it is resolved;
+        C{on_error(failure)} when there is no route or C{then} fails."""
+        target = self.endpoint.route(uri)
+        if isinstance(target, Deferred):
+            target.addCallback(then).addErrback(on_error)
+            return
+        try:
+            then(target)
+        except Exception:
+            on_error(Failure())
 
     def _send_ack(self, transaction: ClientTransaction, ack: Request) -> None:
         """The ACK of a 2xx goes to the dialog's next hop, which may not
         be where the INVITE went (a proxy that did not record-route)."""
-        d = self._first_hop()
-        d.addCallback(lambda target: transaction.ack(ack, target))
-        d.addErrback(lambda f: log.warn("call {call_id}: cannot send the ACK: {error}", call_id=self.call_id,
-                                        error=f.getErrorMessage()))
+        self._when_routed(self._first_hop(), lambda target: transaction.ack(ack, target),
+                          lambda f: log.warn("call {call_id}: cannot send the ACK: {error}", call_id=self.call_id,
+                                             error=f.getErrorMessage()))
 
     def _in_dialog(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
                    headers: Sequence[tuple[str, str]] = ()) -> ClientTransaction:
@@ -514,18 +523,14 @@ class Call:
         def moved_cseq(retry: Request) -> None:
             dialog.local_cseq = retry.cseq[0]
 
-        def send(target: Any) -> ClientTransaction:
-            transaction = self.endpoint.send_request(request, target, on_retry=moved_cseq)
-            transaction_holder.append(transaction)
-            return transaction
-
-        d = self._first_hop()
         result = Deferred()
 
-        def sent(transaction: ClientTransaction) -> None:
+        def send(target: Any) -> None:
+            transaction = self.endpoint.send_request(request, target, on_retry=moved_cseq)
+            transaction_holder.append(transaction)
             transaction.deferred.chainDeferred(result)
 
-        d.addCallback(send).addCallbacks(sent, result.errback)
+        self._when_routed(self._first_hop(), send, result.errback)
         result.transaction_holder = transaction_holder  # type: ignore[attr-defined]
         return result  # type: ignore[return-value]
 

@@ -675,15 +675,21 @@ class Endpoint:
     def resolve(self, uri: str) -> Deferred:
         """The (leg, address) a request to C{uri} (its top Route or its
         Request-URI) goes to; fails with L{SIPError} when there is none."""
+        target = self.route(uri)
+        return target if isinstance(target, Deferred) else succeed(target)
+
+    def route(self, uri: str) -> Union[tuple[ILeg, tuple[str, int]], Deferred]:
+        """What L{resolve} gives, without its Deferred when the target is
+        known at once (an IP address: a caller routes three times a call,
+        for the INVITE, the ACK and the BYE); a Deferred otherwise (a name
+        to look up, or no route: a failure with L{SIPError})."""
         dispatcher = self.dispatcher
         try:
             targets = dispatcher.targets_for_hop(dispatcher.hop_for(uri))
         except RoutingError as error:
             return fail(_no_route_error(error, uri))
         if isinstance(targets, list) and targets:
-            # an IP address: the targets are here at once (the caller
-            # resolves three times a call: INVITE, ACK, BYE)
-            return succeed(targets[0])
+            return targets[0]
         d = targets if isinstance(targets, Deferred) else succeed(targets)
         return d.addCallbacks(_first_target, _no_route, errbackArgs=(uri,))
 
