@@ -87,6 +87,24 @@ class AnswersTests(EndpointCase):
         self.assertIsNotNone(answer.to_tag)
         self.assertEqual(address, PEER)
 
+    def test_answers_go_back_along_the_requests_via(self) -> None:
+        """Every answer of a transaction (100, 200, the 200 repeated until
+        the ACK) and the 200 to a BYE go where the request's top Via says:
+        rport and received from the packet (a phone behind NAT), else the
+        sent-by port; the destination is read once per transaction."""
+        taken: list[ServerTransaction] = []
+        self.endpoint.on_invite = lambda t: taken.append(t) or True
+        natted = "SIP/2.0/UDP 10.0.0.5:5999;branch=z9hG4bKnat1;rport"
+        sent = self.inject(request("INVITE", US, via=natted), addr=("192.0.2.77", 40001))
+        self.assertEqual([(m.code, a) for m, a in sent], [(100, ("192.0.2.77", 40001))])
+        taken[0].respond(200)
+        self.clock.advance(0.5)  # Timer G: the 200 again
+        self.assertEqual([(m.code, a) for m, a in self.leg.take()], [(200, ("192.0.2.77", 40001))] * 2)
+        other_port = "SIP/2.0/UDP 192.0.2.78:5080;branch=z9hG4bKbye1"
+        sent = self.inject(request("BYE", US, via=other_port, call_id="c2@h", to="<sip:bob@h>;tag=x"),
+                           addr=("192.0.2.78", 5070))
+        self.assertEqual([(m.code, a) for m, a in sent], [(481, ("192.0.2.78", 5080))])
+
     def test_options_answer_takes_extra_headers(self) -> None:
         self.endpoint.options_headers = [("Accept", "application/sdp, text/plain"), ("Allow-Events", "talk")]
         (answer, _), = self.inject(request("OPTIONS", US))

@@ -469,6 +469,9 @@ class ServerTransaction:
         self._timers: Optional[_Timers] = None
         self._retransmitter: Any = None
         self._2xx_timers: Optional[_Timers] = None  # only for a 2xx to an INVITE
+        #: where our answers go, found once from the request's top Via
+        #: (parsed already), which every answer copies
+        self._destination: Optional[tuple[str, int]] = None
         endpoint._servers[self._key] = self
         self._run(self._machine.start())
 
@@ -513,7 +516,7 @@ class ServerTransaction:
     def _run(self, outputs: Iterable[Any]) -> None:
         for out in _actions_first(outputs):
             if isinstance(out, tx.Send):
-                self.endpoint._send_response(out.message, self.leg, self.addr, self._transport_error)
+                self.endpoint.dispatcher.send(out.message, self.leg, self._answer_to(), on_error=self._transport_error)
             elif isinstance(out, tx.StartTimer):
                 if out.name in SERVER_LINGER and not self._machine.terminated:
                     self._retire(out.delay)
@@ -536,6 +539,12 @@ class ServerTransaction:
                 log.info("{method} from {source}: our answer was not acknowledged", method=self.method,
                          source=self.addr)
             # RequestReceived: the endpoint hands the request on itself
+
+    def _answer_to(self) -> tuple[str, int]:
+        destination = self._destination
+        if destination is None:
+            destination = self._destination = _response_destination(self.request, self.leg, self.addr)
+        return destination
 
     def _terminated(self) -> None:
         if self._timers is not None:
@@ -572,7 +581,7 @@ class ServerTransaction:
     def _run_2xx(self, outputs: Iterable[Any]) -> None:
         for out in outputs:
             if isinstance(out, tx.Send):
-                self.endpoint._send_response(out.message, self.leg, self.addr)
+                self.endpoint.dispatcher.send(out.message, self.leg, self._answer_to())
             elif isinstance(out, tx.StartTimer):
                 assert self._2xx_timers is not None
                 self._2xx_timers.start(out.name, out.delay)
@@ -715,19 +724,8 @@ class Endpoint:
 
     def _send_response(self, response: Response, leg: ILeg, addr: tuple[str, int],
                        on_error: Optional[Callable[[str], Any]] = None) -> None:
-        """Back along the top Via for UDP (received, rport: RFC 3261
-        18.2.2, RFC 3581), over the connection the request came on for
-        stream legs."""
-        destination = addr
-        if leg.proto == "udp":
-            via = response.top_via()
-            try:
-                hop = response_hop(via) if via is not None else None
-            except RoutingError:
-                hop = None
-            if hop is not None and hop.is_ip:
-                destination = (hop.host, hop.port or 5060)
-        self.dispatcher.send(response, leg, destination, on_error=on_error)
+        """Back along the top Via (see L{_response_destination})."""
+        self.dispatcher.send(response, leg, _response_destination(response, leg, addr), on_error=on_error)
 
     # -- receiving ---------------------------------------------------------------------
     def receive(self, packet: Any, leg: ILeg, addr: tuple[str, int]) -> Any:
@@ -984,6 +982,23 @@ def _actions_first(outputs: Iterable[Any]) -> list[Any]:
     else:
         return outputs
     return [o for o in outputs if isinstance(o, _ACTIONS)] + [o for o in outputs if not isinstance(o, _ACTIONS)]
+
+
+def _response_destination(message: Union[Request, Response], leg: ILeg, addr: tuple[str, int]) -> tuple[str, int]:
+    """Where the answers to a request go, from its top Via or from that of
+    an answer (the same line): back along it for UDP (received, rport: RFC
+    3261 18.2.2, RFC 3581), over the connection the request came on for
+    stream legs (C{addr})."""
+    if leg.proto != "udp":
+        return addr
+    via = message.top_via()
+    try:
+        hop = response_hop(via) if via is not None else None
+    except RoutingError:
+        hop = None
+    if hop is not None and hop.is_ip:
+        return (hop.host, hop.port or 5060)
+    return addr
 
 
 def _ours(data: bytes) -> Optional[Union[Request, Response]]:
