@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.sip import name_addrs
@@ -178,3 +180,50 @@ class ReadingTests(SynchronousTestCase):
         ok = invite.create_response(200, to_tag="btag", headers=[("Contact", "<sip:broken")])
         for _ in range(2):
             self.assertEqual(Dialog.from_uac(invite, ok).remote_target, "sip:bob@example.com")
+
+
+class UsualShapeTests(SynchronousTestCase):
+    """The From and To most user agents send are read without a parse
+    (L{name_addrs._usual_reading}); on those, and on every value that comes
+    near their shape, the readings are the parser's, and a value the
+    parser refuses is refused."""
+
+    def setUp(self) -> None:
+        name_addrs.READINGS.clear()
+        self.addCleanup(name_addrs.READINGS.clear)
+
+    def test_the_usual_values_skip_the_parser(self) -> None:
+        for value in ("sipp <sip:sipp@127.0.0.1:5090>;tag=16SIPpTag0116", "<sip:alice@atlanta.example.com>;tag=a1",
+                      "Bob B <sips:bob@biloxi.example.com:5061>;tag=x.y-z"):
+            self.assertIsNotNone(name_addrs._usual_reading(value), value)
+        for value in ('"Bob" <sip:bob@h>;tag=1', "<sip:bob@h>;tag=1;x=2", "<sip:bob@h;lr>;tag=1", "<sip:h>;tag=1",
+                      "<sip:bob@h>", "<sip:bob@h:99999>;tag=1", "<sip:bob@" + "a" * 64 + ">;tag=1",
+                      "<sip:bob@a..b>;tag=1", "<sip:bob@.b>;tag=1", "<SIP:bob@h>;tag=1", "x  <sip:bob@h>;tag=1"):
+            self.assertIsNone(name_addrs._usual_reading(value), value)
+
+    @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+    @given(st.tuples(
+        st.sampled_from(["", "sipp ", "A B ", "x  ", '"Q" ', "a,b ", " "]),
+        st.sampled_from(["sip", "sips", "SIP", "tel"]),
+        st.sampled_from(["alice", "a.b-c_d~!$&'()*+,=", "a;b", "a?b", "", "a%41", "a b"]),
+        st.sampled_from(["127.0.0.1", "atlanta.example.com", "a" * 63, "a" * 64, "a..b", ".b", "b.", "-",
+                         "[2001:db8::1]", "h_1"]),
+        st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":", ":x"]),
+        st.sampled_from([";tag=t1", ";tag=", ";TAG=u", ";tag=a;x=y", ";tag=a b", ";tag=\"q\"", "", ";tag=a;",
+                         " ;tag=t", ";tag=t "]),
+    ))
+    def test_readings_are_the_parsers(self, parts: tuple[str, ...]) -> None:
+        display, scheme, user, host, port, params = parts
+        value = f"{display}<{scheme}:{user}@{host}{port}>{params}"
+        name_addrs.READINGS.clear()
+        try:
+            parsed = parse_name_addr(value)
+        except URIError:
+            self.assertRaises(URIError, name_addrs.reading, value)
+            self.assertNotIn(value, name_addrs.READINGS)
+            return
+        for _ in range(2):  # read, then remembered
+            self.assertEqual(name_addrs.tag_of(value), parsed.tag, value)
+            self.assertEqual(name_addrs.uri_text(value), str(parsed.uri), value)
+            for tag in (None, "ours"):
+                self.assertEqual(name_addrs.untagged(value, tag), _parsed_untagged(value, tag), (value, tag))

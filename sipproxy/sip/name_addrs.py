@@ -25,6 +25,14 @@ __all__ = ["Reading", "reading", "tag_of", "tagged", "untagged", "uri_text", "wi
 
 #: a tag whose reading after C{;tag=} is the tag itself (a token)
 _PLAIN_TAG = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+\Z")
+#: The From or To most user agents send, with its tag: C{name <sip:user@host:port>;tag=token}
+#: (display name: tokens, each followed by one space; user: unreserved and
+#: a few sub-delims, no C{;}; host: IPv4 or a name; one header parameter,
+#: the tag). Read without a parse (L{_usual_reading}); anything else, and a
+#: host or port out of range, is parsed.
+_USUAL_TAGGED = re.compile(
+    r"((?:[A-Za-z0-9.!%*_+`'~-]+ )*)<(sips?:[A-Za-z0-9._~!$&'()*+,=-]+@([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?)>"
+    r";tag=([A-Za-z0-9.!%*_+`'~-]+)\Z")
 #: value -> its L{Reading}
 READINGS = BoundedCache("name-addr readings", 2048, max_key=512)
 _known = READINGS.get
@@ -66,7 +74,28 @@ def reading(value: str) -> Reading:
     not a name-addr."""
     found = _known(value)
     if found is None:
-        found = READINGS.store(value, Reading(parse_name_addr(value)))
+        found = _usual_reading(value) or Reading(parse_name_addr(value))
+        READINGS.store(value, found)
+    return found
+
+
+def _usual_reading(value: str) -> Optional[Reading]:
+    """The L{Reading} of a From or To of the usual shape (L{_USUAL_TAGGED})
+    without parsing it: each call brings a new tag, so the caller's From
+    (and the callee's To) would be parsed once a call. None for any other
+    value. What it reads is what the parser reads (tests/test_name_addrs.py
+    holds the two to it)."""
+    m = _USUAL_TAGGED.match(value)
+    if m is None:
+        return None
+    display, uri, host, port, tag = m.groups()
+    if len(host) > 63 or ".." in host or host[0] == "." or port is not None and int(port) > 65535:
+        return None  # the parser says what is wrong with it
+    head = f"{display[:-1]} <{uri}>" if display else f"<{uri}>"
+    found = Reading(None)
+    found.tag = tag
+    found._untagged = (head, head)
+    found._uri = uri
     return found
 
 
