@@ -778,6 +778,17 @@ class CreateResponseTests(SynchronousTestCase):
 
 # -- building from scratch ------------------------------------------------------------------------------
 class BuildTests(SynchronousTestCase):
+    def test_request_content_length(self) -> None:
+        """A built request gets one Content-Length, its body's, also when
+        its headers gave one (or two)."""
+        for headers in ((), (("Content-Length", "99"),), (("l", "1"), ("Content-Length", "2"))):
+            for body in (b"", b"v=0\r\n"):
+                request = Request("MESSAGE", "sip:bob@example.com", [("Call-ID", "c@h"), *headers], body)
+                self.assertEqual(request.get_all("content-length"), [str(len(body))])
+                wire = bytes(request)
+                self.assertEqual(wire.count(b"Content-Length: ") + wire.count(b"\r\nl: "), 1, wire)
+                self.assertTrue(wire.endswith(f"{len(body)}\r\n\r\n".encode() + body), wire)
+
     def test_request(self) -> None:
         request = Request("OPTIONS", "sip:bob@example.com", headers=[
             ("via", VIA), ("max-forwards", "70"), ("to", "<sip:bob@example.com>"),

@@ -560,6 +560,19 @@ class Message:
         self.replace_first("via", str(via))
         self._via = via
 
+    def _append_length(self, body: bytes) -> None:
+        """C{set_body(body)} for a message being built: the Content-Length
+        line appended without a search, unless its headers had one."""
+        names = self.names
+        if "content-length" in names:
+            self.set_body(body)
+            return
+        self.body = body
+        length = str(len(body))
+        names.append("content-length")
+        self.lines.append("Content-Length: " + length)
+        self._values.append((length,))
+
     def set_body(self, body: bytes, content_type: Optional[str] = None) -> None:
         """Replace the body; Content-Length follows, Content-Type if given."""
         self.body = body
@@ -631,7 +644,7 @@ class Request(Message):
         self._parsed_uri = None
         if headers:
             self._add_all(headers)
-        self.set_body(body)
+        self._append_length(body)
 
     @property
     def uri(self) -> str:
@@ -711,14 +724,7 @@ class Request(Message):
                 pass  # not a name-addr: left as it came
         if headers:
             response._add_all(headers)
-        if "content-length" in names:  # given in C{headers}: set_body replaces it
-            response.set_body(body)
-        else:
-            response.body = body
-            length = str(len(body))
-            names.append("content-length")
-            lines.append("Content-Length: " + length)
-            values.append((length,))
+        response._append_length(body)
         return response
 
     def __repr__(self) -> str:

@@ -72,7 +72,7 @@ def add_via(request: Request, sent_by: str, transport: str = "UDP", branch: Opti
     via = f"SIP/2.0/{transport.upper()} {sent_by};branch={branch}"
     if rport:
         via += ";rport"
-    request.insert("via", via)
+    request.insert_line("via", "Via: " + via, via)
     return branch
 
 
