@@ -427,6 +427,21 @@ class OrderTests(SynchronousTestCase):
         self.assertEqual([type(o) for o in reliable.receive(bye.create_response(200))],
                          [CancelTimer, Final, Terminated])
 
+    def test_refused_invite(self) -> None:
+        """A 3xx-6xx to our INVITE: the ACK and Timer D, then Final; over
+        TCP Final, then Terminated."""
+        invite = request("INVITE")
+        client = ClientInvite(invite)
+        client.start()
+        out = client.receive(invite.create_response(486, to_tag="t"))
+        self.assert_actions_first(out)
+        self.assertEqual([type(o) for o in out], [CancelTimer, CancelTimer, Send, StartTimer, Final])
+        self.assertEqual((timers(out), sent(out)[0].method), ([("D", 32.0)], "ACK"))
+        reliable = ClientInvite(invite, reliable=True)
+        reliable.start()
+        self.assertEqual([type(o) for o in reliable.receive(invite.create_response(486, to_tag="t"))],
+                         [CancelTimer, Send, Final, Terminated])
+
 
 class MatchingTests(SynchronousTestCase):
     def test_client_key_is_branch_and_method(self) -> None:

@@ -364,13 +364,19 @@ class _Machine:
         out.append(Terminated())
         return out
 
-    def _wait_or_terminate(self, out: Output, state: _State, name: str, delay: float) -> Output:
+    def _wait_or_terminate(self, out: Output, state: _State, name: str, delay: float,
+                           event: Optional[Final] = None) -> Output:
         """Enter C{state} and start timer C{name}, or terminate at once when
-        the timer would be zero (reliable transports)."""
+        the timer would be zero (reliable transports). C{event}, for the
+        TU, goes after the timer's start, and before L{Terminated}."""
         if delay <= 0:
+            if event is not None:
+                out.append(event)
             return self._terminate(out)
         self._goto(state)
         self._start_timer(out, name, delay)
+        if event is not None:
+            out.append(event)
         return out
 
     def _check_started(self) -> None:
@@ -453,8 +459,8 @@ class ClientInvite(_Client):
                 out.append(Final(response))
                 return out
             self.ack = create_ack(self.request, response)
-            out += [Send(self.ack), Final(response)]
-            return self._wait_or_terminate(out, COMPLETED, "D", 0 if self.reliable else self.timers.d)
+            out.append(Send(self.ack))
+            return self._wait_or_terminate(out, COMPLETED, "D", 0 if self.reliable else self.timers.d, Final(response))
         if state is ACCEPTED and 200 <= code < 300:
             return [Extra2xx(response)]
         if state is COMPLETED and code >= 300 and self.ack is not None:
@@ -512,13 +518,7 @@ class ClientNonInvite(_Client):
         self.final = response
         self._cancel_timer(out, "E")
         self._cancel_timer(out, "F")
-        if self.reliable:  # no Timer K: over at once
-            out.append(Final(response))
-            return self._terminate(out)
-        self._goto(COMPLETED)
-        self._start_timer(out, "K", self.timers.t4)
-        out.append(Final(response))
-        return out
+        return self._wait_or_terminate(out, COMPLETED, "K", 0 if self.reliable else self.timers.t4, Final(response))
 
     def _on_timer(self, name: str) -> Output:
         out: Output = []
