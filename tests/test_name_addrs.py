@@ -201,6 +201,26 @@ class UsualShapeTests(SynchronousTestCase):
                       "<sip:bob@a..b>;tag=1", "<sip:bob@.b>;tag=1", "<SIP:bob@h>;tag=1", "x  <sip:bob@h>;tag=1"):
             self.assertIsNone(name_addrs._usual_reading(value), value)
 
+    def test_overlong_and_endless_values(self) -> None:
+        """Hostile values near the usual shape (50,000 display tokens, with
+        and without a closing URI; 100 KB user, host, port or tag; an
+        endless run of user@) read as the parser reads them or are refused
+        like it, and none is kept: they are over the cache's key limit."""
+        values = ["a " * 50_000 + "<sip:a@h>;tag=1", "a " * 50_000, "<sip:" + "u" * 100_000 + "@h>;tag=1",
+                  "<sip:u@" + "h" * 100_000 + ">;tag=1", "<sip:u@h>;tag=" + "t" * 100_000,
+                  "<sip:u@h:" + "9" * 100_000 + ">;tag=1", "<sip:" + "u@" * 50_000 + "h>;tag=1"]
+        for value in values:
+            try:
+                parsed = parse_name_addr(value)
+            except URIError:
+                self.assertRaises(URIError, name_addrs.reading, value)
+            else:
+                self.assertEqual(name_addrs.tag_of(value), parsed.tag, value[:40])
+                self.assertEqual(name_addrs.uri_text(value), str(parsed.uri), value[:40])
+                self.assertEqual(name_addrs.untagged(value), _parsed_untagged(value, None), value[:40])
+            self.assertNotIn(value, name_addrs.READINGS)
+        self.assertEqual(len(name_addrs.READINGS), 0)
+
     @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
     @given(st.tuples(
         st.sampled_from(["", "sipp ", "A B ", "x  ", '"Q" ', "a,b ", " "]),

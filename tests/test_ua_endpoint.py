@@ -512,7 +512,22 @@ class ClientTests(EndpointCase):
         self.assertEqual(self.successResultOf(transaction.deferred).code, 487)
 
 
-class ResolveTests(EndpointCase):
+class RoutingCase(EndpointCase):
+    """What the tests of C{resolve} and C{route} share."""
+
+    def _pending_lookup(self) -> Deferred:
+        pending: Deferred = Deferred()
+        self.dispatcher.targets_for_hop = lambda hop, leg_hint=None, request=None: pending  # type: ignore
+        return pending
+
+    def assert_short_no_route(self, d: Deferred, uri: str) -> None:
+        error = self.failureResultOf(d, SIPError).value
+        self.assertIn(error.code, (400, 404, 503), uri[:40])
+        self.assertTrue(error.reason.startswith("No route to "), uri[:40])
+        self.assertLessEqual(len(error.reason), 303, uri[:40])
+
+
+class ResolveTests(RoutingCase):
     """C{Endpoint.resolve}: the first target, whether the dispatcher has it
     at once (an IP address) or later (a lookup), and L{SIPError} without
     one, also for the URIs a hostile peer may put in its Contact."""
@@ -526,11 +541,6 @@ class ResolveTests(EndpointCase):
         self.dispatcher.outgoing_proxy = parse_uri("sip:192.0.2.99:5080")
         target = self.successResultOf(self.endpoint.resolve("sip:carol@192.0.2.10:5070"))
         self.assertEqual(target, (self.leg, ("192.0.2.99", 5080)))
-
-    def _pending_lookup(self) -> Deferred:
-        pending: Deferred = Deferred()
-        self.dispatcher.targets_for_hop = lambda hop, leg_hint=None, request=None: pending  # type: ignore
-        return pending
 
     def test_a_pending_lookup_fires_with_its_first_target(self) -> None:
         pending = self._pending_lookup()
@@ -555,35 +565,40 @@ class ResolveTests(EndpointCase):
         """A peer's Contact becomes the URI of our ACK and BYE: malformed,
         out of range or megabytes long, it is a failed Deferred with a
         bounded message, never an exception."""
-        uris = ["", "sip:", "garbage", "sip:a@[::1", "sip:a@192.0.2.10:99999",
+        for uri in HOSTILE_URIS:
+            self.assert_short_no_route(self.endpoint.resolve(uri), uri)
+
+
+#: what a peer may put in the Contact our ACK and BYE go to
+HOSTILE_URIS = ["", "sip:", "garbage", "sip:a@[::1", "sip:a@192.0.2.10:99999",
                 "sip:a@" + "x" * 100_000, "sip:a@192.0.2.10;transport=sctp", "sips:a@192.0.2.10",
                 "sip:a@192.0.2.10\r\nVia: x", "sip:a@\udcff.example"]
-        for uri in uris:
-            error = self.failureResultOf(self.endpoint.resolve(uri), SIPError).value
-            self.assertIn(error.code, (400, 404, 503), uri[:40])
-            self.assertTrue(error.reason.startswith("No route to "), uri[:40])
-            self.assertLessEqual(len(error.reason), 303, uri[:40])
 
 
-class RouteTests(ResolveTests):
+class RouteTests(RoutingCase):
     """C{Endpoint.route}: the target itself for an IP address (no
     Deferred: a caller routes three times a call), a Deferred as from
-    C{resolve} for a lookup and for no route; C{resolve}'s tests hold for
-    it too."""
+    C{resolve} for a lookup and for no route."""
 
     def test_an_ip_address_is_routed_without_a_deferred(self) -> None:
         self.assertEqual(self.endpoint.route("sip:carol@192.0.2.10:5070"), (self.leg, ("192.0.2.10", 5070)))
+        self.dispatcher.outgoing_proxy = parse_uri("sip:192.0.2.99:5080")
+        self.assertEqual(self.endpoint.route("sip:carol@192.0.2.10:5070"), (self.leg, ("192.0.2.99", 5080)))
 
-    def test_a_lookup_and_no_route_are_deferreds(self) -> None:
+    def test_a_lookup_is_a_deferred(self) -> None:
         pending = self._pending_lookup()
         d = self.endpoint.route("sip:carol@example.test")
         self.assertIsInstance(d, Deferred)
+        self.assertNoResult(d)
         pending.callback([(self.leg, ("192.0.2.20", 5060))])
         self.assertEqual(self.successResultOf(d), (self.leg, ("192.0.2.20", 5060)))
-        for uri in ("garbage", "sip:a@" + "x" * 100_000):
+
+    def test_hostile_uris_fail_with_a_short_sip_error(self) -> None:
+        """No route is a failed Deferred here too, never an exception."""
+        for uri in HOSTILE_URIS:
             routed = self.endpoint.route(uri)
-            self.assertIsInstance(routed, Deferred)
-            self.failureResultOf(routed, SIPError)
+            self.assertIsInstance(routed, Deferred, uri[:40])
+            self.assert_short_no_route(routed, uri)
 
 
 class ActionsFirstTests(SynchronousTestCase):
