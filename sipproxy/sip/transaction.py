@@ -51,9 +51,9 @@ L{Provisional}, L{Final}, L{Extra2xx}, L{Timeout}, L{TransportError},
 L{Terminated}, L{RequestReceived}, L{AckReceived}, L{AckTimeout}. On the
 usual paths a list gives its actions before its events, so a caller that
 runs the TU's code (which may end everything) after the actions need not
-reorder it. A timer
-that fires after it was cancelled or replaced, or one the machine does not
-know, is ignored, so the caller need not win races against its own clock.
+reorder it. A timer that fires after it was cancelled or replaced, or one
+the machine does not know, is ignored, so the caller need not win races
+against its own clock.
 
 Timers (RFC 3261 table 4; L and M from RFC 6026): A starts at T1 and
 doubles; B = F = H = J = L = M = 64*T1; E and G double from T1 up to T2
