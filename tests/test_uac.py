@@ -6,7 +6,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from sipproxy.sip.ids import new_branch, new_call_id, new_cnonce, new_tag
-from sipproxy.sip.message import Request, parse
+from sipproxy.sip.message import ParseError, Request, parse, parse_via
 from sipproxy.sip.uac import add_via, apply_route_set, create_ack, create_cancel, new_request, outbound_route
 
 ALICE = "Alice <sip:alice@atlanta.example.com>"
@@ -78,6 +78,29 @@ class NewRequestTests(SynchronousTestCase):
         branch = add_via(request, "[2001:db8::1]:5070", "TLS")
         self.assertEqual(request.top_via().branch, branch)
         self.assertEqual(request.top_via().transport, "TLS")
+
+    def test_our_via_reads_as_the_line_we_wrote(self) -> None:
+        """add_via hands the message its Via already parsed; every field
+        must be what parsing the written line gives, and a sent-by that
+        does not parse must still fail when the Via is read, as before."""
+        sent_bys = ["192.0.2.1:5062", "h", "[2001:db8::1]:5070", "Host.Example.COM:65535", "h:5060;maddr=x",
+                    "h:99999", "h..x", "[::1", "", "h, x:1", "h\r\nX: y", "h;branch=z9hG4bKfake"]
+        for sent_by in sent_bys:
+            for transport, rport in (("UDP", True), ("tcp", False)):
+                request = Request("OPTIONS", "sip:b@h")
+                branch = add_via(request, sent_by, transport, rport=rport)
+                line = request.get("via")
+                try:
+                    expected = parse_via(line)  # what reading the line gives
+                except ParseError:
+                    self.assertRaises(ParseError, request.top_via)
+                    continue
+                via = request.top_via()
+                self.assertEqual((via.protocol, via.transport, via.host, via.port, via.params, str(via)),
+                                 (expected.protocol, expected.transport, expected.host, expected.port,
+                                  expected.params, str(expected)), sent_by)
+                self.assertEqual(via.branch, expected.branch)
+                self.assertEqual(via.branch, branch if ";" not in sent_by else expected.branch)
 
     def test_ack_and_cancel_are_refused(self) -> None:
         self.assertRaises(ValueError, new_request, "ACK", "sip:b@h", "sip:a@h", "sip:b@h")

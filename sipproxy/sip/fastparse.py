@@ -76,7 +76,7 @@ from sipproxy.sip.message import (
 )
 from sipproxy.sip.uri import URI, URIError, parse_name_addr, parse_params, parse_uri
 
-__all__ = ["parse", "parse_via", "canonical_name", "label", "line_prefix", "read_cseq", "cached_uri", "CACHES",
+__all__ = ["parse", "parse_via", "our_via", "canonical_name", "label", "line_prefix", "read_cseq", "cached_uri", "CACHES",
            "Layout"]
 
 _ENC = "utf-8"
@@ -210,6 +210,23 @@ def parse_via(text: str) -> Via:
     via._params = None if template._params is None else list(template._params)
     via._ptext = template._ptext
     via._text = text
+    return via
+
+
+def our_via(head: str, ptext: str) -> Optional[Via]:
+    """The Via C{head + ptext} that we write on a request we send, without
+    reading it again: C{head} (C{SIP/2.0/UDP host:port}, the same on every
+    request of a leg) is parsed once and remembered, C{ptext} is our own
+    C{;branch=...;rport}. None when C{head} does not parse as a Via
+    without parameters: the full parse, when the Via is read, says why."""
+    try:
+        via = parse_via(head)
+    except ParseError:
+        return None
+    if via._ptext or via._params is not None:
+        return None
+    via._ptext = ptext
+    via._text = head + ptext
     return via
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "Response",
     "parse",
     "parse_via",
+    "our_via",
     "canonical_name",
     "REASONS",
     "MAGIC_COOKIE",
@@ -468,14 +469,16 @@ class Message:
         if self.names[i] == "via":
             self._via = None
 
-    def insert_line(self, name: str, line: str, value: str) -> None:
+    def insert_line(self, name: str, line: str, value: str, via: Optional[Via] = None) -> None:
         """L{insert} with the header line already rendered (C{name} in its
-        canonical form): for lines a proxy adds to every message."""
+        canonical form): for lines a proxy adds to every message. A new
+        top Via may come with its parsed form (C{via}), else it is parsed
+        when read."""
         self.names.insert(0, name)
         self.lines.insert(0, line)
         self._values.insert(0, (value,))
         if name == "via":
-            self._via = None
+            self._via = via
 
     def _add_all(self, headers: Iterable[tuple[str, str]]) -> None:
         """L{add} for each (name, value), in order: how a built message
@@ -798,6 +801,7 @@ from sipproxy.sip.fastparse import (  # noqa: E402
     known_prefix,
     label,
     line_prefix,
+    our_via,
     parse,
     parse_via,
     read_cseq,

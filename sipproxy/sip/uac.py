@@ -28,10 +28,11 @@ Builders return fresh L{Request} objects and never change their inputs.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable, Optional, Sequence, TYPE_CHECKING
 
 from sipproxy.sip.ids import new_branch, new_call_id, new_tag
-from sipproxy.sip.message import Request, Response
+from sipproxy.sip.message import Request, Response, our_via
 from sipproxy.sip.name_addrs import tag_of, with_new_tag
 from sipproxy.sip.uri import URIError, parse_name_addr, parse_uri, split_host_port
 
@@ -68,11 +69,13 @@ def add_via(request: Request, sent_by: str, transport: str = "UDP", branch: Opti
             rport: bool = True) -> str:
     """Push a Via for C{sent_by} (C{host[:port]}) with a branch (a fresh
     one unless given) and C{rport} (RFC 3581); returns the branch."""
+    ours = branch is None  # a branch we made needs no check
     branch = branch or new_branch()
-    via = f"SIP/2.0/{transport.upper()} {sent_by};branch={branch}"
-    if rport:
-        via += ";rport"
-    request.insert_line("via", "Via: " + via, via)
+    head = f"SIP/2.0/{transport.upper()} {sent_by}"
+    params = f";branch={branch};rport" if rport else f";branch={branch}"
+    via = head + params
+    # parsed at once: the client transaction's key is read from it
+    request.insert_line("via", "Via: " + via, via, our_via(head, params) if ours else None)
     return branch
 
 
@@ -104,6 +107,7 @@ def apply_route_set(target: str, route_set: Sequence[str]) -> tuple[str, list[st
     return str(request_uri), routes[1:] + [f"<{target}>"]
 
 
+@lru_cache(maxsize=64)  # a user agent sends from the sent-by of one leg or a few
 def _host_of(sent_by: Optional[str]) -> Optional[str]:
     if not sent_by:
         return None
