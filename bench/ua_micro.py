@@ -13,6 +13,8 @@ benchmark notes was taken with (bench/README.md, "The user agent"):
     python bench/ua_micro.py --profile caller   # cProfile of the caller, top entries
     python bench/ua_micro.py --callgrind callee # instructions per call (valgrind;
                                                 # stable on a busy machine)
+    python bench/ua_micro.py --misses callee    # cache lines read from memory per
+                                                # call when every step starts cold
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -70,13 +73,35 @@ class HeapClock:
             call.func(*call.args, **call.kw)
 
 
+#: the caches cachegrind simulates for --misses (a small last level: --evict
+#: need not write much to empty it)
+COLD_CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=2097152,16,64")
+_evict_buffer = None
+
+
+def _evict() -> None:
+    """Write over twice the simulated last-level cache, so that what the
+    next step reads comes from memory, as after a wake-up on an idle host.
+    memset only writes: the step's read misses are its own."""
+    import ctypes
+
+    global _evict_buffer
+    if _evict_buffer is None:
+        _evict_buffer = ctypes.create_string_buffer(2 * 2097152)
+    ctypes.memset(_evict_buffer, 0, len(_evict_buffer))
+
+
 class Timed:
     """Adds up the CPU time spent inside the UA."""
+
+    evict = False
 
     def __init__(self) -> None:
         self.total = 0.0
 
     def __call__(self, function: Callable[..., object], *args: object) -> object:
+        if self.evict:
+            _evict()
         t0 = time.process_time()
         try:
             return function(*args)
@@ -192,6 +217,29 @@ def callgrind(role: str) -> None:
     print(f"{role}: {delta / 200 / 1000:.0f}k instructions per call")
 
 
+def misses_per_call(role: str) -> None:
+    """Cache lines read from memory per call (cachegrind's ILmr + DLmr in
+    simulated caches) when the caches are emptied before every step:
+    what a wake-up at a few calls per second costs beyond the
+    instructions. 101 calls minus 1 call, in two processes."""
+    def misses(calls: int) -> int:
+        with tempfile.NamedTemporaryFile() as out:
+            subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", *COLD_CACHES,
+                            f"--cachegrind-out-file={out.name}", sys.executable, __file__, "--role", role,
+                            "--calls", str(calls), "--evict", "--quiet"],
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts each run
+            summary = next(line for line in out.read().decode().splitlines() if line.startswith("summary:"))
+        events = dict(zip(EVENTS, map(int, summary.split()[1:])))
+        return events["ILmr"] + events["DLmr"]
+    delta = misses(101) - misses(1)
+    print(f"{role}: {delta / 100 / 1000:.1f}k cache lines read from memory per call, every step cold")
+
+
+#: the order of cachegrind's events with --cache-sim=yes
+EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--role", choices=tuple(ROLES), action="append", help="default: both")
@@ -199,11 +247,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="calls run first, not counted (PyPy's JIT)")
     parser.add_argument("--profile", choices=tuple(ROLES), help="cProfile of this role, top entries")
     parser.add_argument("--callgrind", choices=tuple(ROLES), help="count instructions per call (valgrind)")
+    parser.add_argument("--misses", choices=tuple(ROLES),
+                        help="cache lines read from memory per call, every step cold (valgrind)")
+    parser.add_argument("--evict", action="store_true", help="empty the caches before every step (for --misses)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     if args.callgrind:
         callgrind(args.callgrind)
         return
+    if args.misses:
+        misses_per_call(args.misses)
+        return
+    Timed.evict = args.evict
     if args.profile:
         import cProfile
         import pstats
