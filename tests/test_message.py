@@ -687,6 +687,29 @@ class ViaTests(SynchronousTestCase):
         again = parse_via(str(via))
         self.assertEqual((again.host, again.port, again.branch), ("2001:db8::1", 5062, "z9hG4bKabc"))
 
+    def test_hop_params(self) -> None:
+        """maddr, received and rport, first of each: read without
+        splitting when the text names none of them, and the same either
+        way (a name inside another value only takes the long way)."""
+        cases = {
+            "SIP/2.0/UDP h;branch=z9hG4bK1": (None, None, None),
+            "SIP/2.0/UDP h;branch=z9hG4bKrport-maddr-received": (None, None, None),
+            "SIP/2.0/UDP h;branch=z9hG4bK1;rport": (None, None, ""),
+            "SIP/2.0/UDP h;branch=z9hG4bK1;RPort=5070;rport=9": (None, None, "5070"),
+            "SIP/2.0/UDP h;Received=192.0.2.9;received=192.0.2.8;branch=z9hG4bK1": (None, "192.0.2.9", None),
+            "SIP/2.0/UDP h;MADDR=239.1.1.1;ttl=1;received=192.0.2.9;rport=5": ("239.1.1.1", "192.0.2.9", "5"),
+            "SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::9;branch=z9hG4bK1": (None, "2001:db8::9", None),
+            "SIP/2.0/UDP h": (None, None, None),
+            "SIP / 2.0 / UDP h ; rport ; branch = z9hG4bK1": (None, None, ""),
+        }
+        for text, expected in cases.items():
+            self.assertEqual(parse_via(text).hop_params(), expected, text)
+            split = parse_via(text)
+            split.params  # noqa: B018 -- split first: the long way
+            self.assertEqual(split.hop_params(), expected, text)
+        built = Via("UDP", "h", 5060, [("branch", "z9hG4bK1"), ("rport", "5062")])
+        self.assertEqual(built.hop_params(), (None, None, "5062"))
+
     def test_top_via_cached_and_reset(self) -> None:
         m = parse(build())
         self.assertIs(m.top_via(), m.top_via())

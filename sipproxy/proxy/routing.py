@@ -171,18 +171,7 @@ def response_hop(via: Via) -> Hop:
         proto = via.transport.lower()
         if proto not in _TRANSPORTS:
             raise RoutingError(503, f"transport {via.transport} is not supported")
-    maddr = received = rport = None
-    for name, value in via.params:  # one pass: these are rare beside branch
-        name = _HOP_PARAMS.get(name) or _HOP_PARAMS.get(name.lower())
-        if name is None:
-            continue
-        value = value or ""
-        if name == "maddr":
-            maddr = maddr if maddr is not None else value
-        elif name == "received":
-            received = received if received is not None else value
-        elif rport is None:
-            rport = value
+    maddr, received, rport = via.hop_params()
     host = maddr or received or via.host
     if host[:1] == "[":
         host = host.strip("[]")
@@ -213,4 +202,3 @@ _HOPS_BY_VIA = CACHES.add(BoundedCache("response hops by Via", 8192, max_key=512
 _known_unicast = _UNICAST_CACHE.get
 _known_hop = _HOPS_BY_VIA.get
 _PROTO_OF = {"UDP": "udp", "TCP": "tcp", "TLS": "tls", "WS": "ws", "WSS": "wss"}
-_HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}

@@ -236,6 +236,30 @@ class Via:
             return text[8:].partition(";")[0]
         return self.param("branch")
 
+    def hop_params(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """C{maddr}, C{received} and C{rport}: the first value of each
+        (C{""} for a flag), None when absent; what a response's next hop
+        is read from (RFC 3261 18.2.2, RFC 3581). A parsed Via whose
+        parameter text names none of them (most carry a branch only) is
+        answered without splitting its parameters."""
+        if self._params is None:
+            lowered = self._ptext.lower()
+            if "maddr" not in lowered and "received" not in lowered and "rport" not in lowered:
+                return _NO_HOP_PARAMS
+        maddr = received = rport = None
+        for name, value in self.params:  # one pass: these are rare beside branch
+            name = _HOP_PARAMS.get(name) or _HOP_PARAMS.get(name.lower())
+            if name is None:
+                continue
+            value = value or ""
+            if name == "maddr":
+                maddr = maddr if maddr is not None else value
+            elif name == "received":
+                received = received if received is not None else value
+            elif rport is None:
+                rport = value
+        return maddr, received, rport
+
     @property
     def sent_by(self) -> str:
         return format_host_port(self.host, self.port)
@@ -254,6 +278,10 @@ class Via:
     def __repr__(self) -> str:
         return f"Via({str(self)!r})"
 
+
+
+_HOP_PARAMS = {"maddr": "maddr", "received": "received", "rport": "rport"}
+_NO_HOP_PARAMS: tuple[None, None, None] = (None, None, None)
 
 
 def _split_via_params(text: str) -> list[tuple[str, Optional[str]]]:
