@@ -76,8 +76,8 @@ from sipproxy.sip.message import (
 )
 from sipproxy.sip.uri import URI, URIError, parse_name_addr, parse_params, parse_uri
 
-__all__ = ["parse", "parse_via", "our_via", "canonical_name", "label", "line_prefix", "read_cseq", "cached_uri", "CACHES",
-           "Layout"]
+__all__ = ["parse", "parse_via", "our_via", "canonical_name", "label", "line_prefix", "read_cseq", "cached_uri",
+           "CACHES", "Layout"]
 
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
