@@ -22,11 +22,12 @@ import argparse
 import heapq
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -206,13 +207,28 @@ def callee(calls: int) -> float:
 ROLES = {"caller": caller, "callee": callee}
 
 
+class ValgrindError(Exception):
+    """valgrind is missing or the run under it failed: one line to print."""
+
+
+def _valgrind(tool_args: list[str], role: str, calls: int, *extra: str, env: Optional[dict] = None) -> str:
+    """Run this script's C{role} for C{calls} calls under valgrind; its
+    standard error (valgrind's summary)."""
+    if shutil.which("valgrind") is None:
+        raise ValgrindError("valgrind not found (Debian: apt-get install valgrind)")
+    result = subprocess.run(["valgrind", *tool_args, sys.executable, __file__, "--role", role,
+                             "--calls", str(calls), *extra, "--quiet"], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValgrindError(f"valgrind exited with {result.returncode}: {last[:200]}")
+    return result.stderr
+
+
 def callgrind(role: str) -> None:
     """Instructions per call: 201 calls minus 1 call, in two processes."""
     def collected(calls: int) -> int:
-        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                              __file__, "--role", role, "--calls", str(calls), "--quiet"],
-                             capture_output=True, text=True, check=True)
-        return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
+        stderr = _valgrind(["--tool=callgrind", "--callgrind-out-file=/dev/null"], role, calls)
+        return int(re.search(r"Collected : (\d+)", stderr).group(1))
     delta = collected(201) - collected(1)
     print(f"{role}: {delta / 200 / 1000:.0f}k instructions per call")
 
@@ -224,20 +240,17 @@ def misses_per_call(role: str) -> None:
     instructions. 101 calls minus 1 call, in two processes."""
     def misses(calls: int) -> int:
         with tempfile.NamedTemporaryFile() as out:
-            subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=yes", *COLD_CACHES,
-                            f"--cachegrind-out-file={out.name}", sys.executable, __file__, "--role", role,
-                            "--calls", str(calls), "--evict", "--quiet"],
-                           capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts each run
-            summary = next(line for line in out.read().decode().splitlines() if line.startswith("summary:"))
-        events = dict(zip(EVENTS, map(int, summary.split()[1:])))
+            _valgrind(["--tool=cachegrind", "--cache-sim=yes", *COLD_CACHES, f"--cachegrind-out-file={out.name}"],
+                      role, calls, "--evict",
+                      env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts each run
+            lines = out.read().decode().splitlines()
+        # the file names its events ("events: Ir I1mr ILmr ...") and ends with their totals
+        names = next(line for line in lines if line.startswith("events:")).split()[1:]
+        totals = next(line for line in lines if line.startswith("summary:")).split()[1:]
+        events = dict(zip(names, map(int, totals)))
         return events["ILmr"] + events["DLmr"]
     delta = misses(101) - misses(1)
     print(f"{role}: {delta / 100 / 1000:.1f}k cache lines read from memory per call, every step cold")
-
-
-#: the order of cachegrind's events with --cache-sim=yes
-EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 
 
 def main() -> None:
@@ -252,12 +265,15 @@ def main() -> None:
     parser.add_argument("--evict", action="store_true", help="empty the caches before every step (for --misses)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    if args.callgrind:
-        callgrind(args.callgrind)
-        return
-    if args.misses:
-        misses_per_call(args.misses)
-        return
+    try:
+        if args.callgrind:
+            callgrind(args.callgrind)
+            return
+        if args.misses:
+            misses_per_call(args.misses)
+            return
+    except ValgrindError as e:
+        sys.exit(f"ua_micro.py: {e}")
     Timed.evict = args.evict
     if args.profile:
         import cProfile

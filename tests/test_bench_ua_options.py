@@ -1,5 +1,7 @@
-"""bench/ua_bench.py refuses a bad --sipp-buff-size in one line, before it
-starts any process or writes any result."""
+"""The user agent's benchmarks refuse bad options in one line: ua_bench.py
+a bad --sipp-buff-size, before it starts any process or writes any result;
+ua_micro.py an unknown role, or valgrind missing for --misses and
+--callgrind."""
 from __future__ import annotations
 
 import os
@@ -41,3 +43,36 @@ class SippBufferSizeTests(SynchronousTestCase):
                     self.assertLess(len(lines[0]), 200)
                     self.assertEqual(result.stdout, "")
                     self.assertFalse(os.path.exists(os.path.join(out, "results")))
+
+
+MICRO = os.path.join(PROJECT_ROOT, "bench", "ua_micro.py")
+
+
+class MicroOptionsTests(SynchronousTestCase):
+    """bench/ua_micro.py: --misses and --callgrind name the problem in one
+    line, never a traceback."""
+
+    def run_micro(self, *args: str, path: str = "") -> tuple[int, list[str]]:
+        env = child_environment()
+        if path:
+            env["PATH"] = path
+        result = run_process([sys.executable, MICRO, *args], timeout=60, env=env, cwd=PROJECT_ROOT)
+        self.assertEqual(result.stdout, "")
+        self.assertNotIn("Traceback", result.stderr)
+        return result.returncode, result.stderr.splitlines()
+
+    def test_hostile_roles_are_refused(self) -> None:
+        for role in ("nobody", "", "callee;rm", "x" * 5000, "CALLEE"):
+            for option in ("--misses", "--callgrind"):
+                with self.subTest(option=option, role=role[:20]):
+                    code, lines = self.run_micro(option, role)
+                    self.assertEqual(code, 2)
+                    self.assertIn(f"argument {option}: invalid choice", lines[-1])
+
+    def test_without_valgrind_one_line_and_a_nonzero_exit(self) -> None:
+        with tempfile.TemporaryDirectory() as empty:  # a PATH where no valgrind is
+            for option in ("--misses", "--callgrind"):
+                with self.subTest(option=option):
+                    code, lines = self.run_micro(option, "callee", path=empty)
+                    self.assertEqual(code, 1)
+                    self.assertEqual(lines, ["ua_micro.py: valgrind not found (Debian: apt-get install valgrind)"])
