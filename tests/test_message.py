@@ -701,6 +701,10 @@ class ViaTests(SynchronousTestCase):
             "SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::9;branch=z9hG4bK1": (None, "2001:db8::9", None),
             "SIP/2.0/UDP h": (None, None, None),
             "SIP / 2.0 / UDP h ; rport ; branch = z9hG4bK1": (None, None, ""),
+            # hostile: the names inside longer names, and a Via of 2000 parameters
+            "SIP/2.0/UDP h;xrport=1;maddrx=2;received-=3;branch=z9hG4bK1": (None, None, None),
+            "SIP/2.0/UDP h;branch=z9hG4bK1" + ";p=1" * 2000 + ";rport=65535;maddr=h2": ("h2", None, "65535"),
+            "SIP/2.0/UDP h;branch=z9hG4bK1" + ";p=1" * 2000: (None, None, None),
         }
         for text, expected in cases.items():
             self.assertEqual(parse_via(text).hop_params(), expected, text)
