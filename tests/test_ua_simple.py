@@ -335,6 +335,31 @@ class CallTests(SynchronousTestCase):
         self.net.run()
         self.assertEqual(self.failureResultOf(refused, SIPError).value.code, 405)
 
+    def test_addresses_are_completed_to_uris(self) -> None:
+        """A bare user gets the domain, user@host gets sip:, and anything
+        naming its scheme (any case) or in angle brackets stays."""
+        cases = [
+            ("carol", "sip:carol@192.0.2.9"),
+            ("  carol  ", "sip:carol@192.0.2.9"),
+            ("carol@example.com", "sip:carol@example.com"),
+            ("sip:carol@example.com", "sip:carol@example.com"),
+            ("SIPS:carol@example.com", "SIPS:carol@example.com"),
+            ("Sip:carol@example.com", "Sip:carol@example.com"),
+            ("tel:+15551234", "tel:+15551234"),
+            ("TEL:+15551234", "TEL:+15551234"),
+            ("Carol <sip:carol@example.com>", "Carol <sip:carol@example.com>"),
+            ("sipx:carol@example.com", "sip:sipx:carol@example.com"),   # not a scheme of ours
+            ("telephone@example.com", "sip:telephone@example.com"),     # "tel" without its colon
+        ]
+        for port, (given, expected) in enumerate(cases, 5070):
+            ua = self.net.simple("192.0.2.9", port=port, from_=given)
+            self.assertEqual(ua.from_, expected, given)
+        # a scheme counts only at the start: this one is completed, then refused
+        with self.assertRaises(ValueError):
+            self.net.simple("192.0.2.9", port=5099, from_="x sip:carol@example.com")
+        v6 = self.net.simple("2001:db8::9", from_="carol")
+        self.assertEqual(v6.from_, "sip:carol@[2001:db8::9]")
+
     def test_cleanup_hangs_up_and_stops(self) -> None:
         self.listen()
         call = self.successResultOf(self._call())

@@ -67,6 +67,10 @@ from sipproxy.ua.endpoint import Endpoint, ServerTransaction, SIPError, _call
 from sipproxy.ua.media_session import media_factory as session_factory
 from sipproxy.ua.registration import RefreshPolicy, Registration
 
+#: an address that names its scheme already (compiled once: a caller
+#: completes the target of every call it places)
+_HAS_SCHEME = re.compile(r"(?:sips?|tel):", re.I).match
+
 __all__ = ["Simple"]
 
 log = SafeLogger()
@@ -173,7 +177,7 @@ class Simple:
         """C{bob} -> C{sip:bob@domain}; C{bob@host} -> C{sip:bob@host};
         a URI or name-addr stays."""
         address = address.strip()
-        if "<" in address or re.match(r"^(sips?|tel):", address, re.I):
+        if "<" in address or _HAS_SCHEME(address):
             return address
         if "@" not in address:
             address = f"{address}@{self.domain if ':' not in self.domain else '[' + self.domain + ']'}"
