@@ -350,11 +350,12 @@ class CallTests(SynchronousTestCase):
             ("Carol <sip:carol@example.com>", "Carol <sip:carol@example.com>"),
             ("sipx:carol@example.com", "sip:sipx:carol@example.com"),   # not a scheme of ours
             ("telephone@example.com", "sip:telephone@example.com"),     # "tel" without its colon
+            ("bob.tel:x@example.com", "sip:bob.tel:x@example.com"),     # a scheme counts only at the start
         ]
         for port, (given, expected) in enumerate(cases, 5070):
             ua = self.net.simple("192.0.2.9", port=port, from_=given)
             self.assertEqual(ua.from_, expected, given)
-        # a scheme counts only at the start: this one is completed, then refused
+        # what does not make a URI once completed is refused, not carried
         with self.assertRaises(ValueError):
             self.net.simple("192.0.2.9", port=5099, from_="x sip:carol@example.com")
         v6 = self.net.simple("2001:db8::9", from_="carol")
