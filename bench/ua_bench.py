@@ -28,7 +28,9 @@ UAs: ``ours`` (bench/ua_load.py on this Python, with sipproxy.ua.Simple),
 ``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835), and ``floor``
 (bench/ua_floor.py: the same datagrams from templates with no SIP stack,
 so what the system calls and wake-ups of a call cost Twisted on this
-Python, which no work in the stack can remove). Loopback only,
+Python, which no work in the stack can remove), and ``floor-parse`` (the
+floor that also parses every datagram with sipproxy's parser: the floor
+of any UA built on it). Loopback only,
 stdlib only, Linux only; every process runs under a deadline and is stopped
 by PID.
 """
@@ -60,6 +62,19 @@ HOST = "127.0.0.1"
 #: bounds of --sipp-buff-size, in bytes: below a few datagrams sipp drops
 #: everything; above this the kernel caps it anyway (net.core.rmem_max)
 SIPP_BUFFER_RANGE = (4096, 1 << 30)
+
+
+#: the UAs --uas names (see the module's doc)
+UAS = ("ours", "ours-pypy", "netsip", "floor", "floor-parse")
+
+
+def ua_names(text: str) -> list[str]:
+    """--uas as a list; an unknown name is one line and exit status 1."""
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in UAS]
+    if unknown:
+        raise SystemExit(f"--uas: unknown UA {unknown[0][:40]!r} (known: {', '.join(UAS)})")
+    return names
 
 
 def sipp_buffer_size(text: Optional[str]) -> Optional[int]:
@@ -215,8 +230,9 @@ class Bench:
                        "--warmup-rate", str(self.warmup_rate(ua, rate))]
         if ua == "netsip":
             return ["perl", str(BENCH_DIR / "netsip_ua.pl"), *common], env
-        if ua == "floor":
-            return [sys.executable, str(BENCH_DIR / "ua_floor.py"), *common], env
+        if ua in ("floor", "floor-parse"):
+            parse = ["--parse"] if ua == "floor-parse" else []
+            return [sys.executable, str(BENCH_DIR / "ua_floor.py"), *common, *parse], env
         python = {"ours": sys.executable, "ours-pypy": self.args.pypy}[ua]
         return [python, str(BENCH_DIR / "ua_load.py"), *common], env
 
@@ -372,7 +388,7 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--uas", default="ours,netsip", help="ours, ours-pypy, netsip, floor")
+    parser.add_argument("--uas", default="ours,netsip", help=", ".join(UAS))
     parser.add_argument("--roles", default="caller,callee")
     parser.add_argument("--rates", default="20", help="fixed rates, calls/s (may be empty)")
     parser.add_argument("--calls", type=int, default=500, help="measured calls per fixed-rate step")
@@ -396,6 +412,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(BENCH_DIR / "results" / time.strftime("ua-%Y%m%d-%H%M%S")))
     args = parser.parse_args()
     args.sipp_buff_size = sipp_buffer_size(args.sipp_buff_size)
+    args.uas = ua_names(args.uas)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +425,7 @@ def main() -> None:
         transcript.write(text + "\n")
         transcript.flush()
 
-    uas = [u for u in args.uas.split(",") if u]
+    uas = args.uas
     usable = []
     for ua in uas:
         why = bench.missing(ua)

@@ -12,8 +12,13 @@ the SIP stack can remove. Same options and JSON lines as ua_load.py
 (whose caller pacing and phases it reuses), so ua_bench runs it as the
 UA ``floor``:
 
-    ua_floor.py --mode answer --leg IP:PORT [--max-time S]
-    ua_floor.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W] [--warmup-rate R2]
+    ua_floor.py --mode answer --leg IP:PORT [--max-time S] [--parse]
+    ua_floor.py --mode call --leg IP:PORT --to URI --rate R --calls N [--warmup W] [--warmup-rate R2] [--parse]
+
+With ``--parse`` (ua_bench's UA ``floor-parse``) it also parses every
+datagram with sipproxy's parser, as a UA's dispatcher does, reads the
+fields a UA reads first (Call-ID, CSeq, the top Via, the To tag) and drops
+what does not parse: the floor of any user agent built on that parser.
 
 Not a user agent: it assumes a well-behaved sipp on loopback.
 """
@@ -29,6 +34,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 
 from ua_load import Caller, caller_phases, emit, load_arguments, parse_leg
+
+from sipproxy.sip.fastparse import parse
 
 SDP = (b"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
        b"m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
@@ -57,14 +64,28 @@ def token() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+def parses(data: bytes) -> bool:
+    """Whether C{data} parses as a SIP message, after reading what a UA
+    reads of every message before it decides anything (--parse)."""
+    try:
+        message = parse(data)
+        message.call_id, message.cseq, message.top_via(), message.to_tag
+    except ValueError:  # ParseError is one; so are the field readers' errors
+        return False
+    return True
+
+
 class Callee(DatagramProtocol):
     """Answers sipp -sn uac: 100 and 200 to an INVITE, 200 to a BYE."""
 
-    def __init__(self, contact: bytes, sdp: bytes) -> None:
+    def __init__(self, contact: bytes, sdp: bytes, parsing: bool = False) -> None:
         self.contact = contact
         self.sdp = sdp
+        self.parsing = parsing
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        if self.parsing and not parses(data):
+            return
         start, lines = header_lines(data)
         if start.startswith(b"INVITE "):
             copied = [line for line in lines if line.lower().startswith(COPIED)]
@@ -104,11 +125,13 @@ class FloorCaller(DatagramProtocol):
     """Calls sipp -sn uas: INVITE, ACK for its 200, and BYE (the Caller
     of ua_load.py starts the calls and hangs up each one when it is up)."""
 
-    def __init__(self, host: str, port: int, target: tuple[str, int], uri: bytes, sdp: bytes) -> None:
+    def __init__(self, host: str, port: int, target: tuple[str, int], uri: bytes, sdp: bytes,
+                 parsing: bool = False) -> None:
         self.local = f"{host}:{port}".encode()
         self.target = target
         self.uri = uri
         self.sdp = sdp
+        self.parsing = parsing
         self.calls: dict[bytes, FloorCall] = {}
 
     def _head(self, method: bytes, call: FloorCall, cseq: int, to_line: bytes) -> bytes:
@@ -133,6 +156,8 @@ class FloorCaller(DatagramProtocol):
                              self.target)
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:
+        if self.parsing and not parses(data):
+            return
         start, lines = header_lines(data)
         if not start.startswith(b"SIP/2.0 200"):
             return  # 100/180: nothing to do
@@ -165,18 +190,20 @@ def target_of(uri: str) -> tuple[str, int]:
 
 
 def main() -> None:
-    args = load_arguments(__doc__.split("\n\n")[0]).parse_args()
+    parser = load_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--parse", action="store_true", help="parse every datagram with sipproxy's parser first")
+    args = parser.parse_args()
     proto, host, port = parse_leg(args.leg)
     if proto != "udp" or ":" in host:
         raise SystemExit("the floor UA speaks UDP over IPv4 only")
     sdp = SDP.replace(b"{host}", host.encode())
     reactor.callLater(args.max_time, reactor.stop)
     if args.mode == "answer":
-        reactor.listenUDP(port, Callee(f"<sip:floor@{host}:{port}>".encode(), sdp), interface=host)
+        reactor.listenUDP(port, Callee(f"<sip:floor@{host}:{port}>".encode(), sdp, args.parse), interface=host)
         emit(event="ready")
     else:
         phases = caller_phases(args)
-        ua = FloorCaller(host, port, target_of(args.to), args.to.encode(), sdp)
+        ua = FloorCaller(host, port, target_of(args.to), args.to.encode(), sdp, args.parse)
         reactor.listenUDP(port, ua, interface=host)
         emit(event="ready")
         caller = Caller(ua, args.to, phases, reactor.stop)

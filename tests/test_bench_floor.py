@@ -1,7 +1,7 @@
 """bench/ua_floor.py, the no-stack floor of bench/ua_bench.py, run as a
 real process on loopback: it answers and places calls as sipp expects,
-shrugs off datagrams that are not what it expects, and refuses a bad
---to in one line."""
+shrugs off datagrams that are not what it expects (with --parse: drops
+what sipproxy's parser refuses), and refuses a bad --to in one line."""
 from __future__ import annotations
 
 import json
@@ -97,6 +97,62 @@ class FloorTests(SynchronousTestCase):
         done = [e for e in events if e.get("event") == "phase_done"]
         self.assertEqual((done[0]["ok"], done[0]["failed"]), (1, 0), out)
         self.assertEqual(proc.returncode, 0)
+
+    def test_with_parse_the_callee_drops_what_does_not_parse(self) -> None:
+        port = reserve_port(HOST)
+        proc = self.start("--mode", "answer", "--leg", f"{HOST}:{port}", "--parse")
+        sock = self.socket()
+        here = sock.getsockname()[1]
+        # without --parse the five INVITEs and the BYE among these are answered
+        hostile = [b"INVITE \r\n\r\n", b"INVITE sip:a SIP/2.0\r\n" + b"a" * 60000,
+                   invite(here, "no-length").replace(b"Content-Length: 0\r\n", b"Content-Length: 99\r\n"),
+                   invite(here, "bad-via").replace(b"Via: SIP/2.0/UDP", b"Via: SIP/2.0/UDP ["),
+                   invite(here, "nul").replace(b"CSeq: 1", b"CSeq: \x001"),
+                   b"", os.urandom(1400), b"BYE sip:x SIP/2.0\r\n" + b"X: y\r\n" * 2000]
+        for data in hostile:
+            sock.sendto(data, (HOST, port))
+        sock.sendto(invite(here, "real-2"), (HOST, port))
+        answers = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(b"Call-ID: real-2" in a and a.startswith(b"SIP/2.0 200")
+                                                      for a in answers):
+            answers.append(sock.recv(65535))
+        # the real INVITE's 100 and 200, and nothing for the rest
+        self.assertEqual([a.split(b"\r\n", 1)[0] for a in answers], [b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"])
+        self.assertTrue(all(b"Call-ID: real-2" in a for a in answers), answers)
+        self.assertIsNone(proc.poll())
+
+    def test_with_parse_the_caller_completes_a_call(self) -> None:
+        uas = self.socket()
+        target = f"sip:service@{HOST}:{uas.getsockname()[1]}"
+        port = reserve_port(HOST)
+        proc = self.start("--mode", "call", "--leg", f"{HOST}:{port}", "--to", target, "--rate", "10",
+                          "--calls", "1", "--parse")
+
+        def answer(request: bytes, code: bytes, tag: bytes = b";tag=uas") -> bytes:
+            head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+            copied = [line + tag if line.startswith(b"To:") else line for line in head
+                      if line.split(b":")[0] in (b"Via", b"From", b"To", b"Call-ID", b"CSeq")]
+            return b"SIP/2.0 " + code + b"\r\n" + b"\r\n".join(copied) + b"\r\nContent-Length: 0\r\n\r\n"
+
+        request, source = uas.recvfrom(65535)
+        self.assertTrue(request.startswith(b"INVITE "), request)
+        # a 200 the parser refuses (no Via) is dropped: the ACK is for the
+        # whole one that follows (without --parse the first is taken)
+        no_via = b"\r\n".join(line for line in answer(request, b"200 OK", b";tag=refused").split(b"\r\n")
+                               if not line.startswith(b"Via:"))
+        uas.sendto(no_via, source)
+        uas.sendto(answer(request, b"200 OK"), source)
+        ack, _ = uas.recvfrom(65535)
+        self.assertTrue(ack.startswith(b"ACK "), ack)
+        self.assertIn(b";tag=uas\r\n", ack)
+        bye, _ = uas.recvfrom(65535)
+        self.assertTrue(bye.startswith(b"BYE "), bye)
+        uas.sendto(answer(bye, b"200 OK", tag=b""), source)
+        out, err = proc.communicate(timeout=20)
+        self.assertEqual(err, "")
+        done = [e for e in map(json.loads, out.splitlines()) if e.get("event") == "phase_done"]
+        self.assertEqual((done[0]["ok"], done[0]["failed"]), (1, 0), out)
 
     def test_a_bad_to_is_one_line(self) -> None:
         for to in ("sip:service@localhost:5060", "sip:service@127.0.0.1", "sip:service@127.0.0.1:99999",

@@ -1,5 +1,6 @@
 """The user agent's benchmarks refuse bad options in one line: ua_bench.py
-a bad --sipp-buff-size, before it starts any process or writes any result;
+a bad --sipp-buff-size or an unknown UA in --uas, before it starts any
+process or writes any result;
 ua_micro.py an unknown role, or valgrind missing for --misses and
 --callgrind."""
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tests.util import PROJECT_ROOT, child_environment, run_process
 BENCH = os.path.join(PROJECT_ROOT, "bench", "ua_bench.py")
 sys.path.insert(0, os.path.join(PROJECT_ROOT, "bench"))
 
-from ua_bench import SIPP_BUFFER_RANGE, sipp_buffer_size  # noqa: E402
+from ua_bench import SIPP_BUFFER_RANGE, UAS, sipp_buffer_size, ua_names  # noqa: E402
 
 
 class SippBufferSizeTests(SynchronousTestCase):
@@ -40,6 +41,30 @@ class SippBufferSizeTests(SynchronousTestCase):
                     lines = result.stderr.splitlines()
                     self.assertEqual(len(lines), 1, result.stderr[:500])
                     self.assertTrue(lines[0].startswith("--sipp-buff-size "), lines[0][:200])
+                    self.assertLess(len(lines[0]), 200)
+                    self.assertEqual(result.stdout, "")
+                    self.assertFalse(os.path.exists(os.path.join(out, "results")))
+
+
+class UANamesTests(SynchronousTestCase):
+    def test_known_names_are_taken_in_order(self) -> None:
+        self.assertEqual(ua_names("floor-parse,ours,,netsip"), ["floor-parse", "ours", "netsip"])
+        self.assertEqual(ua_names(",".join(UAS)), list(UAS))
+        self.assertEqual(ua_names(""), [])
+
+    def test_unknown_names_are_one_line_and_a_nonzero_exit(self) -> None:
+        hostile = ["foo", "ours,Floor", "floor parse", "x" * 5000, "ours;rm -rf /", "floor-parse\nours"]
+        for text in hostile:
+            with self.subTest(text=text[:20]):
+                with tempfile.TemporaryDirectory() as out:
+                    result = run_process(
+                        [sys.executable, BENCH, "--uas", text, "--rates", "1", "--calls", "1", "--max-time", "5",
+                         "--out", os.path.join(out, "results")],
+                        timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
+                    self.assertEqual(result.returncode, 1, result.stderr[:500])
+                    lines = result.stderr.splitlines()
+                    self.assertEqual(len(lines), 1, result.stderr[:500])
+                    self.assertTrue(lines[0].startswith("--uas: unknown UA "), lines[0][:200])
                     self.assertLess(len(lines[0]), 200)
                     self.assertEqual(result.stdout, "")
                     self.assertFalse(os.path.exists(os.path.join(out, "results")))
