@@ -24,8 +24,8 @@ measured call succeeded and none failed. ``--search`` steps the rate up
 (x growth) from ``--search-start`` until a rate is not clean, then bisects.
 
 UAs: ``ours`` (bench/ua_load.py on this Python, with sipproxy.ua.Simple),
-``ours-pypy`` (the same on --pypy, default /work/venv-pypy/bin/python), and
-``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835), and ``floor``
+``ours-pypy`` (the same on --pypy, default /work/venv-pypy/bin/python),
+``netsip`` (bench/netsip_ua.pl, Net::SIP::Simple 0.835), ``floor``
 (bench/ua_floor.py: the same datagrams from templates with no SIP stack,
 so what the system calls and wake-ups of a call cost Twisted on this
 Python, which no work in the stack can remove), and ``floor-parse`` (the
