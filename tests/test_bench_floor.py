@@ -42,6 +42,26 @@ class FloorTests(SynchronousTestCase):
         sock.settimeout(5)
         return sock
 
+    def start_caller(self, *extra: str) -> tuple[socket.socket, str, subprocess.Popen]:
+        """A floor caller placing one call to a socket of ours: (that
+        socket, the target URI, the process)."""
+        uas = self.socket()
+        target = f"sip:service@{HOST}:{uas.getsockname()[1]}"
+        port = reserve_port(HOST)
+        proc = self.start("--mode", "call", "--leg", f"{HOST}:{port}", "--to", target, "--rate", "10",
+                          "--calls", "1", *extra)
+        return uas, target, proc
+
+    @staticmethod
+    def answers_until_200(sock: socket.socket, call_id: bytes) -> list[bytes]:
+        """What arrives until the 200 for C{call_id} (at most 10 s)."""
+        answers: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(b"Call-ID: " + call_id in a and a.startswith(b"SIP/2.0 200")
+                                                      for a in answers):
+            answers.append(sock.recv(65535))
+        return answers
+
     def test_the_callee_ignores_junk_and_goes_on_answering(self) -> None:
         port = reserve_port(HOST)
         proc = self.start("--mode", "answer", "--leg", f"{HOST}:{port}")
@@ -54,22 +74,14 @@ class FloorTests(SynchronousTestCase):
         # (sipp never sends such), the rest none; then a real INVITE is
         # answered as ever
         sock.sendto(invite(sock.getsockname()[1], "real-1"), (HOST, port))
-        answers = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(b"Call-ID: real-1" in a and a.startswith(b"SIP/2.0 200")
-                                                      for a in answers):
-            answers.append(sock.recv(65535))
+        answers = self.answers_until_200(sock, b"real-1")
         real = [a for a in answers if b"Call-ID: real-1" in a]
         self.assertEqual([a.split(b"\r\n", 1)[0] for a in real], [b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"])
         self.assertRegex(real[1].decode(), r"To: <sip:floor@127\.0\.0\.1>;tag=[0-9a-f]{16}\r\n")
         self.assertIsNone(proc.poll())
 
     def test_the_caller_builds_the_ack_only_from_a_whole_answer(self) -> None:
-        uas = self.socket()
-        target = f"sip:service@{HOST}:{uas.getsockname()[1]}"
-        port = reserve_port(HOST)
-        proc = self.start("--mode", "call", "--leg", f"{HOST}:{port}", "--to", target, "--rate", "10",
-                          "--calls", "1")
+        uas, target, proc = self.start_caller()
         request, source = uas.recvfrom(65535)
         self.assertTrue(request.startswith(b"INVITE " + target.encode() + b" SIP/2.0\r\n"), request)
         head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
@@ -112,22 +124,14 @@ class FloorTests(SynchronousTestCase):
         for data in hostile:
             sock.sendto(data, (HOST, port))
         sock.sendto(invite(here, "real-2"), (HOST, port))
-        answers = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(b"Call-ID: real-2" in a and a.startswith(b"SIP/2.0 200")
-                                                      for a in answers):
-            answers.append(sock.recv(65535))
+        answers = self.answers_until_200(sock, b"real-2")
         # the real INVITE's 100 and 200, and nothing for the rest
         self.assertEqual([a.split(b"\r\n", 1)[0] for a in answers], [b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"])
         self.assertTrue(all(b"Call-ID: real-2" in a for a in answers), answers)
         self.assertIsNone(proc.poll())
 
     def test_with_parse_the_caller_completes_a_call(self) -> None:
-        uas = self.socket()
-        target = f"sip:service@{HOST}:{uas.getsockname()[1]}"
-        port = reserve_port(HOST)
-        proc = self.start("--mode", "call", "--leg", f"{HOST}:{port}", "--to", target, "--rate", "10",
-                          "--calls", "1", "--parse")
+        uas, _, proc = self.start_caller("--parse")
 
         def answer(request: bytes, code: bytes, tag: bytes = b";tag=uas") -> bytes:
             head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]

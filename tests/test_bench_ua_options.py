@@ -19,6 +19,25 @@ sys.path.insert(0, os.path.join(PROJECT_ROOT, "bench"))
 from ua_bench import SIPP_BUFFER_RANGE, UAS, sipp_buffer_size, ua_names  # noqa: E402
 
 
+def assert_refused_in_one_line(test: SynchronousTestCase, options: list[str], prefix: str) -> None:
+    """ua_bench.py with C{options} exits 1 with one short line starting
+    with C{prefix}, prints nothing on stdout and writes no results. Were
+    the options taken, a real step would start: --max-time bounds its sipp
+    and UA to 5 s should such a test ever fail."""
+    with tempfile.TemporaryDirectory() as out:
+        result = run_process(
+            [sys.executable, BENCH, *options, "--rates", "1", "--calls", "1", "--max-time", "5",
+             "--out", os.path.join(out, "results")],
+            timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
+        test.assertEqual(result.returncode, 1, result.stderr[:500])
+        lines = result.stderr.splitlines()
+        test.assertEqual(len(lines), 1, result.stderr[:500])
+        test.assertTrue(lines[0].startswith(prefix), lines[0][:200])
+        test.assertLess(len(lines[0]), 200)
+        test.assertEqual(result.stdout, "")
+        test.assertFalse(os.path.exists(os.path.join(out, "results")))
+
+
 class SippBufferSizeTests(SynchronousTestCase):
     def test_sizes_in_range_are_taken(self) -> None:
         low, high = SIPP_BUFFER_RANGE
@@ -30,20 +49,7 @@ class SippBufferSizeTests(SynchronousTestCase):
                    "\u0664\u0660\u0669\u0666"]  # Arabic-Indic digits: isdigit() but not bytes we mean
         for text in hostile:
             with self.subTest(text=text[:20]):
-                with tempfile.TemporaryDirectory() as out:
-                    # were the value taken, a real step would start: --max-time
-                    # bounds its sipp and UA to 5 s should this test ever fail
-                    result = run_process(
-                        [sys.executable, BENCH, "--uas", "floor", "--rates", "1", "--calls", "1",
-                         "--max-time", "5", "--sipp-buff-size", text, "--out", os.path.join(out, "results")],
-                        timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
-                    self.assertEqual(result.returncode, 1, result.stderr[:500])
-                    lines = result.stderr.splitlines()
-                    self.assertEqual(len(lines), 1, result.stderr[:500])
-                    self.assertTrue(lines[0].startswith("--sipp-buff-size "), lines[0][:200])
-                    self.assertLess(len(lines[0]), 200)
-                    self.assertEqual(result.stdout, "")
-                    self.assertFalse(os.path.exists(os.path.join(out, "results")))
+                assert_refused_in_one_line(self, ["--uas", "floor", "--sipp-buff-size", text], "--sipp-buff-size ")
 
 
 class UANamesTests(SynchronousTestCase):
@@ -56,18 +62,7 @@ class UANamesTests(SynchronousTestCase):
         hostile = ["foo", "ours,Floor", "floor parse", "x" * 5000, "ours;rm -rf /", "floor-parse\nours"]
         for text in hostile:
             with self.subTest(text=text[:20]):
-                with tempfile.TemporaryDirectory() as out:
-                    result = run_process(
-                        [sys.executable, BENCH, "--uas", text, "--rates", "1", "--calls", "1", "--max-time", "5",
-                         "--out", os.path.join(out, "results")],
-                        timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
-                    self.assertEqual(result.returncode, 1, result.stderr[:500])
-                    lines = result.stderr.splitlines()
-                    self.assertEqual(len(lines), 1, result.stderr[:500])
-                    self.assertTrue(lines[0].startswith("--uas: unknown UA "), lines[0][:200])
-                    self.assertLess(len(lines[0]), 200)
-                    self.assertEqual(result.stdout, "")
-                    self.assertFalse(os.path.exists(os.path.join(out, "results")))
+                assert_refused_in_one_line(self, ["--uas", text], "--uas: unknown UA ")
 
 
 MICRO = os.path.join(PROJECT_ROOT, "bench", "ua_micro.py")
