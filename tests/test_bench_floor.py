@@ -115,8 +115,9 @@ class FloorTests(SynchronousTestCase):
         proc = self.start("--mode", "answer", "--leg", f"{HOST}:{port}", "--parse")
         sock = self.socket()
         here = sock.getsockname()[1]
-        # without --parse the five INVITEs and the BYE among these are answered
+        # without --parse the six INVITEs and the BYE among these are answered
         hostile = [b"INVITE \r\n\r\n", b"INVITE sip:a SIP/2.0\r\n" + b"a" * 60000,
+                   invite(here, "no-end").split(b"\r\n\r\n")[0] + b"\r\nX: " + b"y" * 2000,  # headers never end
                    invite(here, "no-length").replace(b"Content-Length: 0\r\n", b"Content-Length: 99\r\n"),
                    invite(here, "bad-via").replace(b"Via: SIP/2.0/UDP", b"Via: SIP/2.0/UDP ["),
                    invite(here, "nul").replace(b"CSeq: 1", b"CSeq: \x001"),
