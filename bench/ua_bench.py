@@ -89,6 +89,27 @@ def sipp_buffer_size(text: Optional[str]) -> Optional[int]:
     return int(value)
 
 
+#: the calls per second --rates takes (the highest clean rate found so far is under 2000)
+RATE_RANGE = (1, 100000)
+
+
+def fixed_rates(text: str) -> list[int]:
+    """--rates as a list of calls/s (empty: only a search); a value that is
+    not a whole number in RATE_RANGE is one line and exit status 1 (a zero
+    rate divided by zero, a negative one waited for a phase that never
+    came)."""
+    low, high = RATE_RANGE
+    rates = []
+    for item in text.split(","):
+        value = item.strip()
+        if not value:
+            continue
+        if len(value) > 6 or not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+            raise SystemExit(f"--rates {text[:40]!r}: expected calls/s from {low} to {high}, comma-separated")
+        rates.append(int(value))
+    return rates
+
+
 @dataclass
 class Result:
     ua: str
@@ -452,6 +473,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sipp_buff_size = sipp_buffer_size(args.sipp_buff_size)
     args.uas = ua_names(args.uas)
+    rates = fixed_rates(args.rates)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -473,7 +495,6 @@ def main() -> None:
         else:
             usable.append(ua)
     roles = [r for r in args.roles.split(",") if r]
-    rates = [int(r) for r in args.rates.split(",") if r.strip()]
     log(f"ua_bench: {time.strftime('%Y-%m-%d %H:%M:%S')} uas={usable} roles={roles} rates={rates} "
         f"calls={args.calls} warmup={args.warmup} pypy-warmup={args.pypy_warmup or args.warmup} "
         f"pypy-warmup-rate={args.pypy_warmup_rate or 'the step rate'} python={sys.version.split()[0]}")

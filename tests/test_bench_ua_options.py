@@ -1,5 +1,5 @@
 """The user agent's benchmarks refuse bad options in one line: ua_bench.py
-a bad --sipp-buff-size or an unknown UA in --uas, before it starts any
+a bad --sipp-buff-size or --rates, or an unknown UA in --uas, before it starts any
 process or writes any result;
 ua_micro.py an unknown role, or valgrind missing for --misses and
 --callgrind."""
@@ -16,7 +16,7 @@ from tests.util import PROJECT_ROOT, child_environment, run_process
 BENCH = os.path.join(PROJECT_ROOT, "bench", "ua_bench.py")
 sys.path.insert(0, os.path.join(PROJECT_ROOT, "bench"))
 
-from ua_bench import SIPP_BUFFER_RANGE, UAS, sipp_buffer_size, ua_names  # noqa: E402
+from ua_bench import RATE_RANGE, SIPP_BUFFER_RANGE, UAS, fixed_rates, sipp_buffer_size, ua_names  # noqa: E402
 
 
 def assert_refused_in_one_line(test: SynchronousTestCase, options: list[str], prefix: str) -> None:
@@ -26,7 +26,7 @@ def assert_refused_in_one_line(test: SynchronousTestCase, options: list[str], pr
     and UA to 5 s should such a test ever fail."""
     with tempfile.TemporaryDirectory() as out:
         result = run_process(
-            [sys.executable, BENCH, *options, "--rates", "1", "--calls", "1", "--max-time", "5",
+            [sys.executable, BENCH, "--rates", "1", "--calls", "1", "--max-time", "5", *options,
              "--out", os.path.join(out, "results")],
             timeout=30, env=child_environment(), cwd=PROJECT_ROOT)
         test.assertEqual(result.returncode, 1, result.stderr[:500])
@@ -63,6 +63,21 @@ class UANamesTests(SynchronousTestCase):
         for text in hostile:
             with self.subTest(text=text[:20]):
                 assert_refused_in_one_line(self, ["--uas", text], "--uas: unknown UA ")
+
+
+class FixedRatesTests(SynchronousTestCase):
+    def test_rates_in_range_are_taken_in_order(self) -> None:
+        low, high = RATE_RANGE
+        self.assertEqual(fixed_rates("200, 40,,100"), [200, 40, 100])
+        self.assertEqual(fixed_rates(f"{low},{high}"), [low, high])
+        self.assertEqual(fixed_rates(""), [])  # only a search
+
+    def test_hostile_rates_are_one_line_and_a_nonzero_exit(self) -> None:
+        hostile = ["abc", "0", "-5", "40,0", str(RATE_RANGE[1] + 1), "9" * 5000, "1e3", "0x10", "4.5",
+                   "40;rm -rf /", "40\n50", "\u0664\u0660"]  # Arabic-Indic digits: isdigit(), not a rate
+        for text in hostile:
+            with self.subTest(text=text[:20]):
+                assert_refused_in_one_line(self, ["--uas", "floor", "--rates", text], "--rates ")
 
 
 MICRO = os.path.join(PROJECT_ROOT, "bench", "ua_micro.py")
