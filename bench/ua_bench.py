@@ -77,6 +77,14 @@ def ua_names(text: str) -> list[str]:
     return names
 
 
+def whole_number_in(value: str, low: int, high: int) -> bool:
+    """C{value} is ASCII digits (no sign, exponent or other script's
+    digits) naming a number from C{low} to C{high}; the length is checked
+    first, so thousands of digits are never converted."""
+    return (len(value) <= len(str(high)) and value.isascii() and value.isdigit()
+            and low <= int(value) <= high)
+
+
 def sipp_buffer_size(text: Optional[str]) -> Optional[int]:
     """--sipp-buff-size as a number of bytes (None: sipp's default); a bad
     value is one line naming the option, and exit status 1."""
@@ -84,7 +92,7 @@ def sipp_buffer_size(text: Optional[str]) -> Optional[int]:
         return None
     low, high = SIPP_BUFFER_RANGE
     value = text.strip()
-    if len(value) > 12 or not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    if not whole_number_in(value, low, high):
         raise SystemExit(f"--sipp-buff-size {text[:40]!r}: expected a number of bytes from {low} to {high}")
     return int(value)
 
@@ -104,7 +112,7 @@ def fixed_rates(text: str) -> list[int]:
         value = item.strip()
         if not value:
             continue
-        if len(value) > 6 or not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        if not whole_number_in(value, low, high):
             raise SystemExit(f"--rates {text[:40]!r}: expected calls/s from {low} to {high}, comma-separated")
         rates.append(int(value))
     return rates

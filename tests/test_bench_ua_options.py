@@ -1,6 +1,6 @@
 """The user agent's benchmarks refuse bad options in one line: ua_bench.py
-a bad --sipp-buff-size or --rates, or an unknown UA in --uas, before it starts any
-process or writes any result;
+a bad --sipp-buff-size or --rates, or an unknown UA in --uas, before it
+starts any process or writes any result;
 ua_micro.py an unknown role, or valgrind missing for --misses and
 --callgrind."""
 from __future__ import annotations
